@@ -1,0 +1,1 @@
+//! Multi-level RoIAlign (detectron2 ROIAlignV2) as a candle CustomOp.
