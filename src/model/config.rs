@@ -1,0 +1,255 @@
+//! `ModelConfig`: every number of the network, with the paper's defaults (InsPro §4.2; Sparse R-CNN
+//! `config.py` and `sparsercnn.res50.100pro.3x.yaml`; AdelaiDet CondInst `defaults.py`).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::ModelError;
+
+/// Backbone trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackboneKind {
+    /// torchvision/detectron2 ResNet-50 (bottleneck, stride in the 3x3, FrozenBN).
+    Resnet50,
+    /// ResNet-18 (basic blocks, FrozenBN).
+    Resnet18,
+    /// A small strided-conv trunk for synthetic data and tests: no max-pool, no norm.
+    Tiny,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Human-readable name, written into exported manifests.
+    pub name: String,
+    pub backbone: BackboneKind,
+    /// Output channels of every stage of the `tiny` trunk (C2..C5); ignored by the ResNets.
+    pub tiny_channels: [usize; 4],
+    /// FPN output channels; also the query width (Sparse R-CNN HIDDEN_DIM).
+    pub fpn_channels: usize,
+    /// Sparse R-CNN NUM_PROPOSALS: number of instance queries / proposal boxes (slots).
+    pub num_queries: usize,
+    /// Sparse R-CNN NUM_HEADS: number of iterative dynamic instance interaction stages.
+    pub num_stages: usize,
+    /// Sparse R-CNN NHEADS: attention heads of the self-attention over queries.
+    pub num_attention_heads: usize,
+    /// Sparse R-CNN DIM_FEEDFORWARD.
+    pub ffn_dim: usize,
+    /// Sparse R-CNN DIM_DYNAMIC: the middle width of DynamicConv.
+    pub dynamic_dim: usize,
+    /// Sparse R-CNN NUM_CLS: layers of the classification tower.
+    pub num_cls_layers: usize,
+    /// Sparse R-CNN NUM_REG: layers of the box-regression tower.
+    pub num_reg_layers: usize,
+    /// ROIAlignV2 output resolution.
+    pub pooler_resolution: usize,
+    /// ROIAlignV2 sampling ratio.
+    pub pooler_sampling_ratio: usize,
+    /// Foreground classes (sigmoid, no background column).
+    pub num_classes: usize,
+    /// Class names, in class-index order; may be empty (then `class_<i>`).
+    pub class_names: Vec<String>,
+    /// CondInst MASK_BRANCH.CHANNELS.
+    pub mask_branch_channels: usize,
+    /// CondInst MASK_BRANCH.NUM_CONVS: convs of the mask tower.
+    pub mask_branch_convs: usize,
+    /// CondInst MASK_BRANCH.OUT_CHANNELS: mask feature channels.
+    pub mask_out_channels: usize,
+    /// CondInst MASK_HEAD.NUM_LAYERS.
+    pub mask_head_layers: usize,
+    /// CondInst MASK_HEAD.CHANNELS.
+    pub mask_head_channels: usize,
+    /// Feature bank length T (intra-query attention, Eq. 1). 1 means no attention (q = o).
+    pub bank_size: usize,
+    /// InsPro-lite key-frame interval K; 0 runs every stage on every frame.
+    pub key_frame_interval: usize,
+    /// Input size (width, height): frames are resized to fit inside it, keeping aspect ratio.
+    pub input_size: [usize; 2],
+    /// Pixel mean / std, RGB, 0..255.
+    pub pixel_mean: [f32; 3],
+    pub pixel_std: [f32; 3],
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            name: "inspro-r50".into(),
+            backbone: BackboneKind::Resnet50,
+            tiny_channels: [32, 64, 128, 256],
+            fpn_channels: 256,
+            num_queries: 100,
+            num_stages: 6,
+            num_attention_heads: 8,
+            ffn_dim: 2048,
+            dynamic_dim: 64,
+            num_cls_layers: 1,
+            num_reg_layers: 3,
+            pooler_resolution: 7,
+            pooler_sampling_ratio: 2,
+            num_classes: 40,
+            class_names: Vec::new(),
+            mask_branch_channels: 128,
+            mask_branch_convs: 4,
+            mask_out_channels: 8,
+            mask_head_layers: 3,
+            mask_head_channels: 8,
+            bank_size: 18,
+            key_frame_interval: 0,
+            input_size: [640, 360],
+            pixel_mean: [123.675, 116.28, 103.53],
+            pixel_std: [58.395, 57.12, 57.375],
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Read a TOML file; every missing key takes the paper's default.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ModelError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg: Self = toml::from_str(&text).map_err(|e| ModelError::Config {
+            file: path.display().to_string(),
+            field: e.span().map(|s| field_at(&text, s.start)).unwrap_or_default(),
+            reason: e.message().to_string(),
+        })?;
+        cfg.validate().map_err(|e| match e {
+            ModelError::Config { field, reason, .. } => ModelError::Config {
+                file: path.display().to_string(),
+                field,
+                reason,
+            },
+            other => other,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Check the numbers that the network's shapes depend on.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |field: &str, reason: String| {
+            Err(ModelError::Config {
+                file: String::new(),
+                field: field.into(),
+                reason,
+            })
+        };
+        if self.fpn_channels == 0 || self.fpn_channels % self.num_attention_heads.max(1) != 0 {
+            return bad(
+                "fpn_channels",
+                format!(
+                    "{} must be a positive multiple of num_attention_heads ({})",
+                    self.fpn_channels, self.num_attention_heads
+                ),
+            );
+        }
+        for (field, v) in [
+            ("num_queries", self.num_queries),
+            ("num_stages", self.num_stages),
+            ("num_attention_heads", self.num_attention_heads),
+            ("ffn_dim", self.ffn_dim),
+            ("dynamic_dim", self.dynamic_dim),
+            ("pooler_resolution", self.pooler_resolution),
+            ("num_classes", self.num_classes),
+            ("mask_branch_channels", self.mask_branch_channels),
+            ("mask_out_channels", self.mask_out_channels),
+            ("mask_head_channels", self.mask_head_channels),
+            ("bank_size", self.bank_size),
+        ] {
+            if v == 0 {
+                return bad(field, "must be at least 1".into());
+            }
+        }
+        if self.mask_head_layers < 2 {
+            return bad("mask_head_layers", "must be at least 2".into());
+        }
+        if self.input_size[0] < 32 || self.input_size[1] < 32 {
+            return bad(
+                "input_size",
+                format!("{:?} is smaller than 32x32", self.input_size),
+            );
+        }
+        if !self.class_names.is_empty() && self.class_names.len() != self.num_classes {
+            return bad(
+                "class_names",
+                format!(
+                    "{} names for num_classes = {}",
+                    self.class_names.len(),
+                    self.num_classes
+                ),
+            );
+        }
+        if self.pixel_std.iter().any(|s| *s <= 0.0) {
+            return bad("pixel_std", "every entry must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Name of class `i` (config name or `class_<i>`).
+    pub fn class_name(&self, i: usize) -> String {
+        self.class_names
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("class_{i}"))
+    }
+
+    /// Number of CondInst dynamic mask head parameters per instance (169 for the defaults).
+    pub fn mask_head_num_params(&self) -> usize {
+        let (w, b) = self.mask_head_param_split();
+        w.iter().sum::<usize>() + b.iter().sum::<usize>()
+    }
+
+    /// CondInst `weight_nums` and `bias_nums`: input 2 rel-coords + mask features.
+    pub fn mask_head_param_split(&self) -> (Vec<usize>, Vec<usize>) {
+        let c = self.mask_head_channels;
+        let in_c = self.mask_out_channels + 2;
+        let mut w = Vec::with_capacity(self.mask_head_layers);
+        let mut b = Vec::with_capacity(self.mask_head_layers);
+        for l in 0..self.mask_head_layers {
+            let (i, o) = match l {
+                0 => (in_c, c),
+                l if l + 1 == self.mask_head_layers => (c, 1),
+                _ => (c, c),
+            };
+            w.push(i * o);
+            b.push(o);
+        }
+        (w, b)
+    }
+
+    /// Channels of C2..C5 of the backbone trunk.
+    pub fn backbone_channels(&self) -> [usize; 4] {
+        match self.backbone {
+            BackboneKind::Resnet50 => [256, 512, 1024, 2048],
+            BackboneKind::Resnet18 => [64, 128, 256, 512],
+            BackboneKind::Tiny => self.tiny_channels,
+        }
+    }
+
+    /// Whether frame `index` (0-based, since the stream's state was created) is a key frame.
+    pub fn is_key_frame(&self, index: u64) -> bool {
+        self.key_frame_interval == 0 || index % self.key_frame_interval as u64 == 0
+    }
+}
+
+/// The dotted key around byte `pos` of a TOML text, for error messages.
+fn field_at(text: &str, pos: usize) -> String {
+    let line = text[..pos.min(text.len())]
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let line_full = text[pos.min(text.len()) - line.len()..]
+        .lines()
+        .next()
+        .unwrap_or_default();
+    line_full
+        .split('=')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}

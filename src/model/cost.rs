@@ -1,0 +1,211 @@
+//! Parameter count and multiply-accumulate count of the network by part (backbone, FPN, heads,
+//! mask), for `inspro info`. MACs are what detectron2/fvcore report as "FLOPs" — the convention of
+//! the paper's 45.5 GFLOPs (Table 2d).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder};
+
+use super::config::{BackboneKind, ModelConfig};
+use super::inspro::InsPro;
+use super::ModelError;
+
+/// The four parts `inspro info` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Part {
+    Backbone,
+    Fpn,
+    Heads,
+    Mask,
+}
+
+impl Part {
+    pub const ALL: [Part; 4] = [Part::Backbone, Part::Fpn, Part::Heads, Part::Mask];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Backbone => "backbone",
+            Part::Fpn => "fpn",
+            Part::Heads => "heads",
+            Part::Mask => "mask",
+        }
+    }
+
+    /// The part a checkpoint key belongs to.
+    pub fn of_key(key: &str) -> Part {
+        if key.starts_with("backbone.bottom_up.") {
+            Part::Backbone
+        } else if key.starts_with("backbone.fpn_") {
+            Part::Fpn
+        } else if key.starts_with("mask_branch.") || key.contains(".controller.") {
+            Part::Mask
+        } else {
+            Part::Heads
+        }
+    }
+}
+
+/// Records the (key, shape) of every parameter a model asks for; hands out zeros.
+struct ShapeRecorder(Mutex<Vec<(String, Vec<usize>)>>);
+
+impl SimpleBackend for ShapeRecorder {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        if let Ok(mut v) = self.0.lock() {
+            v.push((name.to_string(), s.dims().to_vec()));
+        }
+        Tensor::zeros(s, dtype, dev)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("parameter `{name}` has no shape hint")
+    }
+
+    fn contains_tensor(&self, _: &str) -> bool {
+        true
+    }
+}
+
+/// Every parameter key of the model with its shape, in construction order.
+pub fn param_shapes(cfg: &ModelConfig) -> Result<Vec<(String, Vec<usize>)>, ModelError> {
+    cfg.validate()?;
+    let recorder = std::sync::Arc::new(ShapeRecorder(Mutex::new(Vec::new())));
+    struct Shared(std::sync::Arc<ShapeRecorder>);
+    impl SimpleBackend for Shared {
+        fn get(&self, s: Shape, n: &str, h: Init, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
+            self.0.get(s, n, h, d, dev)
+        }
+        fn get_unchecked(&self, n: &str, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
+            self.0.get_unchecked(n, d, dev)
+        }
+        fn contains_tensor(&self, n: &str) -> bool {
+            self.0.contains_tensor(n)
+        }
+    }
+    let vb = VarBuilder::from_backend(Box::new(Shared(recorder.clone())), DType::F32, Device::Cpu);
+    InsPro::new(cfg, vb)?;
+    let shapes = recorder
+        .0
+        .lock()
+        .map(|v| v.clone())
+        .map_err(|_| ModelError::Input("shape recorder lock poisoned".into()))?;
+    Ok(shapes)
+}
+
+/// Parameters per part.
+pub fn param_counts(cfg: &ModelConfig) -> Result<BTreeMap<Part, usize>, ModelError> {
+    let mut out: BTreeMap<Part, usize> = Part::ALL.iter().map(|p| (*p, 0)).collect();
+    for (key, shape) in param_shapes(cfg)? {
+        *out.entry(Part::of_key(&key)).or_default() += shape.iter().product::<usize>();
+    }
+    Ok(out)
+}
+
+/// Multiply-accumulates per part for one frame of `width` x `height` (the padded network input),
+/// running `stages` stages.
+pub fn macs(cfg: &ModelConfig, width: usize, height: usize, stages: usize) -> BTreeMap<Part, u64> {
+    let conv = |cin: usize, cout: usize, k: usize, h: usize, w: usize| -> u64 {
+        (cin * cout * k * k) as u64 * (h * w) as u64
+    };
+    let down = |v: usize, s: usize| v.div_ceil(s);
+    let mut backbone = 0u64;
+    let (h2, w2) = (down(height, 2), down(width, 2));
+    let sizes: Vec<(usize, usize)> = (2..=5)
+        .map(|l| (down(height, 1 << l), down(width, 1 << l)))
+        .collect();
+    match cfg.backbone {
+        BackboneKind::Resnet50 | BackboneKind::Resnet18 => {
+            backbone += conv(3, 64, 7, h2, w2);
+            let bottleneck = cfg.backbone == BackboneKind::Resnet50;
+            let depths = if bottleneck { [3, 4, 6, 3] } else { [2, 2, 2, 2] };
+            let mut cin = 64;
+            for (i, depth) in depths.iter().enumerate() {
+                let (h, w) = sizes[i];
+                let width_c = 64 << i;
+                let cout = if bottleneck { width_c * 4 } else { width_c };
+                for b in 0..*depth {
+                    let (hin, win) = if b == 0 && i > 0 { sizes[i - 1] } else { (h, w) };
+                    if bottleneck {
+                        backbone += conv(cin, width_c, 1, hin, win);
+                        backbone += conv(width_c, width_c, 3, h, w);
+                        backbone += conv(width_c, cout, 1, h, w);
+                    } else {
+                        backbone += conv(cin, cout, 3, h, w);
+                        backbone += conv(cout, cout, 3, h, w);
+                    }
+                    if cin != cout || (b == 0 && i > 0) {
+                        backbone += conv(cin, cout, 1, h, w);
+                    }
+                    cin = cout;
+                }
+            }
+        }
+        BackboneKind::Tiny => {
+            let stem_c = (cfg.tiny_channels[0] / 2).max(8);
+            backbone += conv(3, stem_c, 3, h2, w2);
+            let mut cin = stem_c;
+            for (i, &c) in cfg.tiny_channels.iter().enumerate() {
+                let (h, w) = sizes[i];
+                backbone += conv(cin, c, 3, h, w) + conv(c, c, 3, h, w);
+                cin = c;
+            }
+        }
+    }
+    let c = cfg.fpn_channels;
+    let mut fpn = 0u64;
+    for (i, cin) in cfg.backbone_channels().into_iter().enumerate() {
+        let (h, w) = sizes[i];
+        fpn += conv(cin, c, 1, h, w) + conv(c, c, 3, h, w);
+    }
+    let n = cfg.num_queries as u64;
+    let (cc, d, f, s) = (
+        c as u64,
+        cfg.dynamic_dim as u64,
+        cfg.ffn_dim as u64,
+        (cfg.pooler_resolution * cfg.pooler_resolution) as u64,
+    );
+    let k = cfg.num_classes as u64;
+    let per_query = 4 * cc * cc                          // in_proj + out_proj
+        + 2 * n * cc                                     // scores + weighted values
+        + cc * 2 * cc * d + s * cc * d * 2               // dynamic_layer + two bmm
+        + s * cc * cc                                    // out_layer
+        + 2 * cc * f                                     // FFN
+        + (cfg.num_cls_layers + cfg.num_reg_layers) as u64 * cc * cc
+        + cc * k + cc * 4
+        + s * cc * 4 * cfg.pooler_sampling_ratio.pow(2) as u64; // RoIAlign bilinear taps
+    let heads = stages as u64 * n * per_query + n * cc * (cfg.bank_size as u64 + 1); // + ε
+    let (h3, w3) = sizes[1];
+    let mb = cfg.mask_branch_channels;
+    let mut mask = 0u64;
+    for (i, (h, w)) in sizes[1..].iter().enumerate() {
+        mask += conv(c, mb, 3, *h, *w);
+        if i > 0 {
+            mask += (mb * h3 * w3) as u64 * 2; // aligned_bilinear up to P3
+        }
+    }
+    mask += cfg.mask_branch_convs as u64 * conv(mb, mb, 3, h3, w3);
+    mask += conv(mb, cfg.mask_out_channels, 1, h3, w3);
+    let p = cfg.mask_head_num_params() as u64;
+    let (wn, _) = cfg.mask_head_param_split();
+    // One mask head per frame (the last stage), plus the weight generator of every stage run.
+    mask += n * ((wn.iter().sum::<usize>() * h3 * w3) as u64 + 4 * (h3 * w3) as u64);
+    mask += stages as u64 * n * cc * p;
+    [
+        (Part::Backbone, backbone),
+        (Part::Fpn, fpn),
+        (Part::Heads, heads),
+        (Part::Mask, mask),
+    ]
+    .into_iter()
+    .collect()
+}

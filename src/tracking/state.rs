@@ -1,0 +1,350 @@
+//! `InsPro::init_state` / `InsPro::step` (paper §3.1, Fig. 2): all N slots propagate every frame;
+//! the last stage's boxes, clipped to the frame, are the next proposals; the intra-query attention
+//! over a ring of the last T object features gives the next queries; with K > 0 (InsPro-lite) only
+//! key frames run every stage.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::model::mask::{MASK_FEAT_STRIDE, MASK_OUT_STRIDE};
+use crate::model::preprocess::{preprocess, FrameGeometry, FrameRef};
+use crate::model::{FrameOptions, InsPro, ModelError};
+
+/// Propagated boxes keep at least this width and height (network pixels) after clipping, so that a
+/// slot whose object left the frame can still grow onto a new one (docs/model.md).
+pub const MIN_PROPOSAL_SIZE: f32 = 4.0;
+
+/// Everything one stream carries between frames. Cheap to clone (tensors are shared, immutable).
+#[derive(Debug, Clone)]
+pub struct StreamState {
+    pub geometry: FrameGeometry,
+    /// Frames stepped since the state was made.
+    pub frame_index: u64,
+    /// q: (N, C).
+    proposal_features: Tensor,
+    /// p: (N, 4) xyxy, network-input pixels.
+    proposal_boxes_xyxy: Tensor,
+    /// Ring of the last T object features: (T, N, C).
+    bank: Tensor,
+    bank_valid: Vec<bool>,
+    /// Ring slot the next object features go to.
+    bank_next: usize,
+}
+
+/// One frame's result for every slot; slot i is object i.
+#[derive(Debug, Clone)]
+pub struct FrameOutput {
+    pub frame_index: u64,
+    pub key_frame: bool,
+    pub stages_run: usize,
+    pub geometry: FrameGeometry,
+    /// N rows of K sigmoid class probabilities.
+    pub class_probs: Vec<Vec<f32>>,
+    /// N boxes xyxy in the original frame's pixels.
+    pub boxes_xyxy: Vec<[f32; 4]>,
+    /// Mask logits at stride 4 of the padded network input: N x (mask_h x mask_w), row-major.
+    pub mask_logits: Vec<f32>,
+    pub mask_h: usize,
+    pub mask_w: usize,
+}
+
+impl FrameOutput {
+    pub fn num_slots(&self) -> usize {
+        self.boxes_xyxy.len()
+    }
+
+    /// Best class of a slot and its probability.
+    pub fn best_class(&self, slot: usize) -> (usize, f32) {
+        self.class_probs[slot]
+            .iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |best, (i, &p)| {
+                if p > best.1 {
+                    (i, p)
+                } else {
+                    best
+                }
+            })
+    }
+
+    /// Mask logits of a slot at the original frame size (row-major, orig_height x orig_width),
+    /// bilinear from stride 4: CondInst's aligned up-sampling puts logit cell i at pixel 4i + 2.
+    pub fn mask_logits_at_original(&self, slot: usize) -> Vec<f32> {
+        let g = &self.geometry;
+        let (mh, mw) = (self.mask_h, self.mask_w);
+        let plane = &self.mask_logits[slot * mh * mw..(slot + 1) * mh * mw];
+        let (sx, sy) = g.scale_xy();
+        let s = MASK_OUT_STRIDE as f32;
+        let off = (MASK_OUT_STRIDE / 2) as f32;
+        let axis = |i: usize, scale: f32, n: usize| {
+            let r = (i as f32 + 0.5) * scale - 0.5;
+            let u = ((r - off) / s).clamp(0.0, (n - 1) as f32);
+            let lo = u.floor() as usize;
+            (lo, (lo + 1).min(n - 1), u - lo as f32)
+        };
+        let xs: Vec<_> = (0..g.orig_width).map(|x| axis(x, sx, mw)).collect();
+        let mut out = Vec::with_capacity(g.orig_width * g.orig_height);
+        for y in 0..g.orig_height {
+            let (y0, y1, ly) = axis(y, sy, mh);
+            for &(x0, x1, lx) in &xs {
+                let top = plane[y0 * mw + x0] * (1.0 - lx) + plane[y0 * mw + x1] * lx;
+                let bot = plane[y1 * mw + x0] * (1.0 - lx) + plane[y1 * mw + x1] * lx;
+                out.push(top * (1.0 - ly) + bot * ly);
+            }
+        }
+        out
+    }
+
+    /// Binary mask of a slot at the original size: sigmoid > 0.5, i.e. logit > 0.
+    pub fn mask_at_original(&self, slot: usize) -> Vec<bool> {
+        self.mask_logits_at_original(slot)
+            .into_iter()
+            .map(|v| v > 0.0)
+            .collect()
+    }
+}
+
+impl InsPro {
+    /// A fresh state for a stream of `width` x `height` frames: learned init features and
+    /// whole-image proposals, an empty bank.
+    pub fn init_state(&self, width: usize, height: usize) -> Result<StreamState, ModelError> {
+        if width == 0 || height == 0 {
+            return Err(ModelError::Input(format!(
+                "cannot make a stream state for an empty {width}x{height} frame"
+            )));
+        }
+        let geometry = FrameGeometry::new(&self.cfg, width, height);
+        let (features, boxes) =
+            self.initial_proposals(geometry.resized_width, geometry.resized_height)?;
+        let (n, c, t) = (
+            self.cfg.num_queries,
+            self.cfg.fpn_channels,
+            self.cfg.bank_size,
+        );
+        Ok(StreamState {
+            geometry,
+            frame_index: 0,
+            proposal_features: features.detach(),
+            proposal_boxes_xyxy: boxes.detach(),
+            bank: Tensor::zeros((t, n, c), DType::F32, self.device())?,
+            bank_valid: vec![false; t],
+            bank_next: 0,
+        })
+    }
+
+    /// Segment one frame and advance the stream's state.
+    pub fn step(
+        &self,
+        frame: &FrameRef<'_>,
+        state: &mut StreamState,
+    ) -> Result<FrameOutput, ModelError> {
+        let g = state.geometry;
+        if frame.width != g.orig_width || frame.height != g.orig_height {
+            return Err(ModelError::Input(format!(
+                "frame is {}x{} but the stream state was made for {}x{}; reset the state",
+                frame.width, frame.height, g.orig_width, g.orig_height
+            )));
+        }
+        let image = preprocess(&self.cfg, frame, &g, self.device()).map_err(ModelError::Input)?;
+        let key_frame = self.cfg.is_key_frame(state.frame_index);
+        let t = state.bank_valid.len();
+        // The entry at `bank_next` is overwritten by this frame's features: not part of the window.
+        let valid: Vec<f32> = (0..t)
+            .map(|i| f32::from(u8::from(state.bank_valid[i] && i != state.bank_next)))
+            .collect();
+        let bank_valid = Tensor::from_vec(valid, t, self.device())?;
+        let fwd = self.forward_frame(
+            &image,
+            &state.proposal_features,
+            &state.proposal_boxes_xyxy,
+            &state.bank,
+            &bank_valid,
+            FrameOptions::inference(key_frame),
+        )?;
+        let last = fwd.last()?;
+        let obj = last.obj_features.detach();
+        let (n, c) = obj.dims2()?;
+        state.bank = state.bank.slice_assign(
+            &[state.bank_next..state.bank_next + 1, 0..n, 0..c],
+            &obj.unsqueeze(0)?,
+        )?;
+        state.bank_valid[state.bank_next] = true;
+        state.bank_next = (state.bank_next + 1) % t;
+        state.proposal_features = fwd.next_proposal_features.detach();
+        let pred = last.pred_boxes_xyxy.detach().to_vec2::<f32>()?;
+        let clipped: Vec<f32> = pred
+            .iter()
+            .flat_map(|b| {
+                clip_box(
+                    [b[0], b[1], b[2], b[3]],
+                    g.resized_width as f32,
+                    g.resized_height as f32,
+                )
+            })
+            .collect();
+        state.proposal_boxes_xyxy = Tensor::from_vec(clipped, (n, 4), self.device())?;
+
+        let probs = candle_nn::ops::sigmoid(&last.class_logits)?.to_vec2::<f32>()?;
+        let (sx, sy) = g.scale_xy();
+        let boxes_xyxy = pred
+            .iter()
+            .map(|b| [b[0] / sx, b[1] / sy, b[2] / sx, b[3] / sy])
+            .collect();
+        let masks = fwd
+            .mask_logits
+            .last()
+            .ok_or_else(|| ModelError::Input("the last stage produced no masks".into()))?;
+        let (_, mask_h, mask_w) = masks.dims3()?;
+        debug_assert_eq!(mask_h * MASK_OUT_STRIDE, g.padded_height);
+        debug_assert_eq!(mask_w * MASK_FEAT_STRIDE, 2 * g.padded_width);
+        let out = FrameOutput {
+            frame_index: state.frame_index,
+            key_frame,
+            stages_run: fwd.stages.len(),
+            geometry: g,
+            class_probs: probs,
+            boxes_xyxy,
+            mask_logits: masks.flatten_all()?.to_vec1::<f32>()?,
+            mask_h,
+            mask_w,
+        };
+        state.frame_index += 1;
+        Ok(out)
+    }
+}
+
+/// Clip a box to [0, w] x [0, h], keeping at least `MIN_PROPOSAL_SIZE` per side inside the frame.
+pub fn clip_box(b: [f32; 4], w: f32, h: f32) -> [f32; 4] {
+    let axis = |lo: f32, hi: f32, size: f32| {
+        let (lo, hi) = if lo.is_finite() && hi.is_finite() {
+            (lo.clamp(0.0, size), hi.clamp(0.0, size))
+        } else {
+            (0.0, size)
+        };
+        let min = MIN_PROPOSAL_SIZE.min(size);
+        if hi - lo >= min {
+            return (lo, hi);
+        }
+        let centre = (0.5 * (lo + hi)).clamp(0.5 * min, size - 0.5 * min);
+        (centre - 0.5 * min, centre + 0.5 * min)
+    };
+    let (x1, x2) = axis(b[0], b[2], w);
+    let (y1, y2) = axis(b[1], b[3], h);
+    [x1, y1, x2, y2]
+}
+
+impl StreamState {
+    pub fn proposal_boxes_xyxy(&self) -> &Tensor {
+        &self.proposal_boxes_xyxy
+    }
+
+    pub fn proposal_features(&self) -> &Tensor {
+        &self.proposal_features
+    }
+
+    /// Number of filled bank entries.
+    pub fn bank_len(&self) -> usize {
+        self.bank_valid.iter().filter(|v| **v).count()
+    }
+
+    /// Write the state to a safetensors file.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), ModelError> {
+        let dev = Device::Cpu;
+        let g = &self.geometry;
+        let meta = Tensor::from_vec(
+            vec![
+                self.frame_index as i64,
+                self.bank_next as i64,
+                g.orig_width as i64,
+                g.orig_height as i64,
+            ],
+            4,
+            &dev,
+        )?;
+        let valid: Vec<f32> = self
+            .bank_valid
+            .iter()
+            .map(|v| f32::from(u8::from(*v)))
+            .collect();
+        let n = valid.len();
+        let tensors: HashMap<String, Tensor> = [
+            ("meta".to_string(), meta),
+            ("proposal_features".to_string(), self.proposal_features.clone()),
+            (
+                "proposal_boxes_xyxy".to_string(),
+                self.proposal_boxes_xyxy.clone(),
+            ),
+            ("bank".to_string(), self.bank.clone()),
+            ("bank_valid".to_string(), Tensor::from_vec(valid, n, &dev)?),
+        ]
+        .into_iter()
+        .collect();
+        candle_core::safetensors::save(&tensors, path.as_ref())?;
+        Ok(())
+    }
+}
+
+impl InsPro {
+    /// Read a state written by `StreamState::save`, checking it fits this model.
+    pub fn load_state(&self, path: impl AsRef<Path>) -> Result<StreamState, ModelError> {
+        let path = path.as_ref();
+        let file = path.display().to_string();
+        let bad = |field: &str, reason: String| ModelError::Config {
+            file: file.clone(),
+            field: field.into(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let tensors = candle_core::safetensors::load_buffer(&bytes, self.device()).map_err(|e| {
+            ModelError::WeightFile {
+                file: file.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        let get = |k: &str| {
+            tensors
+                .get(k)
+                .cloned()
+                .ok_or_else(|| bad(k, "missing".into()))
+        };
+        let meta = get("meta")?.to_vec1::<i64>()?;
+        if meta.len() != 4 || meta.iter().any(|v| *v < 0) {
+            return Err(bad("meta", format!("{meta:?} is not a valid header")));
+        }
+        let (n, c, t) = (
+            self.cfg.num_queries,
+            self.cfg.fpn_channels,
+            self.cfg.bank_size,
+        );
+        let check = |k: &str, want: &[usize]| -> Result<Tensor, ModelError> {
+            let x = get(k)?;
+            if x.dims() != want {
+                return Err(bad(
+                    k,
+                    format!("shape {:?}, this model needs {want:?}", x.dims()),
+                ));
+            }
+            Ok(x)
+        };
+        let mut state = self.init_state(meta[2] as usize, meta[3] as usize)?;
+        state.frame_index = meta[0] as u64;
+        state.bank_next = meta[1] as usize;
+        if state.bank_next >= t {
+            return Err(bad("meta", format!("bank position {} >= T = {t}", meta[1])));
+        }
+        state.proposal_features = check("proposal_features", &[n, c])?;
+        state.proposal_boxes_xyxy = check("proposal_boxes_xyxy", &[n, 4])?;
+        state.bank = check("bank", &[t, n, c])?;
+        state.bank_valid = check("bank_valid", &[t])?
+            .to_vec1::<f32>()?
+            .into_iter()
+            .map(|v| v > 0.5)
+            .collect();
+        Ok(state)
+    }
+}
