@@ -127,7 +127,7 @@ impl ResNet {
 
     fn forward(&self, x: &Tensor, train: bool) -> Result<BackboneFeatures> {
         let x = self.stem.forward(x)?; // (1, 64, H/2, W/2)
-        // 3x3/2 max-pool with padding 1; the input is post-ReLU (>= 0), so zero padding equals -inf.
+                                       // 3x3/2 max-pool with padding 1; the input is post-ReLU (>= 0), so zero padding equals -inf.
         let x = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
         let mut x = x.max_pool2d_with_stride(3, 2)?; // (1, 64, H/4, W/4)
         let mut outs = Vec::with_capacity(4);
@@ -152,7 +152,13 @@ struct Tiny {
     stages: Vec<[Conv2d; 2]>,
 }
 
-fn tiny_conv(vb: &VarBuilder, name: &str, cin: usize, cout: usize, stride: usize) -> Result<Conv2d> {
+fn tiny_conv(
+    vb: &VarBuilder,
+    name: &str,
+    cin: usize,
+    cout: usize,
+    stride: usize,
+) -> Result<Conv2d> {
     let spec = ConvSpec {
         in_channels: cin,
         out_channels: cout,

@@ -31,7 +31,12 @@ impl IntraQueryAttention {
     /// bank_valid (T) with 1 for filled entries, 0 for empty. Returns the next queries (N, C):
     /// Σ_n softmax_n(ε(o_{t−n})) · o_{t−n} + o_t over the valid entries and o_t itself.
     /// With T = 1 the paper's "no intra-query attention": q = o_t.
-    pub fn forward(&self, obj_features: &Tensor, bank: &Tensor, bank_valid: &Tensor) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        obj_features: &Tensor,
+        bank: &Tensor,
+        bank_valid: &Tensor,
+    ) -> Result<Tensor> {
         if self.bank_size <= 1 {
             return Ok(obj_features.clone());
         }

@@ -114,7 +114,10 @@ impl ModelConfig {
         })?;
         let cfg: Self = toml::from_str(&text).map_err(|e| ModelError::Config {
             file: path.display().to_string(),
-            field: e.span().map(|s| field_at(&text, s.start)).unwrap_or_default(),
+            field: e
+                .span()
+                .map(|s| field_at(&text, s.start))
+                .unwrap_or_default(),
             reason: e.message().to_string(),
         })?;
         cfg.validate().map_err(|e| match e {

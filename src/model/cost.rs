@@ -82,7 +82,14 @@ pub fn param_shapes(cfg: &ModelConfig) -> Result<Vec<(String, Vec<usize>)>, Mode
     let recorder = std::sync::Arc::new(ShapeRecorder(Mutex::new(Vec::new())));
     struct Shared(std::sync::Arc<ShapeRecorder>);
     impl SimpleBackend for Shared {
-        fn get(&self, s: Shape, n: &str, h: Init, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        fn get(
+            &self,
+            s: Shape,
+            n: &str,
+            h: Init,
+            d: DType,
+            dev: &Device,
+        ) -> candle_core::Result<Tensor> {
             self.0.get(s, n, h, d, dev)
         }
         fn get_unchecked(&self, n: &str, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
@@ -127,14 +134,22 @@ pub fn macs(cfg: &ModelConfig, width: usize, height: usize, stages: usize) -> BT
         BackboneKind::Resnet50 | BackboneKind::Resnet18 => {
             backbone += conv(3, 64, 7, h2, w2);
             let bottleneck = cfg.backbone == BackboneKind::Resnet50;
-            let depths = if bottleneck { [3, 4, 6, 3] } else { [2, 2, 2, 2] };
+            let depths = if bottleneck {
+                [3, 4, 6, 3]
+            } else {
+                [2, 2, 2, 2]
+            };
             let mut cin = 64;
             for (i, depth) in depths.iter().enumerate() {
                 let (h, w) = sizes[i];
                 let width_c = 64 << i;
                 let cout = if bottleneck { width_c * 4 } else { width_c };
                 for b in 0..*depth {
-                    let (hin, win) = if b == 0 && i > 0 { sizes[i - 1] } else { (h, w) };
+                    let (hin, win) = if b == 0 && i > 0 {
+                        sizes[i - 1]
+                    } else {
+                        (h, w)
+                    };
                     if bottleneck {
                         backbone += conv(cin, width_c, 1, hin, win);
                         backbone += conv(width_c, width_c, 3, h, w);

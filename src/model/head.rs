@@ -26,8 +26,11 @@ pub struct MultiheadAttention {
 
 impl MultiheadAttention {
     pub fn new(dim: usize, num_heads: usize, vb: VarBuilder) -> Result<Self> {
-        let in_proj_weight =
-            vb.get_with_hints((3 * dim, dim), "in_proj_weight", xavier_uniform(&[3 * dim, dim]))?;
+        let in_proj_weight = vb.get_with_hints(
+            (3 * dim, dim),
+            "in_proj_weight",
+            xavier_uniform(&[3 * dim, dim]),
+        )?;
         let in_proj_bias = vb.get_with_hints(3 * dim, "in_proj_bias", Init::Const(0.0))?;
         let out_proj = Linear::new(
             dim,
@@ -213,9 +216,7 @@ impl RcnnHead {
         let x = self
             .norm2
             .forward(&(&x + self.inst_interact.forward(&x, &roi_features)?)?)?;
-        let ffn = self
-            .linear2
-            .forward(&self.linear1.forward(&x)?.relu()?)?;
+        let ffn = self.linear2.forward(&self.linear1.forward(&x)?.relu()?)?;
         let obj_features = self.norm3.forward(&(&x + ffn)?)?; // (N, C)
 
         let mut cls = obj_features.clone();

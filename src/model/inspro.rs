@@ -137,7 +137,11 @@ impl InsPro {
     }
 
     /// Load weights from a safetensors file. A missing or misshaped key is an error naming it.
-    pub fn load(cfg: &ModelConfig, weights: impl AsRef<Path>, device: &Device) -> std::result::Result<Self, ModelError> {
+    pub fn load(
+        cfg: &ModelConfig,
+        weights: impl AsRef<Path>,
+        device: &Device,
+    ) -> std::result::Result<Self, ModelError> {
         cfg.validate()?;
         let path = weights.as_ref();
         let backend = Arc::new(CheckedTensors::open(path, device)?);
@@ -165,7 +169,11 @@ impl InsPro {
 
     /// Random init as the reference does it (xavier heads, focal prior bias, whole-image
     /// proposals), deterministic for `seed`. Returns the trainable variables too.
-    pub fn random(cfg: &ModelConfig, seed: u64, device: &Device) -> std::result::Result<(Self, VarMap), ModelError> {
+    pub fn random(
+        cfg: &ModelConfig,
+        seed: u64,
+        device: &Device,
+    ) -> std::result::Result<(Self, VarMap), ModelError> {
         cfg.validate()?;
         let varmap = VarMap::new();
         let vb = seeded_var_builder(seed, &varmap, device);

@@ -38,7 +38,12 @@ impl MaskBranch {
                 bias: false,
                 relu: true,
             };
-            Conv2d::new(spec, c2_xavier_fill(&[c, cin, 3, 3]), vb.pp(0), Some(vb.pp(1)))
+            Conv2d::new(
+                spec,
+                c2_xavier_fill(&[c, cin, 3, 3]),
+                vb.pp(0),
+                Some(vb.pp(1)),
+            )
         };
         let refine = (0..3)
             .map(|i| conv_bn(vb.pp("refine").pp(i), c_in))
@@ -132,10 +137,7 @@ pub fn rel_coords(
     device: &Device,
 ) -> Result<Tensor> {
     let boxes = pred_boxes_xyxy.detach().to_vec2::<f32>()?;
-    let boxes4: Vec<[f32; 4]> = boxes
-        .iter()
-        .map(|b| [b[0], b[1], b[2], b[3]])
-        .collect();
+    let boxes4: Vec<[f32; 4]> = boxes.iter().map(|b| [b[0], b[1], b[2], b[3]]).collect();
     let levels = assign_levels(&boxes4, 2, 5);
     let hw = feat_h * feat_w;
     let mut out = vec![0f32; boxes4.len() * 2 * hw];

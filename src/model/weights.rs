@@ -225,7 +225,12 @@ impl SimpleBackend for SeededInit {
         Ok(out)
     }
 
-    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+    fn get_unchecked(
+        &self,
+        name: &str,
+        _dtype: DType,
+        _dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         let vars = self
             .varmap
             .data()

@@ -271,7 +271,10 @@ impl StreamState {
         let n = valid.len();
         let tensors: HashMap<String, Tensor> = [
             ("meta".to_string(), meta),
-            ("proposal_features".to_string(), self.proposal_features.clone()),
+            (
+                "proposal_features".to_string(),
+                self.proposal_features.clone(),
+            ),
             (
                 "proposal_boxes_xyxy".to_string(),
                 self.proposal_boxes_xyxy.clone(),
@@ -300,12 +303,13 @@ impl InsPro {
             path: path.to_path_buf(),
             source,
         })?;
-        let tensors = candle_core::safetensors::load_buffer(&bytes, self.device()).map_err(|e| {
-            ModelError::WeightFile {
-                file: file.clone(),
-                reason: e.to_string(),
-            }
-        })?;
+        let tensors =
+            candle_core::safetensors::load_buffer(&bytes, self.device()).map_err(|e| {
+                ModelError::WeightFile {
+                    file: file.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
         let get = |k: &str| {
             tensors
                 .get(k)
