@@ -1,11 +1,16 @@
 //! Sub-commands of the `inspro` binary. Each file owns the commands of one concern.
 
+mod model;
 mod ytvis;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "inspro", version, about = "Online video instance segmentation for edge boxes")]
+#[command(
+    name = "inspro",
+    version,
+    about = "Online video instance segmentation for edge boxes"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -13,6 +18,10 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Parameters and GFLOPs of a model config, by part.
+    Info(model::InfoArgs),
+    /// Median ms per frame of the candle forward, by part, at 1 and 2 threads.
+    Bench(model::BenchArgs),
     /// Score a YouTube-VIS results json against its ground truth (official video AP/AR).
     Eval(ytvis::EvalArgs),
     /// Generate a synthetic YouTube-VIS-layout benchmark (or one encoded clip).
@@ -30,6 +39,8 @@ pub fn init_tracing() {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Info(args) => model::info(args),
+        Command::Bench(args) => model::bench(args),
         Command::Eval(args) => ytvis::eval(args),
         Command::Synth(args) => ytvis::synth(args),
     }

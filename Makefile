@@ -1,0 +1,40 @@
+# InsPro Edge. Quick start: `make demo` and `make test` (each installs what it needs).
+SHELL := /bin/bash
+CARGO ?= cargo
+VENV ?= $(CURDIR)/.venv
+# The ONNX Runtime library of the onnxruntime wheel that scripts/setup.sh installs.
+export ORT_DYLIB_PATH ?= $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*))
+
+.PHONY: setup build test lint fmt demo bench info clean-out
+
+setup:
+	scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release
+
+# Every test, plus the formatting and lint gates CI enforces.
+test: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) test --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+demo: build
+	scripts/demo.sh
+
+# Benchmarks write their numbers to stdout; docs/perf.md records them with machine and date.
+bench: build
+	scripts/bench.sh
+
+info: build
+	./target/release/inspro info --model configs/models/inspro-r50.toml
+
+clean-out:
+	rm -rf out
