@@ -1,15 +1,179 @@
-//! `inspro eval` and `inspro synth` (owned by the ytvis work; placeholder signatures).
+//! `inspro eval` (ytvoseval's AP/AR) and `inspro synth` (the synthetic YouTube-VIS benchmark).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use inspro::ytvis::{self, ClipOptions, SynthOptions};
 
 #[derive(clap::Args, Debug)]
-pub struct EvalArgs {}
-
-#[derive(clap::Args, Debug)]
-pub struct SynthArgs {}
-
-pub fn eval(_args: EvalArgs) -> anyhow::Result<()> {
-    anyhow::bail!("inspro eval is not implemented yet")
+pub struct EvalArgs {
+    /// Ground-truth json (YouTube-VIS layout).
+    #[arg(long)]
+    pub gt: PathBuf,
+    /// Results json: a list of {video_id, category_id, score, segmentations}.
+    #[arg(long)]
+    pub results: PathBuf,
+    /// Print one json object instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
-pub fn synth(_args: SynthArgs) -> anyhow::Result<()> {
-    anyhow::bail!("inspro synth is not implemented yet")
+#[derive(clap::Args, Debug)]
+pub struct SynthArgs {
+    /// Output folder (JPEGImages/ and instances.json).
+    #[arg(long, required_unless_present = "clip", conflicts_with = "clip")]
+    pub out: Option<PathBuf>,
+    /// Write one encoded video (.mkv or .mp4) instead, with its ground truth beside it (.json).
+    #[arg(long)]
+    pub clip: Option<PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    pub videos: usize,
+    /// Frames per video.
+    #[arg(long, default_value_t = 36)]
+    pub frames: usize,
+    /// Frame size WIDTHxHEIGHT.
+    #[arg(long, default_value = "640x360", value_parser = parse_size)]
+    pub size: (u32, u32),
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Objects per video, MIN..MAX (inclusive) or N.
+    #[arg(long, default_value = "2..6", value_parser = parse_range)]
+    pub objects: (usize, usize),
+    /// Chance that an object is a look-alike of an earlier one, crossing its path.
+    #[arg(long, default_value_t = 0.5)]
+    pub lookalikes: f64,
+    /// Chance that an object is steered through an earlier one (occlusion).
+    #[arg(long, default_value_t = 0.5)]
+    pub occlusion: f64,
+    /// Speed multiplier.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Chance that an object crosses the frame in a straight line (enters/leaves).
+    #[arg(long, default_value_t = 0.3)]
+    pub enter_leave: f64,
+    /// Simulated frames between two written ones (5 mimics YouTube-VIS val).
+    #[arg(long, default_value_t = 1)]
+    pub frame_stride: usize,
+    /// JPEG quality of the frames.
+    #[arg(long, default_value_t = 90)]
+    pub jpeg_quality: u8,
+    /// Frame rate of the clip.
+    #[arg(long, default_value_t = 15)]
+    pub fps: u32,
+    /// x264 constant quantizer of the clip (0 lossless, 18 visually lossless).
+    #[arg(long, default_value_t = 18)]
+    pub quantizer: u32,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("expected WIDTHxHEIGHT, got {s:?}"))?;
+    let w = w.trim().parse().map_err(|e| format!("width {w:?}: {e}"))?;
+    let h = h.trim().parse().map_err(|e| format!("height {h:?}: {e}"))?;
+    Ok((w, h))
+}
+
+fn parse_range(s: &str) -> Result<(usize, usize), String> {
+    let parse = |v: &str| v.trim().parse::<usize>().map_err(|e| format!("{v:?}: {e}"));
+    match s.split_once("..") {
+        Some((lo, hi)) => Ok((parse(lo)?, parse(hi.trim_start_matches('='))?)),
+        None => {
+            let n = parse(s)?;
+            Ok((n, n))
+        }
+    }
+}
+
+pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let s = ytvis::evaluate_files(&args.gt, &args.results)?;
+    tracing::info!(seconds = start.elapsed().as_secs_f64(), "evaluated");
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&s).context("serialising the summary")?
+        );
+        return Ok(());
+    }
+    let rows = [
+        ("Average Precision", "0.50:0.95", "all", 100, s.ap),
+        ("Average Precision", "0.50", "all", 100, s.ap50),
+        ("Average Precision", "0.75", "all", 100, s.ap75),
+        ("Average Precision", "0.50:0.95", "small", 100, s.aps),
+        ("Average Precision", "0.50:0.95", "medium", 100, s.apm),
+        ("Average Precision", "0.50:0.95", "large", 100, s.apl),
+        ("Average Recall", "0.50:0.95", "all", 1, s.ar1),
+        ("Average Recall", "0.50:0.95", "all", 10, s.ar10),
+        ("Average Recall", "0.50:0.95", "all", 100, s.ar100),
+        ("Average Recall", "0.50:0.95", "small", 100, s.ars),
+        ("Average Recall", "0.50:0.95", "medium", 100, s.arm),
+        ("Average Recall", "0.50:0.95", "large", 100, s.arl),
+    ];
+    for (title, iou, area, max_dets, v) in rows {
+        let kind = if title.starts_with("Average Precision") {
+            "(AP)"
+        } else {
+            "(AR)"
+        };
+        println!(
+            " {title:<18} {kind} @[ IoU={iou:<9} | area={area:>6} | maxDets={max_dets:>3} ] = {v:.3}"
+        );
+    }
+    println!();
+    println!("{:<24} {:>6}", "category", "AP");
+    for c in &s.per_category {
+        match c.ap {
+            Some(ap) => println!("{:<24} {:>6.3}", c.name, ap),
+            None => println!("{:<24} {:>6}", c.name, "-"),
+        }
+    }
+    Ok(())
+}
+
+pub fn synth(args: SynthArgs) -> anyhow::Result<()> {
+    let opts = SynthOptions {
+        videos: args.videos,
+        frames: args.frames,
+        width: args.size.0,
+        height: args.size.1,
+        seed: args.seed,
+        min_objects: args.objects.0,
+        max_objects: args.objects.1,
+        lookalikes: args.lookalikes,
+        occlusion: args.occlusion,
+        speed: args.speed,
+        enter_leave: args.enter_leave,
+        frame_stride: args.frame_stride,
+        jpeg_quality: args.jpeg_quality,
+    };
+    let start = Instant::now();
+    if let Some(clip) = &args.clip {
+        let clip_opts = ClipOptions {
+            fps: args.fps,
+            quantizer: args.quantizer,
+        };
+        let gt = ytvis::write_clip(clip, &opts, &clip_opts)?;
+        tracing::info!(
+            clip = %clip.display(),
+            gt = %clip.with_extension("json").display(),
+            objects = gt.annotations.len(),
+            seconds = start.elapsed().as_secs_f64(),
+            "wrote clip"
+        );
+        return Ok(());
+    }
+    let Some(out) = &args.out else {
+        bail!("give --out DIR or --clip FILE.mkv");
+    };
+    let gt = ytvis::write_dataset(out, &opts)?;
+    tracing::info!(
+        out = %out.display(),
+        videos = gt.videos.len(),
+        objects = gt.annotations.len(),
+        seconds = start.elapsed().as_secs_f64(),
+        "wrote dataset"
+    );
+    Ok(())
 }
