@@ -454,7 +454,7 @@ fn weights_round_trip_and_errors_name_the_key() {
     assert!(
         err.contains("head.head_series.0.class_logits.weight")
             && err.contains("[7, 64]")
-            && err.contains("[5, 64]"),
+            && err.contains("[6, 64]"),
         "{err}"
     );
 

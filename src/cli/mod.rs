@@ -1,6 +1,7 @@
 //! Sub-commands of the `inspro` binary. Each file owns the commands of one concern.
 
 mod model;
+mod segment;
 mod ytvis;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,8 @@ pub enum Command {
     Info(model::InfoArgs),
     /// Median ms per frame of the candle forward, by part, at 1 and 2 threads.
     Bench(model::BenchArgs),
+    /// Segment and track every video of a YouTube-VIS layout into one results json.
+    Segment(segment::SegmentArgs),
     /// Score a YouTube-VIS results json against its ground truth (official video AP/AR).
     Eval(ytvis::EvalArgs),
     /// Generate a synthetic YouTube-VIS-layout benchmark (or one encoded clip).
@@ -41,6 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info(args) => model::info(args),
         Command::Bench(args) => model::bench(args),
+        Command::Segment(args) => segment::segment(args),
         Command::Eval(args) => ytvis::eval(args),
         Command::Synth(args) => ytvis::synth(args),
     }

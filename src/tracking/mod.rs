@@ -1,6 +1,9 @@
 //! Per-stream state: each stream's (instance query, proposal box) pairs and feature bank, carried
-//! from frame to frame so that query slot i stays bound to one object with no tracker.
+//! from frame to frame so that query slot i stays bound to one object with no tracker; and the
+//! YouTube-VIS results a video's slots become.
 
 pub mod state;
+pub mod video;
 
 pub use state::{FrameOutput, StreamState};
+pub use video::{ResultOptions, VideoAccumulator};
