@@ -127,6 +127,8 @@ pub struct SynthObject {
     pub appearance: usize,
     /// The visible part per frame, `None` where fully hidden or outside the frame.
     pub masks: Vec<Option<Rle>>,
+    /// Per frame: whether a nearer object hides part of it.
+    pub occluded: Vec<bool>,
 }
 
 impl SynthObject {
@@ -485,11 +487,19 @@ fn shade(look: &Look, x: f64, y: f64) -> [f64; 3] {
 }
 
 /// Draws frame `t` (in simulated frames): RGB and the owner (object index, 255 for none) of
-/// every pixel; objects later in `order` are nearer the camera.
-fn render_frame(scene: &Scene, order: &[usize], t: f64, rgb: &mut [u8], owner: &mut [u8]) {
+/// every pixel, and which objects a nearer one covers; objects later in `order` are nearer.
+fn render_frame(
+    scene: &Scene,
+    order: &[usize],
+    t: f64,
+    rgb: &mut [u8],
+    owner: &mut [u8],
+    occluded: &mut [bool],
+) {
     let (w, h) = (scene.w as usize, scene.h as usize);
     rgb.copy_from_slice(&scene.background);
     owner.fill(u8::MAX);
+    occluded.fill(false);
     for &i in order {
         let b = &scene.bodies[i];
         let c = b.centre(t, scene.w, scene.h);
@@ -514,6 +524,9 @@ fn render_frame(scene: &Scene, order: &[usize], t: f64, rgb: &mut [u8], owner: &
                     continue;
                 }
                 let p = y * w + x;
+                if let Some(o) = occluded.get_mut(owner[p] as usize) {
+                    *o = true;
+                }
                 owner[p] = i as u8;
                 let col = shade(&b.look, lx, ly);
                 for ch in 0..3 {
@@ -630,15 +643,18 @@ fn render_video(
     let mut rgb = vec![0u8; w * h * 3];
     let mut owner = vec![u8::MAX; w * h];
     let mut masks: Vec<Vec<Option<Rle>>> = vec![Vec::with_capacity(opts.frames); n];
+    let mut occluded = vec![Vec::with_capacity(opts.frames); n];
+    let mut hidden = vec![false; n];
     for f in 0..opts.frames {
         let t = (f * opts.frame_stride) as f64;
-        render_frame(&scene, &order, t, &mut rgb, &mut owner);
+        render_frame(&scene, &order, t, &mut rgb, &mut owner, &mut hidden);
         for (i, m) in owner_masks(&owner, w, h, n).into_iter().enumerate() {
             masks[i].push(m);
+            occluded[i].push(hidden[i]);
         }
         sink(f, &rgb)?;
     }
-    for (i, m) in masks.into_iter().enumerate() {
+    for (i, (m, occluded)) in masks.into_iter().zip(occluded).enumerate() {
         if m.iter().all(Option::is_none) {
             continue;
         }
@@ -647,6 +663,7 @@ fn render_video(
             track: i,
             appearance: scene.bodies[i].appearance,
             masks: m,
+            occluded,
         });
     }
     Ok(format!("synth_{index:04}"))
