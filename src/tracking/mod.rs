@@ -3,7 +3,9 @@
 //! YouTube-VIS results a video's slots become.
 
 pub mod state;
+pub mod tracks;
 pub mod video;
 
 pub use state::{FrameOutput, StreamState};
+pub use tracks::{Track, TrackEvent, TrackState, Tracker, TrackerConfig};
 pub use video::{ResultOptions, VideoAccumulator};

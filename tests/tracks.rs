@@ -1,0 +1,179 @@
+//! Track lifecycle frame by frame: id, state and events after every frame, including the empty
+//! frames that end a track, slot reuse, and the label as the argmax of the running mean.
+
+use inspro::model::FrameGeometry;
+use inspro::model::ModelConfig;
+use inspro::tracking::{FrameOutput, TrackEvent, TrackState, Tracker, TrackerConfig};
+
+/// One frame with 2 slots and 3 classes: `probs[slot]`, `boxes[slot]`.
+fn frame(i: u64, probs: [[f32; 3]; 2], boxes: [[f32; 4]; 2]) -> FrameOutput {
+    let cfg = ModelConfig::default();
+    FrameOutput {
+        frame_index: i,
+        key_frame: true,
+        stages_run: 6,
+        geometry: FrameGeometry::new(&cfg, 640, 360),
+        class_probs: probs.iter().map(|p| p.to_vec()).collect(),
+        boxes_xyxy: boxes.to_vec(),
+        mask_logits: vec![0.0; 2 * 4],
+        mask_h: 2,
+        mask_w: 2,
+    }
+}
+
+const A: [f32; 4] = [10., 10., 50., 50.];
+const FAR: [f32; 4] = [300., 200., 340., 240.];
+const NONE: [f32; 3] = [0.05, 0.02, 0.01];
+
+fn kinds(events: &[TrackEvent]) -> Vec<(String, u64, TrackState)> {
+    events
+        .iter()
+        .map(|e| {
+            let kind = match e {
+                TrackEvent::New(_) => "new",
+                TrackEvent::Update(_) => "update",
+                TrackEvent::End(_) => "end",
+            };
+            (kind.to_string(), e.track().id, e.track().state)
+        })
+        .collect()
+}
+
+#[test]
+fn birth_keep_loss_removal_frame_by_frame() {
+    let cfg = TrackerConfig {
+        birth_score: 0.5,
+        min_frames: 2,
+        keep_score: 0.3,
+        max_lost_frames: 2,
+        reuse_iou: 0.1,
+    };
+    let mut tr = Tracker::new(cfg);
+    let hi = [0.1, 0.8, 0.2];
+    // Frame 0: above birth once: a candidate, no event.
+    assert!(tr.update(&frame(0, [hi, NONE], [A, FAR])).is_empty());
+    // Frame 1: second frame above birth: born with id 1, label 1 (class of 0.8).
+    let ev = tr.update(&frame(1, [hi, NONE], [A, FAR]));
+    assert_eq!(kinds(&ev), vec![("new".into(), 1, TrackState::New)]);
+    assert_eq!(ev[0].track().label, 1);
+    assert_eq!(ev[0].track().first_frame, 0);
+    // Frame 2: 0.35 is below birth but above keep: still tracked.
+    let ev = tr.update(&frame(2, [[0.1, 0.35, 0.0], NONE], [A, FAR]));
+    assert_eq!(kinds(&ev), vec![("update".into(), 1, TrackState::Tracked)]);
+    // Frames 3, 4: empty frames: lost 1, lost 2.
+    for i in 3..5 {
+        let ev = tr.update(&frame(i, [NONE, NONE], [A, FAR]));
+        assert_eq!(kinds(&ev), vec![("update".into(), 1, TrackState::Lost)]);
+        assert_eq!(ev[0].track().lost_frames as u64, i - 2);
+        // The box stays the last one seen.
+        assert_eq!(ev[0].track().box_xyxy, A);
+    }
+    // Frame 5: third empty frame > max_lost_frames (2): removed and forgotten.
+    let ev = tr.update(&frame(5, [NONE, NONE], [A, FAR]));
+    assert_eq!(kinds(&ev), vec![("end".into(), 1, TrackState::Removed)]);
+    assert_eq!(tr.active().count(), 0);
+    // A new object in the same slot later gets a new id.
+    tr.update(&frame(6, [hi, NONE], [A, FAR]));
+    let ev = tr.update(&frame(7, [hi, NONE], [A, FAR]));
+    assert_eq!(kinds(&ev), vec![("new".into(), 2, TrackState::New)]);
+}
+
+#[test]
+fn lost_slot_reused_far_away_is_a_new_track() {
+    let cfg = TrackerConfig {
+        min_frames: 1,
+        max_lost_frames: 10,
+        ..TrackerConfig::default()
+    };
+    let mut tr = Tracker::new(cfg);
+    let hi = [0.9, 0.0, 0.0];
+    assert_eq!(
+        kinds(&tr.update(&frame(0, [hi, NONE], [A, FAR]))),
+        vec![("new".into(), 1, TrackState::New)]
+    );
+    assert_eq!(
+        kinds(&tr.update(&frame(1, [NONE, NONE], [A, FAR]))),
+        vec![("update".into(), 1, TrackState::Lost)]
+    );
+    // Back nearby: the same track recovers.
+    let near = [12., 11., 52., 50.];
+    assert_eq!(
+        kinds(&tr.update(&frame(2, [hi, NONE], [near, FAR]))),
+        vec![("update".into(), 1, TrackState::Tracked)]
+    );
+    tr.update(&frame(3, [NONE, NONE], [near, FAR]));
+    // Back far away after a loss: another object; track 1 ends, track 2 is born (min_frames 1).
+    let ev = tr.update(&frame(4, [hi, NONE], [FAR, FAR]));
+    assert_eq!(
+        kinds(&ev),
+        vec![
+            ("end".into(), 1, TrackState::Removed),
+            ("new".into(), 2, TrackState::New)
+        ]
+    );
+}
+
+#[test]
+fn label_is_argmax_of_running_mean_and_end_all_closes_everything() {
+    let cfg = TrackerConfig {
+        min_frames: 1,
+        ..TrackerConfig::default()
+    };
+    let mut tr = Tracker::new(cfg);
+    // Class 0 wins once strongly, class 2 wins twice narrowly: mean decides (0.9+0.3+0.3 vs 0.1+0.4+0.4).
+    tr.update(&frame(0, [[0.9, 0.0, 0.1], [0.7, 0.0, 0.0]], [A, FAR]));
+    tr.update(&frame(1, [[0.3, 0.0, 0.4], [0.7, 0.0, 0.0]], [A, FAR]));
+    let ev = tr.update(&frame(2, [[0.3, 0.0, 0.4], [0.7, 0.0, 0.0]], [A, FAR]));
+    let t = ev[0].track();
+    assert_eq!(t.label, 0);
+    assert!((t.score - 0.5).abs() < 1e-6);
+    assert_eq!(t.hits, 3);
+    let ids: Vec<u64> = tr.active().map(|t| t.id).collect();
+    assert_eq!(ids, vec![1, 2]);
+    let ends = tr.end_all();
+    assert_eq!(
+        kinds(&ends),
+        vec![
+            ("end".into(), 1, TrackState::Removed),
+            ("end".into(), 2, TrackState::Removed)
+        ]
+    );
+    assert_eq!(tr.active().count(), 0);
+}
+
+#[test]
+fn memory_is_bounded_on_endless_streams() {
+    let mut tr = Tracker::new(TrackerConfig {
+        min_frames: 1,
+        max_lost_frames: 1,
+        ..TrackerConfig::default()
+    });
+    // Objects come and go forever; the tracker never holds more than one entry per slot.
+    for i in 0..10_000u64 {
+        let p = if (i / 3) % 2 == 0 {
+            [0.9, 0.0, 0.0]
+        } else {
+            NONE
+        };
+        tr.update(&frame(i, [p, NONE], [A, FAR]));
+        assert!(tr.active().count() <= 2);
+    }
+    let next = tr.end_all();
+    assert!(next.len() <= 2);
+}
+
+#[test]
+fn config_validation_names_the_field() {
+    let bad = TrackerConfig {
+        keep_score: 0.7,
+        birth_score: 0.5,
+        ..TrackerConfig::default()
+    };
+    assert_eq!(bad.validate().unwrap_err().0, "keep_score");
+    let bad = TrackerConfig {
+        min_frames: 0,
+        ..TrackerConfig::default()
+    };
+    assert_eq!(bad.validate().unwrap_err().0, "min_frames");
+    TrackerConfig::default().validate().unwrap();
+}
