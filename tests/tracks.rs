@@ -177,3 +177,57 @@ fn config_validation_names_the_field() {
     assert_eq!(bad.validate().unwrap_err().0, "min_frames");
     TrackerConfig::default().validate().unwrap();
 }
+
+#[test]
+fn stream_processor_crops_masks_and_resets_on_size_change() {
+    use inspro::model::{FrameRef, InsPro};
+    use inspro::runtime::CandleEngine;
+    use inspro::tracking::{box_crop_rle, full_frame_rle, StreamProcessor};
+    use std::sync::Arc;
+
+    let cfg = ModelConfig::from_file("configs/models/inspro-tiny.toml").unwrap();
+    let (model, _) = InsPro::random(&cfg, 9, &candle_core::Device::Cpu).unwrap();
+    let engine = Arc::new(CandleEngine::new(Arc::new(model)));
+    // Every slot is "born" at once so that tracks exist whatever the random weights say.
+    let tcfg = TrackerConfig {
+        birth_score: 0.0,
+        keep_score: 0.0,
+        min_frames: 1,
+        ..TrackerConfig::default()
+    };
+    let mut sp = StreamProcessor::new(engine, tcfg);
+    let (w, h) = (80usize, 60usize);
+    let data: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 256) as u8).collect();
+    let first = sp.process(&FrameRef::packed(w, h, &data)).unwrap();
+    assert_eq!(first.events.len(), cfg.num_queries);
+    assert!(first.events.iter().all(|e| matches!(e, TrackEvent::New(_))));
+    let out = &first.output;
+    for slot in 0..out.num_slots() {
+        let full = full_frame_rle(out, slot).decode_row_major();
+        let b = out.boxes_xyxy[slot];
+        let ([ox, oy], crop) = box_crop_rle(out, slot, &b);
+        let (cw, ch) = (crop.w as usize, crop.h as usize);
+        let dec = crop.decode_row_major();
+        for y in 0..ch {
+            for x in 0..cw {
+                assert_eq!(
+                    dec[y * cw + x],
+                    full[(oy + y) * w + ox + x],
+                    "slot {slot} at ({x},{y})"
+                );
+            }
+        }
+    }
+    assert_eq!(sp.frames(), 1);
+    // Another frame size: all tracks end, a fresh state starts, ids keep counting.
+    let small: Vec<u8> = vec![128; 40 * 30 * 3];
+    let second = sp.process(&FrameRef::packed(40, 30, &small)).unwrap();
+    assert_eq!(second.reset_events.len(), cfg.num_queries);
+    assert!(second
+        .reset_events
+        .iter()
+        .all(|e| matches!(e, TrackEvent::End(_))));
+    assert_eq!(sp.frames(), 1);
+    let min_new = second.events.iter().map(|e| e.track().id).min().unwrap();
+    assert_eq!(min_new, cfg.num_queries as u64 + 1);
+}

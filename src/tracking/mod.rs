@@ -3,9 +3,11 @@
 //! YouTube-VIS results a video's slots become.
 
 pub mod state;
+pub mod stream;
 pub mod tracks;
 pub mod video;
 
 pub use state::{FrameOutput, StreamState};
+pub use stream::{box_crop_rle, full_frame_rle, ProcessedFrame, StreamProcessor};
 pub use tracks::{Track, TrackEvent, TrackState, Tracker, TrackerConfig};
 pub use video::{ResultOptions, VideoAccumulator};

@@ -73,6 +73,16 @@ impl FrameOutput {
     /// bilinear from stride 4: CondInst's aligned up-sampling puts logit cell i at pixel 4i + 2.
     pub fn mask_logits_at_original(&self, slot: usize) -> Vec<f32> {
         let g = &self.geometry;
+        self.mask_logits_in(slot, [0, 0, g.orig_width, g.orig_height])
+    }
+
+    /// Mask logits of a slot over the pixel rectangle `[x0, y0, x1, y1)` of the original frame
+    /// (clamped to it), row-major.
+    pub fn mask_logits_in(&self, slot: usize, rect: [usize; 4]) -> Vec<f32> {
+        let g = &self.geometry;
+        let x1 = rect[2].min(g.orig_width);
+        let y1 = rect[3].min(g.orig_height);
+        let (x0, y0) = (rect[0].min(x1), rect[1].min(y1));
         let (mh, mw) = (self.mask_h, self.mask_w);
         let plane = &self.mask_logits[slot * mh * mw..(slot + 1) * mh * mw];
         let (sx, sy) = g.scale_xy();
@@ -84,17 +94,28 @@ impl FrameOutput {
             let lo = u.floor() as usize;
             (lo, (lo + 1).min(n - 1), u - lo as f32)
         };
-        let xs: Vec<_> = (0..g.orig_width).map(|x| axis(x, sx, mw)).collect();
-        let mut out = Vec::with_capacity(g.orig_width * g.orig_height);
-        for y in 0..g.orig_height {
-            let (y0, y1, ly) = axis(y, sy, mh);
-            for &(x0, x1, lx) in &xs {
-                let top = plane[y0 * mw + x0] * (1.0 - lx) + plane[y0 * mw + x1] * lx;
-                let bot = plane[y1 * mw + x0] * (1.0 - lx) + plane[y1 * mw + x1] * lx;
+        let xs: Vec<_> = (x0..x1).map(|x| axis(x, sx, mw)).collect();
+        let mut out = Vec::with_capacity((x1 - x0) * (y1 - y0));
+        for y in y0..y1 {
+            let (ya, yb, ly) = axis(y, sy, mh);
+            for &(xa, xb, lx) in &xs {
+                let top = plane[ya * mw + xa] * (1.0 - lx) + plane[ya * mw + xb] * lx;
+                let bot = plane[yb * mw + xa] * (1.0 - lx) + plane[yb * mw + xb] * lx;
                 out.push(top * (1.0 - ly) + bot * ly);
             }
         }
         out
+    }
+
+    /// The pixel rectangle `[x0, y0, x1, y1)` of the original frame covered by a box, clamped.
+    pub fn box_rect(&self, box_xyxy: &[f32; 4]) -> [usize; 4] {
+        let g = &self.geometry;
+        let clamp = |v: f32, hi: usize| (v.max(0.0) as usize).min(hi);
+        let x0 = clamp(box_xyxy[0].floor(), g.orig_width);
+        let y0 = clamp(box_xyxy[1].floor(), g.orig_height);
+        let x1 = clamp(box_xyxy[2].ceil(), g.orig_width).max(x0);
+        let y1 = clamp(box_xyxy[3].ceil(), g.orig_height).max(y0);
+        [x0, y0, x1, y1]
     }
 
     /// Binary mask of a slot at the original size: sigmoid > 0.5, i.e. logit > 0.
