@@ -72,9 +72,9 @@ fn noisy_results(gt: &GroundTruth, seed: u64) -> Vec<VideoResult> {
                 m[half..].clone_from_slice(&other[half..]);
             }
         }
-        for f in 0..m.len() {
+        for frame in m.iter_mut() {
             let r = rng.next_f64();
-            m[f] = match &m[f] {
+            *frame = match &*frame {
                 Some(_) if r < 0.1 => None,
                 Some(x) if r < 0.45 => {
                     let (dx, dy) = (rng.below(9) as i64 - 4, rng.below(9) as i64 - 4);
