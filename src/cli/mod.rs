@@ -2,6 +2,7 @@
 
 mod model;
 mod segment;
+mod train;
 mod ytvis;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,8 @@ pub enum Command {
     Bench(model::BenchArgs),
     /// Segment and track every video of a YouTube-VIS layout into one results json.
     Segment(segment::SegmentArgs),
+    /// Train on YouTube-VIS-layout data (TCM, BDL, deep supervision).
+    Train(train::TrainArgs),
     /// Score a YouTube-VIS results json against its ground truth (official video AP/AR).
     Eval(ytvis::EvalArgs),
     /// Generate a synthetic YouTube-VIS-layout benchmark (or one encoded clip).
@@ -45,6 +48,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info(args) => model::info(args),
         Command::Bench(args) => model::bench(args),
         Command::Segment(args) => segment::segment(args),
+        Command::Train(args) => train::train(args),
         Command::Eval(args) => ytvis::eval(args),
         Command::Synth(args) => ytvis::synth(args),
     }

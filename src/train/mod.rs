@@ -1,2 +1,41 @@
-//! Training (paper §3.3–3.4): linear assignment, temporally consistent matching, the losses with
-//! the box deduplication loss, and the trainer.
+//! Training (paper §3.3–3.4, §4.2): exact linear assignment, temporally consistent matching, the
+//! losses with the box deduplication loss, clips of YouTube-VIS-layout data, and the trainer.
+
+pub mod assign;
+pub mod boxes;
+pub mod data;
+pub mod loss;
+pub mod matching;
+pub mod optim;
+pub mod trainer;
+
+use std::path::Path;
+
+pub use assign::linear_sum_assignment;
+pub use data::{Clip, ClipConfig, Dataset};
+pub use trainer::{clip_loss, LossParts, Mechanisms, TrainConfig, Trainer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{file}: {reason}")]
+    Config { file: String, reason: String },
+    #[error("{file}: {reason}")]
+    Data { file: String, reason: String },
+    #[error("loss is not finite at iteration {iteration} (video {video})")]
+    NonFinite { iteration: usize, video: u64 },
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Ytvis(#[from] crate::ytvis::YtvisError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl TrainError {
+    pub fn io(path: &Path, e: std::io::Error) -> Self {
+        TrainError::Data {
+            file: path.display().to_string(),
+            reason: e.to_string(),
+        }
+    }
+}

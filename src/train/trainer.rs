@@ -1,0 +1,531 @@
+//! The trainer (paper §3.3–3.4, §4.2): clips of 3 frames through the state loop with gradients
+//! kept through the queries, temporally consistent matching on the last stage shared by every
+//! stage, deep supervision, AdamW with warm-up and steps, checkpoints with optimiser moments, and
+//! evaluation with the official video AP.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use serde::{Deserialize, Serialize};
+
+use super::data::{ClipConfig, Dataset};
+use super::loss::{
+    dedup_loss_one, dedup_negatives, dice_loss, mask_focal_loss, sigmoid, sigmoid_focal_loss,
+    LossConfig,
+};
+use super::matching::{cost_matrix, MatchCost, TemporalMatcher};
+use super::optim::{AdamW, OptimConfig};
+use super::TrainError;
+use crate::model::backbone::is_frozen_param;
+use crate::model::weights::SplitMix64;
+use crate::model::{FrameOptions, FrameRef, InsPro, MaskSchedule, ModelConfig, StageSchedule};
+use crate::tracking::state::clip_box;
+use crate::tracking::{ResultOptions, VideoAccumulator};
+use crate::ytvis::{EvalSummary, SynthOptions};
+
+/// The mechanisms the paper ablates (Table 2a–c).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Mechanisms {
+    /// Propagate (query, box) pairs to the next frame; off = every frame starts from the learned
+    /// init (ablation A).
+    pub propagate: bool,
+    /// Temporally consistent matching; off = Hungarian afresh on every frame (ablation B).
+    pub tcm: bool,
+}
+
+impl Default for Mechanisms {
+    fn default() -> Self {
+        Self {
+            propagate: true,
+            tcm: true,
+        }
+    }
+}
+
+/// A synthetic split generated when its folder is missing (`inspro synth` options).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SynthSpec {
+    pub videos: usize,
+    pub frames: usize,
+    pub size: [u32; 2],
+    pub seed: u64,
+    pub objects: [usize; 2],
+    pub lookalikes: f64,
+    pub occlusion: f64,
+    pub enter_leave: f64,
+    pub speed: f64,
+}
+
+impl Default for SynthSpec {
+    fn default() -> Self {
+        let d = SynthOptions::default();
+        Self {
+            videos: 40,
+            frames: 24,
+            size: [320, 192],
+            seed: 1,
+            objects: [d.min_objects, d.max_objects],
+            lookalikes: d.lookalikes,
+            occlusion: d.occlusion,
+            enter_leave: d.enter_leave,
+            speed: d.speed,
+        }
+    }
+}
+
+impl SynthSpec {
+    pub fn options(&self) -> SynthOptions {
+        SynthOptions {
+            videos: self.videos,
+            frames: self.frames,
+            width: self.size[0],
+            height: self.size[1],
+            seed: self.seed,
+            min_objects: self.objects[0],
+            max_objects: self.objects[1],
+            lookalikes: self.lookalikes,
+            occlusion: self.occlusion,
+            enter_leave: self.enter_leave,
+            speed: self.speed,
+            ..SynthOptions::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// YouTube-VIS layout folder (JPEGImages/ + `instances.json` unless `train_gt` is given).
+    pub train: PathBuf,
+    pub train_gt: Option<PathBuf>,
+    pub val: Option<PathBuf>,
+    pub val_gt: Option<PathBuf>,
+    /// Generate the training split with these options when `train` does not exist.
+    pub synth_train: Option<SynthSpec>,
+    pub synth_val: Option<SynthSpec>,
+}
+
+/// `configs/train/<name>.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Model config (TOML), relative to the working directory.
+    pub model: PathBuf,
+    /// Overrides of the model config (e.g. `bank_size` for ablations).
+    #[serde(default)]
+    pub model_bank_size: Option<usize>,
+    pub out_dir: PathBuf,
+    pub iterations: usize,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "default_log_every")]
+    pub log_every: usize,
+    /// Evaluate on the validation split every N iterations (0 = only at the end).
+    #[serde(default)]
+    pub eval_every: usize,
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+    pub data: DataConfig,
+    #[serde(default)]
+    pub clip: ClipConfig,
+    #[serde(default)]
+    pub optim: OptimConfig,
+    #[serde(default)]
+    pub loss: LossConfig,
+    #[serde(default)]
+    pub mechanisms: Mechanisms,
+}
+
+fn default_log_every() -> usize {
+    20
+}
+
+fn default_checkpoint_every() -> usize {
+    500
+}
+
+impl TrainConfig {
+    pub fn from_file(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::Data {
+            file: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let cfg: Self = toml::from_str(&text).map_err(|e| TrainError::Config {
+            file: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        if cfg.iterations == 0 {
+            return Err(TrainError::Config {
+                file: path.display().to_string(),
+                reason: "iterations: must be at least 1".into(),
+            });
+        }
+        Ok(cfg)
+    }
+
+    pub fn model_config(&self) -> Result<ModelConfig, TrainError> {
+        let mut cfg = ModelConfig::from_file(&self.model)?;
+        if let Some(t) = self.model_bank_size {
+            cfg.bank_size = t;
+        }
+        Ok(cfg)
+    }
+}
+
+/// Loss parts of one clip (summed over stages, averaged over frames), for logs.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LossParts {
+    pub total: f32,
+    pub class: f32,
+    pub l1: f32,
+    pub giou: f32,
+    pub dedup: f32,
+    pub dice: f32,
+    pub mask_focal: f32,
+}
+
+fn scalar(t: &Tensor) -> f32 {
+    t.to_scalar::<f32>().unwrap_or(f32::NAN)
+}
+
+/// The loss of one clip; the returned tensor carries the graph for `backward()`.
+pub fn clip_loss(
+    model: &InsPro,
+    clip: &super::data::Clip,
+    loss: &LossConfig,
+    mech: &Mechanisms,
+) -> Result<(Tensor, LossParts), TrainError> {
+    let cfg = &model.cfg;
+    let dev = model.device().clone();
+    let (n, c, t) = (cfg.num_queries, cfg.fpn_channels, cfg.bank_size);
+    let (w, h) = (clip.width, clip.height);
+    let whwh = Tensor::from_vec(vec![w as f32, h as f32, w as f32, h as f32], (1, 4), &dev)?;
+    let mut matcher = TemporalMatcher::new(mech.tcm);
+    let match_cost = MatchCost {
+        class: loss.class,
+        l1: loss.l1,
+        giou: loss.giou,
+        alpha: loss.focal_alpha,
+        gamma: loss.focal_gamma,
+    };
+    let (mut features, mut boxes) = model.initial_proposals(w, h)?;
+    let mut bank: Vec<Tensor> = Vec::new();
+    let mut total = Tensor::zeros((), DType::F32, &dev)?;
+    let mut parts = LossParts::default();
+    let frames = clip.images.len().max(1) as f32;
+    for (fi, image) in clip.images.iter().enumerate() {
+        if !mech.propagate && fi > 0 {
+            (features, boxes) = model.initial_proposals(w, h)?;
+            bank.clear();
+        }
+        let filled = bank.len().min(t);
+        let mut entries: Vec<Tensor> = bank[bank.len() - filled..].to_vec();
+        entries.resize(t, Tensor::zeros((n, c), DType::F32, &dev)?);
+        let bank_t = Tensor::stack(&entries, 0)?;
+        let valid: Vec<f32> = (0..t).map(|j| f32::from(u8::from(j < filled))).collect();
+        let valid = Tensor::from_vec(valid, t, &dev)?;
+        let opts = FrameOptions {
+            stages: StageSchedule::All,
+            masks: MaskSchedule::Every,
+            train: true,
+        };
+        let fwd = model.forward_frame(image, &features, &boxes, &bank_t, &valid, opts)?;
+        let gts = &clip.gts[fi];
+        let num_boxes = (gts.len() as f32).max(1.0);
+
+        // One assignment per frame from the last stage, shared by every stage (spec §1.4 [REC]).
+        let last = fwd.last()?;
+        let probs = sigmoid(&last.class_logits)?.detach().to_vec2::<f32>()?;
+        let pred: Vec<[f32; 4]> = last
+            .pred_boxes_xyxy
+            .detach()
+            .to_vec2::<f32>()?
+            .iter()
+            .map(|b| [b[0], b[1], b[2], b[3]])
+            .collect();
+        let cost = cost_matrix(&match_cost, &probs, &pred, gts, [w as f32, h as f32]);
+        let pairs = matcher.match_frame(&cost, gts, n);
+        let matched: HashSet<usize> = pairs.iter().map(|p| p.0).collect();
+        let unmatched: Vec<usize> = (0..n).filter(|q| !matched.contains(q)).collect();
+        let q_idx = Tensor::from_vec(
+            pairs.iter().map(|p| p.0 as u32).collect::<Vec<_>>(),
+            pairs.len(),
+            &dev,
+        )?;
+        let g_idx = Tensor::from_vec(
+            pairs.iter().map(|p| p.1 as u32).collect::<Vec<_>>(),
+            pairs.len(),
+            &dev,
+        )?;
+        let mut onehot = vec![0f32; n * cfg.num_classes];
+        for &(q, g) in &pairs {
+            onehot[q * cfg.num_classes + gts[g].class] = 1.0;
+        }
+        let targets = Tensor::from_vec(onehot, (n, cfg.num_classes), &dev)?;
+        let gt_boxes: Vec<f32> = pairs.iter().flat_map(|&(_, g)| gts[g].box_xyxy).collect();
+        let gt_boxes = Tensor::from_vec(gt_boxes, (pairs.len(), 4), &dev)?;
+
+        for (stage, masks) in fwd.stages.iter().zip(&fwd.mask_logits) {
+            let cls = (sigmoid_focal_loss(
+                &stage.class_logits,
+                &targets,
+                loss.focal_alpha,
+                loss.focal_gamma,
+            )? / f64::from(num_boxes))?;
+            let mut frame_loss = (&cls * f64::from(loss.class))?;
+            parts.class += scalar(&cls) / frames;
+            if !pairs.is_empty() {
+                let pb = stage.pred_boxes_xyxy.index_select(&q_idx, 0)?; // (M, 4)
+                let l1 = ((pb.broadcast_div(&whwh)? - gt_boxes.broadcast_div(&whwh)?)?
+                    .abs()?
+                    .sum_all()?
+                    / f64::from(num_boxes))?;
+                let giou = ((super::boxes::giou_tensor(&pb, &gt_boxes)?.neg()? + 1.0)?
+                    .sum_all()?
+                    / f64::from(num_boxes))?;
+                let (_, hm, wm) = masks.dims3()?;
+                let pm = masks.reshape((n, hm * wm))?.index_select(&q_idx, 0)?;
+                let tm = clip.gt_masks[fi].index_select(&g_idx, 0)?;
+                let dice = (dice_loss(&pm, &tm)? / f64::from(num_boxes))?;
+                let mfocal = (mask_focal_loss(&pm, &tm, loss.focal_alpha, loss.focal_gamma)?
+                    / f64::from(num_boxes))?;
+                frame_loss = (frame_loss
+                    + (&l1 * f64::from(loss.l1))?
+                    + (&giou * f64::from(loss.giou))?
+                    + (&dice * f64::from(loss.dice))?
+                    + (&mfocal * f64::from(loss.mask_focal))?)?;
+                parts.l1 += scalar(&l1) / frames;
+                parts.giou += scalar(&giou) / frames;
+                parts.dice += scalar(&dice) / frames;
+                parts.mask_focal += scalar(&mfocal) / frames;
+                if loss.dedup > 0.0 && !unmatched.is_empty() {
+                    let stage_pred: Vec<[f32; 4]> = stage
+                        .pred_boxes_xyxy
+                        .detach()
+                        .to_vec2::<f32>()?
+                        .iter()
+                        .map(|b| [b[0], b[1], b[2], b[3]])
+                        .collect();
+                    let mut dedup = Tensor::zeros((), DType::F32, &dev)?;
+                    for &(_, g) in &pairs {
+                        let negs = dedup_negatives(
+                            &stage_pred,
+                            &unmatched,
+                            &gts[g].box_xyxy,
+                            loss.dedup_k,
+                        );
+                        let idx = Tensor::from_vec(
+                            negs.iter().map(|q| *q as u32).collect::<Vec<_>>(),
+                            negs.len(),
+                            &dev,
+                        )?;
+                        let nb = stage.pred_boxes_xyxy.index_select(&idx, 0)?;
+                        dedup = (dedup + dedup_loss_one(&nb, &gts[g].box_xyxy, loss.dedup_beta)?)?;
+                    }
+                    let dedup = (dedup / f64::from(num_boxes))?;
+                    frame_loss = (frame_loss + (&dedup * f64::from(loss.dedup))?)?;
+                    parts.dedup += scalar(&dedup) / frames;
+                }
+            }
+            total = (total + frame_loss)?;
+        }
+        // Next frame: queries keep their gradient within the clip; boxes are detached and clipped.
+        bank.push(last.obj_features.clone());
+        features = fwd.next_proposal_features.clone();
+        let clipped: Vec<f32> = pred
+            .iter()
+            .flat_map(|b| clip_box(*b, w as f32, h as f32))
+            .collect();
+        boxes = Tensor::from_vec(clipped, (n, 4), &dev)?;
+    }
+    let total = (total / f64::from(frames))?;
+    parts.total = scalar(&total);
+    Ok((total, parts))
+}
+
+/// Names of parameters the optimiser updates.
+pub fn trainable_params(cfg: &ModelConfig, varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
+    let data = varmap.data().lock().map(|d| d.clone()).unwrap_or_default();
+    let mut out: Vec<(String, candle_core::Var)> = data
+        .into_iter()
+        .filter(|(k, _)| {
+            !(k.ends_with(".running_mean")
+                || k.ends_with(".running_var")
+                || is_frozen_param(k, cfg.backbone))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Run the model over in-memory videos and score them with the official video AP.
+pub fn evaluate_dataset(
+    model: &InsPro,
+    data: &Dataset,
+    max_videos: usize,
+) -> Result<EvalSummary, TrainError> {
+    let mut results = Vec::new();
+    let mut gt = data.gt.clone();
+    let keep: HashSet<u64> = data.videos.iter().take(max_videos).map(|v| v.id).collect();
+    gt.videos.retain(|v| keep.contains(&v.id));
+    gt.annotations.retain(|a| keep.contains(&a.video_id));
+    for v in data.videos.iter().filter(|v| keep.contains(&v.id)) {
+        let mut state = model.init_state(v.width, v.height)?;
+        let mut acc = VideoAccumulator::new();
+        for f in &v.frames {
+            let out = model.step(&FrameRef::packed(v.width, v.height, f), &mut state)?;
+            acc.add(&out);
+        }
+        results.extend(acc.finish(v.id, &data.category_ids, &ResultOptions::default()));
+    }
+    Ok(crate::ytvis::evaluate(&gt, &results)?)
+}
+
+/// What a checkpoint holds besides the weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Iterations done.
+    pub iteration: usize,
+    pub optimizer_step: usize,
+    /// Data-sampler PRNG state.
+    pub rng_state: u64,
+}
+
+/// Weights, optimiser moments and trainer state under `dir/<name>.{safetensors,optim.safetensors,json}`.
+pub fn save_checkpoint(
+    dir: &Path,
+    name: &str,
+    varmap: &VarMap,
+    opt: &AdamW,
+    state: &TrainerState,
+) -> Result<PathBuf, TrainError> {
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let weights = dir.join(format!("{name}.safetensors"));
+    varmap.save(&weights)?;
+    candle_core::safetensors::save(
+        &opt.state_tensors(),
+        dir.join(format!("{name}.optim.safetensors")),
+    )?;
+    let json = serde_json::to_string_pretty(state).map_err(|e| TrainError::Config {
+        file: name.into(),
+        reason: e.to_string(),
+    })?;
+    let p = dir.join(format!("{name}.json"));
+    std::fs::write(&p, json).map_err(|e| TrainError::io(&p, e))?;
+    Ok(weights)
+}
+
+/// The model + optimiser + sampler, step by step (what `inspro train` drives).
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub model_cfg: ModelConfig,
+    pub model: InsPro,
+    pub varmap: VarMap,
+    pub opt: AdamW,
+    pub rng: SplitMix64,
+    pub iteration: usize,
+    pub train: Dataset,
+    pub device: Device,
+}
+
+impl Trainer {
+    pub fn new(cfg: TrainConfig, train: Dataset, device: &Device) -> Result<Self, TrainError> {
+        let model_cfg = cfg.model_config()?;
+        let (model, varmap) = InsPro::random(&model_cfg, cfg.seed, device)?;
+        let opt = AdamW::new(cfg.optim, trainable_params(&model_cfg, &varmap));
+        Ok(Self {
+            rng: SplitMix64::new(cfg.seed ^ 0x5eed_c11b),
+            cfg,
+            model_cfg,
+            model,
+            varmap,
+            opt,
+            iteration: 0,
+            train,
+            device: device.clone(),
+        })
+    }
+
+    /// Continue from `dir/<name>` written by `save_checkpoint`.
+    pub fn resume(&mut self, dir: &Path, name: &str) -> Result<(), TrainError> {
+        let weights = dir.join(format!("{name}.safetensors"));
+        let tensors = candle_core::safetensors::load(&weights, &self.device)?;
+        {
+            let vars = self.varmap.data().lock().map_err(|_| TrainError::Config {
+                file: name.into(),
+                reason: "lock".into(),
+            })?;
+            for (k, var) in vars.iter() {
+                let t = tensors.get(k).ok_or_else(|| TrainError::Data {
+                    file: weights.display().to_string(),
+                    reason: format!("missing weight `{k}`"),
+                })?;
+                var.set(t)?;
+            }
+        }
+        let optim = candle_core::safetensors::load(
+            dir.join(format!("{name}.optim.safetensors")),
+            &self.device,
+        )?;
+        let p = dir.join(format!("{name}.json"));
+        let text = std::fs::read_to_string(&p).map_err(|e| TrainError::io(&p, e))?;
+        let st: TrainerState = serde_json::from_str(&text).map_err(|e| TrainError::Config {
+            file: p.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        self.opt.load_state_tensors(optim, st.optimizer_step);
+        self.rng = SplitMix64::from_state(st.rng_state);
+        self.iteration = st.iteration;
+        Ok(())
+    }
+
+    pub fn state(&self) -> TrainerState {
+        TrainerState {
+            iteration: self.iteration,
+            optimizer_step: self.opt.step,
+            rng_state: self.rng.state(),
+        }
+    }
+
+    /// One iteration: sample a clip, loss, backward, clip, AdamW. Returns the parts, the gradient
+    /// norm and the lr used.
+    pub fn step(&mut self) -> Result<(LossParts, f64, f64), TrainError> {
+        let clip =
+            self.train
+                .sample_clip(&self.model_cfg, &self.cfg.clip, &mut self.rng, &self.device)?;
+        let (loss, parts) = clip_loss(&self.model, &clip, &self.cfg.loss, &self.cfg.mechanisms)?;
+        if !parts.total.is_finite() {
+            return Err(TrainError::NonFinite {
+                iteration: self.iteration,
+                video: clip.video_id,
+            });
+        }
+        let grads = loss.backward()?;
+        let lr = self.cfg.optim.lr_at(self.iteration);
+        let norm = self.opt.step(&grads, lr)?;
+        self.iteration += 1;
+        Ok((parts, norm, lr))
+    }
+
+    pub fn save(&self, dir: &Path, name: &str) -> Result<PathBuf, TrainError> {
+        save_checkpoint(dir, name, &self.varmap, &self.opt, &self.state())
+    }
+}
+
+/// Key → tensor copy of every variable (tests compare weights across runs).
+pub fn snapshot(varmap: &VarMap) -> HashMap<String, Vec<f32>> {
+    let data = varmap.data().lock().map(|d| d.clone()).unwrap_or_default();
+    data.into_iter()
+        .filter_map(|(k, v)| {
+            v.as_tensor()
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .ok()
+                .map(|t| (k, t))
+        })
+        .collect()
+}
