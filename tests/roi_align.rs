@@ -564,3 +564,33 @@ fn pooler_equals_per_box_roi_align_and_backprops_to_used_levels() -> Result<()> 
     assert_eq!(pooler.forward(&levels, &none)?.dims(), [0, c, 7, 7]);
     Ok(())
 }
+
+#[test]
+#[ignore = "needs .npy files from scripts/roi_align_ort_check.py (onnxruntime)"]
+fn ort_cross_check() -> Result<()> {
+    // Reference: onnxruntime RoiAlign, opset 16, mode avg, half_pixel (= aligned) and
+    // output_half_pixel (= legacy); inputs and outputs written by scripts/roi_align_ort_check.py.
+    let Ok(dir) = std::env::var("INSPRO_ROI_ALIGN_ORT_DIR") else {
+        panic!("set INSPRO_ROI_ALIGN_ORT_DIR to the script's output folder");
+    };
+    let dir = std::path::Path::new(&dir);
+    let features = Tensor::read_npy(dir.join("features.npy"))?;
+    let boxes = Tensor::read_npy(dir.join("boxes.npy"))?;
+    for (name, o, sr, scale, aligned) in [
+        ("v2_s2", 7, 2, 0.25, true),
+        ("v2_adaptive", 7, 0, 0.25, true),
+        ("legacy_s2", 5, 2, 0.125, false),
+        ("legacy_adaptive", 4, 0, 0.5, false),
+    ] {
+        let want = Tensor::read_npy(dir.join(format!("ort_{name}.npy")))?;
+        let got = roi_align(&features, &boxes, o, scale, sr, aligned)?;
+        assert_eq!(got.dims(), want.dims(), "{name}");
+        let diff = max_abs_diff(
+            &got.flatten_all()?.to_vec1::<f32>()?,
+            &want.flatten_all()?.to_vec1::<f32>()?,
+        );
+        println!("{name}: max abs diff vs onnxruntime {diff:.3e}");
+        assert!(diff <= 1e-5, "{name}: {diff}");
+    }
+    Ok(())
+}

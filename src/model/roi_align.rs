@@ -31,7 +31,8 @@ struct AxisSample {
 }
 
 /// Sampling plan of one box: `out * grid` samples per axis (bin-major); `None` marks a sample
-/// outside `[-1, size]`, which contributes 0 but still counts in the divisor.
+/// outside `[-1, size]`, which contributes 0 but still counts in the divisor. The x samples are
+/// relative to the column window `[x0, x0 + ncols)` that holds all of them.
 #[derive(Debug)]
 struct RoiPlan {
     ys: Vec<Option<AxisSample>>,
@@ -39,6 +40,8 @@ struct RoiPlan {
     grid_h: usize,
     grid_w: usize,
     count: f32,
+    x0: usize,
+    ncols: usize,
 }
 
 fn axis_samples(
@@ -107,12 +110,25 @@ fn plan_roi(b: &[f32], height: usize, width: usize, p: &Params) -> Result<RoiPla
         0 => (roi_w / out).ceil() as usize,
         s => s,
     };
+    let mut xs = axis_samples(start_w, bin_w, grid_w, p.output_size, width, 1);
+    let (mut x0, mut x1) = (usize::MAX, 0);
+    for s in xs.iter().flatten() {
+        x0 = x0.min(s.lo);
+        x1 = x1.max(s.hi + 1);
+    }
+    let x0 = x0.min(x1);
+    for s in xs.iter_mut().flatten() {
+        s.lo -= x0;
+        s.hi -= x0;
+    }
     Ok(RoiPlan {
         ys: axis_samples(start_h, bin_h, grid_h, p.output_size, height, width),
-        xs: axis_samples(start_w, bin_w, grid_w, p.output_size, width, 1),
+        xs,
         grid_h,
         grid_w,
         count: (grid_h * grid_w).max(1) as f32,
+        x0,
+        ncols: x1 - x0,
     })
 }
 
@@ -123,40 +139,71 @@ fn plan_rois(boxes: &[f32], height: usize, width: usize, p: &Params) -> Result<V
         .collect()
 }
 
-/// One (roi, channel) plane: `plane` is (H, W), `out` is (o, o).
-fn pool_plane(plan: &RoiPlan, plane: &[f32], o: usize, out: &mut [f32]) {
-    for ph in 0..o {
-        let ys = &plan.ys[ph * plan.grid_h..(ph + 1) * plan.grid_h];
-        for pw in 0..o {
-            let xs = &plan.xs[pw * plan.grid_w..(pw + 1) * plan.grid_w];
-            let mut acc = 0.0f32;
-            for sy in ys.iter().flatten() {
-                for sx in xs.iter().flatten() {
-                    acc += sy.h * sx.h * plane[sy.lo + sx.lo]
-                        + sy.h * sx.l * plane[sy.lo + sx.hi]
-                        + sy.l * sx.h * plane[sy.hi + sx.lo]
-                        + sy.l * sx.l * plane[sy.hi + sx.hi];
-                }
+// The bilinear weight of a sample factorises into (y weight) x (x weight), so both passes go
+// through one row buffer per output row: y-interpolate the sample rows over the column window
+// (contiguous, vectorised), then x-interpolate from that buffer. Same sum as torchvision's
+// per-sample w1..w4, in a different order.
+
+/// One (roi, channel) plane: `plane` is (H, W), `out` is (o, o); `row` has at least W slots.
+fn pool_plane(plan: &RoiPlan, plane: &[f32], o: usize, row: &mut [f32], out: &mut [f32]) {
+    let cols = plan.x0..plan.x0 + plan.ncols;
+    let row = &mut row[..plan.ncols];
+    for (ph, out_row) in out.chunks_exact_mut(o).enumerate() {
+        row.fill(0.0);
+        for sy in plan.ys[ph * plan.grid_h..(ph + 1) * plan.grid_h]
+            .iter()
+            .flatten()
+        {
+            let lo = &plane[sy.lo..][cols.clone()];
+            let hi = &plane[sy.hi..][cols.clone()];
+            for ((r, a), b) in row.iter_mut().zip(lo).zip(hi) {
+                *r += sy.h * a + sy.l * b;
             }
-            out[ph * o + pw] = acc / plan.count;
+        }
+        for (pw, dst) in out_row.iter_mut().enumerate() {
+            let mut acc = 0.0f32;
+            for sx in plan.xs[pw * plan.grid_w..(pw + 1) * plan.grid_w]
+                .iter()
+                .flatten()
+            {
+                acc += sx.h * row[sx.lo] + sx.l * row[sx.hi];
+            }
+            *dst = acc / plan.count;
         }
     }
 }
 
 /// Adjoint of [`pool_plane`]: adds the (o, o) `grad_out` into the (H, W) `grad_plane`.
-fn unpool_plane(plan: &RoiPlan, grad_out: &[f32], o: usize, grad_plane: &mut [f32]) {
-    for ph in 0..o {
-        let ys = &plan.ys[ph * plan.grid_h..(ph + 1) * plan.grid_h];
-        for pw in 0..o {
-            let xs = &plan.xs[pw * plan.grid_w..(pw + 1) * plan.grid_w];
-            let g = grad_out[ph * o + pw];
-            for sy in ys.iter().flatten() {
-                for sx in xs.iter().flatten() {
-                    grad_plane[sy.lo + sx.lo] += g * (sy.h * sx.h) / plan.count;
-                    grad_plane[sy.lo + sx.hi] += g * (sy.h * sx.l) / plan.count;
-                    grad_plane[sy.hi + sx.lo] += g * (sy.l * sx.h) / plan.count;
-                    grad_plane[sy.hi + sx.hi] += g * (sy.l * sx.l) / plan.count;
-                }
+fn unpool_plane(
+    plan: &RoiPlan,
+    grad_out: &[f32],
+    o: usize,
+    row: &mut [f32],
+    grad_plane: &mut [f32],
+) {
+    let cols = plan.x0..plan.x0 + plan.ncols;
+    let row = &mut row[..plan.ncols];
+    for (ph, g_row) in grad_out.chunks_exact(o).enumerate() {
+        row.fill(0.0);
+        for (pw, &g) in g_row.iter().enumerate() {
+            let g = g / plan.count;
+            for sx in plan.xs[pw * plan.grid_w..(pw + 1) * plan.grid_w]
+                .iter()
+                .flatten()
+            {
+                row[sx.lo] += g * sx.h;
+                row[sx.hi] += g * sx.l;
+            }
+        }
+        for sy in plan.ys[ph * plan.grid_h..(ph + 1) * plan.grid_h]
+            .iter()
+            .flatten()
+        {
+            for (dst, r) in grad_plane[sy.lo..][cols.clone()].iter_mut().zip(&*row) {
+                *dst += sy.h * r;
+            }
+            for (dst, r) in grad_plane[sy.hi..][cols.clone()].iter_mut().zip(&*row) {
+                *dst += sy.l * r;
             }
         }
     }
@@ -199,14 +246,33 @@ impl CustomOp2 for RoiAlignOp {
         let boxes = boxes_slice(s2, l2)?;
         let plans = plan_rois(boxes, h, w, &self.0)?;
         let o = self.0.output_size;
-        let mut out = vec![0.0f32; plans.len() * c * o * o];
-        if c > 0 && o > 0 {
-            out.par_chunks_mut(o * o).enumerate().for_each(|(i, dst)| {
-                let (k, ch) = (i / c, i % c);
-                pool_plane(&plans[k], &features[ch * h * w..(ch + 1) * h * w], o, dst);
-            });
+        let (k, oo) = (plans.len(), o * o);
+        // Channel-major, so that one (H, W) plane stays in cache for all boxes: (C, K, o, o).
+        let mut by_channel = vec![0.0f32; c * k * oo];
+        if k > 0 {
+            by_channel
+                .par_chunks_mut(k * oo)
+                .zip(features.par_chunks(h * w))
+                .for_each(|(dst, plane)| {
+                    let mut row = vec![0.0f32; w];
+                    for (plan, out) in plans.iter().zip(dst.chunks_mut(oo)) {
+                        pool_plane(plan, plane, o, &mut row, out);
+                    }
+                });
         }
-        Ok((CpuStorage::F32(out), Shape::from((plans.len(), c, o, o))))
+        // (C, K, o, o) -> (K, C, o, o)
+        let mut out = vec![0.0f32; k * c * oo];
+        if c > 0 {
+            out.par_chunks_mut(c * oo)
+                .enumerate()
+                .for_each(|(ki, dst)| {
+                    for (ch, bin) in dst.chunks_mut(oo).enumerate() {
+                        let src = (ch * k + ki) * oo;
+                        bin.copy_from_slice(&by_channel[src..src + oo]);
+                    }
+                });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((k, c, o, o))))
     }
 
     fn bwd(
@@ -270,9 +336,10 @@ impl CustomOp2 for RoiAlignBackwardOp {
             grad.par_chunks_mut(h * w)
                 .enumerate()
                 .for_each(|(ch, plane)| {
+                    let mut row = vec![0.0f32; w];
                     for (k, plan) in plans.iter().enumerate() {
                         let g = &grad_out[(k * c + ch) * o * o..(k * c + ch + 1) * o * o];
-                        unpool_plane(plan, g, o, plane);
+                        unpool_plane(plan, g, o, &mut row, plane);
                     }
                 });
         }
@@ -508,6 +575,19 @@ mod tests {
         // Rows are stored as element offsets (row * width).
         let s = p.ys[2].expect("interior");
         assert_eq!((s.lo, s.hi), (5, 10));
+        assert_eq!((p.x0, p.ncols), (0, 5));
+    }
+
+    #[test]
+    fn columns_are_relative_to_the_window() {
+        // Aligned [2.5, 3.5], 1 bin, 2 samples: 2.25, 2.75 → columns 2 and 3 only.
+        let p = plan([2.5, 0.0, 3.5, 1.0], 8, 1, 2, true);
+        assert_eq!((p.x0, p.ncols), (2, 2));
+        let s = p.xs[1].expect("interior");
+        assert_eq!((s.lo, s.hi, s.l), (0, 1, 0.75));
+        // Nothing in range: an empty window.
+        let p = plan([20.0, 0.0, 30.0, 1.0], 8, 2, 2, true);
+        assert_eq!(p.ncols, 0);
     }
 
     #[test]
