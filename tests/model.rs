@@ -626,3 +626,50 @@ fn config_errors_name_the_file_and_field() {
         ModelConfig::from_file(format!("configs/models/{f}.toml")).unwrap();
     }
 }
+
+#[test]
+fn im2col_conv_equals_candle_conv_and_its_gradients() {
+    let dev = Device::Cpu;
+    // candle's own conv2d is the reference (its backward is right when H and W share parity).
+    for &(c, o, h, w, k, s, p) in &[
+        (3usize, 5usize, 12usize, 16usize, 3usize, 1usize, 1usize),
+        (4, 6, 16, 20, 3, 2, 1),
+        (6, 4, 10, 14, 1, 1, 0),
+        (6, 4, 10, 14, 1, 2, 0),
+        (3, 8, 16, 16, 7, 2, 3),
+    ] {
+        let x =
+            candle_core::Var::from_tensor(&Tensor::randn(0f32, 1., (1, c, h, w), &dev).unwrap())
+                .unwrap();
+        let wt =
+            candle_core::Var::from_tensor(&Tensor::randn(0f32, 0.3, (o, c, k, k), &dev).unwrap())
+                .unwrap();
+        let ya = x.as_tensor().conv2d(wt.as_tensor(), p, s, 1, 1).unwrap();
+        let yb = inspro::model::conv::conv2d(x.as_tensor(), wt.as_tensor(), s, p).unwrap();
+        assert_eq!(ya.dims(), yb.dims());
+        let fa = ya.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let fb = yb.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(max_abs_diff(&fa, &fb) < 1e-4);
+        // A loss that weights every output differently, so that both gradients are exercised.
+        let wts = Tensor::randn(0f32, 1., ya.dims(), &dev).unwrap();
+        let ga = (ya * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (yb * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&x, &wt] {
+            let a = ga
+                .get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let b = gb
+                .get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert!(max_abs_diff(&a, &b) < 1e-3, "{c}->{o} k{k} s{s}");
+        }
+    }
+}

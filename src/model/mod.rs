@@ -4,6 +4,7 @@
 pub mod backbone;
 pub mod bank;
 pub mod config;
+pub mod conv;
 pub mod cost;
 pub mod fpn;
 pub mod head;

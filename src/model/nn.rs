@@ -277,7 +277,7 @@ impl Module for Conv2d {
             Some((w, b)) => (w.clone(), b.clone()),
             None => self.fold()?,
         };
-        let y = x.conv2d(&weight, self.padding, self.stride, 1, 1)?;
+        let y = super::conv::conv2d(x, &weight, self.stride, self.padding)?;
         let y = y.broadcast_add(&bias.reshape((1, bias.dim(0)?, 1, 1))?)?;
         if self.relu {
             y.relu()
