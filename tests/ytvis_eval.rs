@@ -441,3 +441,42 @@ fn numpy_pairwise_sum_order() {
     assert_eq!(numpy_sum(&v), 0.9);
     assert_eq!(v.iter().sum::<f64>(), 0.8999999999999999);
 }
+
+#[test]
+fn mutated_json_never_panics() {
+    use inspro::ytvis::json::parse_json;
+    let g = vec![Some(rect(0, 0, 4, 4, 10, 12)), None];
+    let mut ann = track(1, 7, 1, &g);
+    ann.segmentations[1] = Some(Segmentation::Polygons(vec![vec![
+        1.0, 1.0, 5.0, 1.0, 5.0, 6.0,
+    ]]));
+    let gt = gt_of(vec![video(7, 10, 12, 2)], 1, vec![ann]);
+    let gt_text = serde_json::to_string(&gt).unwrap();
+    let res_text = serde_json::to_string(&[result(7, 1, 0.5, &g)]).unwrap();
+    let alphabet = b"0123456789-.e[]{},:\"nul O`";
+    let mut state = 0x9e37_79b9_u64;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    for _ in 0..2000 {
+        let (mut gt_bytes, mut res_bytes) =
+            (gt_text.clone().into_bytes(), res_text.clone().into_bytes());
+        let target = if next(2) == 0 {
+            &mut gt_bytes
+        } else {
+            &mut res_bytes
+        };
+        for _ in 0..1 + next(3) {
+            let i = next(target.len());
+            target[i] = alphabet[next(alphabet.len())];
+        }
+        let gt2 = parse_json::<GroundTruth>(&gt_bytes, "gt.json");
+        let res2 = parse_json::<Vec<VideoResult>>(&res_bytes, "results.json");
+        if let (Ok(gt2), Ok(res2)) = (gt2, res2) {
+            let _ = evaluate(&gt2, &res2);
+        }
+    }
+}

@@ -291,6 +291,10 @@ fn several_polygons_merge_like_ann_to_rle() {
     // pycocotools raises on a first polygon of 4 numbers (read as a box) or fewer
     assert!(Rle::from_polygons(&[vec![5.0, 5.0, 10.0, 8.0]], 30, 30).is_err());
     assert!(Rle::from_polygons(&[], 30, 30).is_err());
+    // coordinates that would overflow maskApi.c's ints are refused, not looped over
+    let huge = vec![0.0, 0.0, 1e12, 0.0, 5.0, 5.0];
+    assert!(Rle::from_polygons(&[huge], 30, 30).is_err());
+    assert!(Rle::from_polygons(&[vec![0.0, 0.0, f64::NAN, 0.0, 5.0, 5.0]], 30, 30).is_err());
 }
 
 #[test]

@@ -48,7 +48,7 @@ impl Rle {
         Rle {
             h,
             w,
-            counts: vec![h * w],
+            counts: vec![h.wrapping_mul(w)],
         }
     }
 
@@ -305,7 +305,8 @@ impl Rle {
         o
     }
 
-    /// `rleFrPoly`: one polygon `[x0, y0, x1, y1, ...]` in pixel coordinates.
+    /// `rleFrPoly`: one polygon `[x0, y0, x1, y1, ...]` in pixel coordinates, each finite and
+    /// within ±1e5 (larger ones overflow `int` in maskApi.c; [`Rle::from_polygons`] checks).
     pub fn from_polygon(xy: &[f64], h: u32, w: u32) -> Rle {
         const SCALE: f64 = 5.0;
         let k = xy.len() / 2;
@@ -417,6 +418,15 @@ impl Rle {
                 first.len()
             )));
         }
+        if let Some(v) = polys
+            .iter()
+            .flatten()
+            .find(|v| !v.is_finite() || v.abs() > MAX_COORD)
+        {
+            return Err(rle_err(format!(
+                "polygon coordinate {v} is not a finite number within ±{MAX_COORD}"
+            )));
+        }
         let rles: Vec<Rle> = polys.iter().map(|p| Rle::from_polygon(p, h, w)).collect();
         Ok(Rle::merge(&rles, false))
     }
@@ -466,6 +476,9 @@ fn bbox_iou(d: &[f64; 4], g: &[f64; 4], crowd: bool) -> f64 {
     };
     i / u
 }
+
+/// Largest polygon coordinate accepted from json.
+const MAX_COORD: f64 = 1e5;
 
 fn rle_err(reason: String) -> YtvisError {
     YtvisError::Rle { reason }
