@@ -1,6 +1,10 @@
 //! Sub-commands of the `inspro` binary. Each file owns the commands of one concern.
 
+#[cfg(feature = "edge")]
+mod config;
 mod model;
+#[cfg(feature = "edge")]
+mod run;
 mod segment;
 mod train;
 mod ytvis;
@@ -32,15 +36,27 @@ pub enum Command {
     Eval(ytvis::EvalArgs),
     /// Generate a synthetic YouTube-VIS-layout benchmark (or one encoded clip).
     Synth(ytvis::SynthArgs),
+    /// The edge daemon: cameras in, track events with masks out over MQTT (feature `edge`).
+    #[cfg(feature = "edge")]
+    Run(run::RunArgs),
+    /// Check the daemon's configuration, or print the commented default (feature `edge`).
+    #[cfg(feature = "edge")]
+    #[command(subcommand)]
+    Config(config::ConfigCmd),
 }
 
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    // Under systemd journald adds the time stamps, and colours would be stored as escapes.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        let _ = fmt.with_ansi(false).without_time().try_init();
+    } else {
+        let _ = fmt.try_init();
+    }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -51,5 +67,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::train(args),
         Command::Eval(args) => ytvis::eval(args),
         Command::Synth(args) => ytvis::synth(args),
+        #[cfg(feature = "edge")]
+        Command::Run(args) => run::run(args),
+        #[cfg(feature = "edge")]
+        Command::Config(cmd) => config::run(cmd),
     }
 }

@@ -1,1 +1,16 @@
-//! The edge daemon: GStreamer ingest, the engine thread per camera, tracks, MQTT publishing.
+//! The edge daemon (`inspro run`): GStreamer ingest, an engine thread per camera, tracks, MQTT
+//! publishing with a spool, sd_notify and Prometheus metrics. docs/edge.md describes it.
+
+pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod events;
+pub mod ingest;
+pub mod metrics;
+pub mod mqtt;
+pub mod overlay;
+pub mod queue;
+pub mod spool;
+
+pub use config::{ConfigError, EdgeConfig, EX_CONFIG};
+pub use daemon::{run, DaemonError, RunOptions};

@@ -1,0 +1,582 @@
+//! `inspro run`: one root `CancellationToken` and a `TaskTracker`; per camera a GStreamer
+//! supervisor thread and a named engine thread joined by a bounded drop-oldest queue; tokio only
+//! for IO (the MQTT task, signals, sd_notify, the metrics endpoint). Shutdown (SIGTERM/SIGINT, or
+//! every camera at end of stream with `--exit-on-eos`): sources stop, engine threads end their
+//! open tracks, then the MQTT task publishes `stopped`, flushes and spools what is left.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::edge::config::{self, ConfigError, EdgeConfig, PublishConfig};
+use crate::edge::engine::{build_engine, EngineBuildError};
+use crate::edge::events::{EventBuilder, FrameInfo};
+use crate::edge::ingest::{spawn_source, Item, SourceOptions};
+use crate::edge::metrics::{CameraMetrics, Metrics, SourceStatus};
+use crate::edge::mqtt::{MqttTask, MqttTaskOptions, Outbox};
+use crate::edge::overlay::{draw, OverlayWriter};
+use crate::edge::queue::FrameQueue;
+use crate::edge::spool::Spool;
+use crate::runtime::Engine;
+use crate::tracking::{StreamProcessor, TrackEvent, TrackerConfig};
+
+/// Options of `inspro run` beyond the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub config: Option<PathBuf>,
+    /// Shut down when every camera has reached end of stream.
+    pub exit_on_eos: bool,
+    /// Write `<camera>-overlay.mkv` and `<camera>-sheet.png` here.
+    pub overlay_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<EngineBuildError> for DaemonError {
+    fn from(e: EngineBuildError) -> Self {
+        match e {
+            EngineBuildError::Config(c) => DaemonError::Config(c),
+            other => DaemonError::Other(anyhow::Error::new(other).context("building the engine")),
+        }
+    }
+}
+
+/// Settings that SIGHUP changes while running.
+pub struct HotSettings {
+    generation: AtomicU64,
+    value: Mutex<(TrackerConfig, PublishConfig)>,
+}
+
+impl HotSettings {
+    fn new(t: TrackerConfig, p: PublishConfig) -> Self {
+        Self {
+            generation: AtomicU64::new(0),
+            value: Mutex::new((t, p)),
+        }
+    }
+    fn set(&self, t: TrackerConfig, p: PublishConfig) {
+        *self.value.lock().unwrap_or_else(|e| e.into_inner()) = (t, p);
+        self.generation.fetch_add(1, Relaxed);
+    }
+    fn get(&self) -> (TrackerConfig, PublishConfig) {
+        self.value.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Load and validate the configuration (exit 78 on error).
+pub fn load_config(path: Option<&std::path::Path>) -> Result<EdgeConfig, ConfigError> {
+    let cfg = config::load(path, &config::process_env())?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+/// The id of this run, in every event: consumers de-duplicate on (run, camera, seq).
+fn run_id() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("{ms:x}{:04x}", std::process::id() & 0xffff)
+}
+
+struct EngineThread {
+    name: String,
+    engine: Arc<dyn Engine>,
+    queue: Arc<FrameQueue<Item>>,
+    cam: Arc<CameraMetrics>,
+    metrics: Arc<Metrics>,
+    outbox: Arc<Outbox>,
+    hot: Arc<HotSettings>,
+    builder: EventBuilder,
+    tracker: TrackerConfig,
+    jump_ns: u64,
+    overlay: Option<OverlayWriter>,
+    token: CancellationToken,
+}
+
+impl EngineThread {
+    fn run(mut self) {
+        let span = tracing::info_span!("stream", camera = %self.name);
+        let _g = span.enter();
+        let mut proc = StreamProcessor::new(self.engine.clone(), self.tracker);
+        let mut seen_gen = 0;
+        let mut last_pts: Option<u64> = None;
+        let mut last_info = FrameInfo {
+            index: 0,
+            pts_ns: None,
+            width: 0,
+            height: 0,
+        };
+        let mut frame_index = 0u64;
+        let mut errors_logged = 0u32;
+        let now_ms = |m: &Metrics| m.now_ms();
+        loop {
+            self.cam
+                .engine_alive_ms
+                .store(now_ms(&self.metrics), Relaxed);
+            let g = self.hot.generation.load(Relaxed);
+            if g != seen_gen {
+                seen_gen = g;
+                let (t, p) = self.hot.get();
+                proc.tracker_mut().set_config(t);
+                self.builder.set_config(p);
+                tracing::info!("tracking and publish settings reloaded");
+            }
+            if self.token.is_cancelled() {
+                break;
+            }
+            let Some(item) = self.queue.pop_timeout(Duration::from_millis(200)) else {
+                continue;
+            };
+            self.cam.queue_depth.store(self.queue.len() as u64, Relaxed);
+            match item {
+                Item::Restart { reason } => {
+                    let ended = proc.reset();
+                    last_pts = None;
+                    self.cam.state_resets.fetch_add(1, Relaxed);
+                    tracing::info!(reason = %reason, ended = ended.len(), "stream restarted: state reset");
+                    self.emit(&ended, None, &last_info);
+                }
+                Item::Eos => {
+                    tracing::info!(frames = frame_index, "end of stream");
+                    break;
+                }
+                Item::Frame(frame) => {
+                    self.cam
+                        .wait_us
+                        .fetch_add(frame.arrived.elapsed().as_micros() as u64, Relaxed);
+                    if let (Some(p), Some(lp)) = (frame.pts_ns, last_pts) {
+                        if p < lp || p - lp > self.jump_ns {
+                            let ended = proc.reset();
+                            self.cam.state_resets.fetch_add(1, Relaxed);
+                            tracing::info!(
+                                from_s = lp as f64 / 1e9,
+                                to_s = p as f64 / 1e9,
+                                ended = ended.len(),
+                                "timestamp jump: state reset"
+                            );
+                            self.emit(&ended, None, &last_info);
+                        }
+                    }
+                    last_pts = frame.pts_ns.or(last_pts);
+                    let t0 = Instant::now();
+                    let overlay = self.overlay.is_some();
+                    let res = frame.with_rgb(|fr| {
+                        let r = proc.process(&fr);
+                        let drawn = match (&r, overlay) {
+                            (Ok(p), true) => {
+                                let open: Vec<_> = proc.tracker().active().collect();
+                                Some(draw(&fr, &p.output, &open))
+                            }
+                            _ => None,
+                        };
+                        (r, drawn, fr.width, fr.height)
+                    });
+                    let (res, drawn, w, h) = match res {
+                        Ok(v) => v,
+                        Err(e) => {
+                            self.cam.engine_errors.fetch_add(1, Relaxed);
+                            tracing::warn!(error = %e, "cannot read the frame");
+                            continue;
+                        }
+                    };
+                    self.cam
+                        .infer_us
+                        .fetch_add(t0.elapsed().as_micros() as u64, Relaxed);
+                    let processed = match res {
+                        Ok(p) => p,
+                        Err(e) => {
+                            self.cam.engine_errors.fetch_add(1, Relaxed);
+                            if errors_logged < 10 {
+                                errors_logged += 1;
+                                tracing::warn!(error = %e, "engine failed on a frame");
+                            }
+                            continue;
+                        }
+                    };
+                    self.cam.frames_processed.fetch_add(1, Relaxed);
+                    let info = FrameInfo {
+                        index: frame_index,
+                        pts_ns: frame.pts_ns,
+                        width: w,
+                        height: h,
+                    };
+                    frame_index += 1;
+                    let t1 = Instant::now();
+                    if !processed.reset_events.is_empty() {
+                        self.cam.state_resets.fetch_add(1, Relaxed);
+                        self.emit(&processed.reset_events, None, &info);
+                    }
+                    self.emit(&processed.events, Some(&processed.output), &info);
+                    if let Some(m) = self.builder.tracks_message(proc.tracker().active(), &info) {
+                        self.outbox.push([m]);
+                    }
+                    self.cam
+                        .tracks_active
+                        .store(proc.tracker().active().count() as u64, Relaxed);
+                    self.cam
+                        .encode_us
+                        .fetch_add(t1.elapsed().as_micros() as u64, Relaxed);
+                    if let (Some(ov), Some(rgb)) = (self.overlay.as_mut(), drawn) {
+                        if let Err(e) = ov.push(info.index, rgb, w, h) {
+                            tracing::warn!(error = %e, "overlay video failed; no more overlay");
+                            self.overlay = None;
+                        }
+                    }
+                    last_info = info;
+                }
+            }
+        }
+        // End every open track: these go out before `stopped`.
+        let ended = proc.reset();
+        self.emit(&ended, None, &last_info);
+        self.cam.tracks_active.store(0, Relaxed);
+        if let Some(ov) = self.overlay.take() {
+            match ov.finish() {
+                Ok((video, sheet)) => {
+                    tracing::info!(video = %video.display(), sheet = %sheet.display(), "overlay written")
+                }
+                Err(e) => tracing::warn!(error = %e, "overlay failed"),
+            }
+        }
+    }
+
+    fn emit(
+        &mut self,
+        events: &[TrackEvent],
+        out: Option<&crate::tracking::FrameOutput>,
+        info: &FrameInfo,
+    ) {
+        if events.is_empty() {
+            return;
+        }
+        let born = events
+            .iter()
+            .filter(|e| matches!(e, TrackEvent::New(_)))
+            .count();
+        self.cam.tracks_total.fetch_add(born as u64, Relaxed);
+        let before = self.builder.suppressed;
+        let msgs = self.builder.on_events(events, out, info);
+        self.cam
+            .events_suppressed
+            .fetch_add(self.builder.suppressed - before, Relaxed);
+        self.cam.events.fetch_add(msgs.len() as u64, Relaxed);
+        for m in &msgs {
+            tracing::debug!(topic = %m.topic, bytes = m.payload.len(), "event");
+        }
+        self.outbox.push(msgs);
+    }
+}
+
+/// Run the daemon until a signal (or end of every stream with `exit_on_eos`).
+pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
+    let cfg = load_config(opts.config.as_deref())?;
+    let env = config::process_env();
+    let password = config::mqtt_password(&cfg.mqtt, &env)?;
+    gstreamer::init().map_err(|e| anyhow::anyhow!("GStreamer init: {e}"))?;
+    notify(&[sd_notify::NotifyState::Status("loading the model")]);
+    let built = build_engine(&cfg.model, &cfg.engine)?;
+    tracing::info!(engine = %built.description, cameras = cfg.cameras.len(), "engine ready");
+    let spool_dir = cfg.service.spool_path();
+    let spool = Spool::open(&spool_dir, cfg.service.spool_max_bytes)
+        .map_err(|e| anyhow::anyhow!("opening the spool {}: {e}", spool_dir.display()))?;
+    let names: Vec<String> = cfg.cameras.iter().map(|c| c.name.clone()).collect();
+    let metrics = Arc::new(Metrics::new(
+        &names,
+        built.model.name.clone(),
+        built.description.clone(),
+        built.random_weights,
+    ));
+    if let Some((_, from)) = &password {
+        tracing::info!(from = %from, "MQTT password loaded");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("inspro-io")
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("tokio runtime: {e}"))?;
+    rt.block_on(async_main(
+        cfg,
+        opts,
+        built.engine,
+        built.model.input_size,
+        built.model.class_names.clone(),
+        password.map(|(s, _)| s),
+        spool,
+        metrics,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn async_main(
+    cfg: EdgeConfig,
+    opts: RunOptions,
+    engine: Arc<dyn Engine>,
+    input_size: [usize; 2],
+    class_names: Vec<String>,
+    password: Option<config::Secret>,
+    spool: Spool,
+    metrics: Arc<Metrics>,
+) -> Result<(), DaemonError> {
+    let root = CancellationToken::new();
+    let mqtt_stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let outbox = Arc::new(Outbox::new(4096));
+    let hot = Arc::new(HotSettings::new(cfg.tracking, cfg.publish.clone()));
+    let (stats_tx, stats_rx) = tokio::sync::watch::channel(cfg.service.stats_interval_s);
+    let run = run_id();
+    tracing::info!(run = %run, "starting");
+
+    // Signals first, so that none is lost while starting.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| anyhow::anyhow!("SIGTERM handler: {e}"))?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| anyhow::anyhow!("SIGINT handler: {e}"))?;
+    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| anyhow::anyhow!("SIGHUP handler: {e}"))?;
+
+    let mqtt = MqttTask::new(
+        MqttTaskOptions {
+            cfg: cfg.mqtt.clone(),
+            password,
+            stats_interval: Duration::from_secs_f64(cfg.service.stats_interval_s),
+            shutdown_timeout: Duration::from_secs_f64(cfg.service.shutdown_timeout_s),
+            cameras: cfg.cameras.iter().map(|c| c.name.clone()).collect(),
+        },
+        outbox.clone(),
+        spool,
+        metrics.clone(),
+    )?;
+    let mqtt_handle = tracker.spawn(mqtt.run(mqtt_stop.clone(), stats_rx));
+
+    if !cfg.service.metrics_listen.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&cfg.service.metrics_listen)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("service.metrics_listen {}: {e}", cfg.service.metrics_listen)
+            })?;
+        tracing::info!(addr = %cfg.service.metrics_listen, "metrics at /metrics");
+        tracker.spawn(crate::edge::metrics::serve(
+            listener,
+            metrics.clone(),
+            root.clone(),
+        ));
+    }
+
+    if let Some(dir) = &opts.overlay_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    }
+
+    // Cameras: a source thread and an engine thread each.
+    let running = Arc::new(AtomicUsize::new(cfg.cameras.len()));
+    let engines_done = Arc::new(tokio::sync::Notify::new());
+    let mut threads = Vec::new();
+    for (i, cam_cfg) in cfg.cameras.iter().enumerate() {
+        let cam = metrics.cameras[i].clone();
+        let (w, h) = if cam_cfg.width > 0 {
+            (cam_cfg.width, cam_cfg.height)
+        } else {
+            (input_size[0] as u32, input_size[1] as u32)
+        };
+        let queue = Arc::new(FrameQueue::new(cam_cfg.queue));
+        cam.queue_capacity.store(cam_cfg.queue as u64, Relaxed);
+        let src = spawn_source(
+            SourceOptions {
+                camera: cam_cfg.clone(),
+                width: w,
+                height: h,
+                backoff: cfg.mqtt.backoff.clone(),
+            },
+            queue.clone(),
+            cam.clone(),
+            metrics.clone(),
+            root.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("source thread: {e}"))?;
+        threads.push(src);
+        let et = EngineThread {
+            name: cam_cfg.name.clone(),
+            engine: engine.clone(),
+            queue,
+            cam: cam.clone(),
+            metrics: metrics.clone(),
+            outbox: outbox.clone(),
+            hot: hot.clone(),
+            builder: EventBuilder::new(
+                &cfg.mqtt.topic_prefix,
+                &cam_cfg.name,
+                &run,
+                class_names.clone(),
+                cfg.publish.clone(),
+                cfg.mqtt.qos.clone(),
+                cfg.mqtt.max_packet_size,
+            ),
+            tracker: cfg.tracking,
+            jump_ns: (cam_cfg.jump_threshold_s * 1e9) as u64,
+            overlay: opts
+                .overlay_dir
+                .as_ref()
+                .map(|d| OverlayWriter::new(d, &cam_cfg.name)),
+            token: root.clone(),
+        };
+        let running = running.clone();
+        let done = engines_done.clone();
+        let name: String = format!("infer-{}", cam_cfg.name).chars().take(15).collect();
+        let h = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                et.run();
+                if running.fetch_sub(1, Relaxed) == 1 {
+                    done.notify_one();
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("engine thread: {e}"))?;
+        threads.push(h);
+    }
+
+    // Ready: model loaded, pipelines started, MQTT task running.
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("running"),
+    ]);
+    tracing::info!(
+        cameras = cfg.cameras.len(),
+        prefix = %cfg.mqtt.topic_prefix,
+        broker = %cfg.mqtt.url,
+        "ready"
+    );
+
+    let watchdog = sd_notify::watchdog_enabled().filter(|_| cfg.service.watchdog);
+    let ping_every = watchdog.map_or(Duration::from_secs(3600), |d| d / 2);
+    let mut ping = tokio::time::interval(ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut status_tick = tokio::time::interval(Duration::from_secs(10));
+    let mut cur = cfg.clone();
+    let mut watchdog_on = cfg.service.watchdog;
+    let mut withheld = false;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = engines_done.notified() => {
+                if opts.exit_on_eos {
+                    tracing::info!("every camera reached end of stream: shutting down (--exit-on-eos)");
+                    break;
+                }
+                tracing::info!("every camera has ended; still serving MQTT and metrics");
+            }
+            _ = sighup.recv() => {
+                let now_us = sd_notify::NotifyState::monotonic_usec_now().ok();
+                let mut st = vec![sd_notify::NotifyState::Reloading];
+                if let Some(m) = now_us { st.push(m); }
+                notify(&st);
+                match load_config(opts.config.as_deref()) {
+                    Ok(new) => {
+                        let cold = cur.cold_changes(&new);
+                        if !cold.is_empty() {
+                            tracing::warn!(keys = ?cold, "SIGHUP: these changed keys need a restart; kept the running values");
+                        }
+                        hot.set(new.tracking, new.publish.clone());
+                        let _ = stats_tx.send(new.service.stats_interval_s);
+                        watchdog_on = new.service.watchdog;
+                        cur.tracking = new.tracking;
+                        cur.publish = new.publish.clone();
+                        cur.service.stats_interval_s = new.service.stats_interval_s;
+                        cur.service.watchdog = new.service.watchdog;
+                        tracing::info!("SIGHUP: configuration reloaded");
+                    }
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: configuration rejected; kept the running one"),
+                }
+                notify(&[sd_notify::NotifyState::Ready]);
+            }
+            _ = ping.tick(), if watchdog.is_some() => {
+                let limit = watchdog.map_or(0, |d| d.as_millis() as u64);
+                let now = metrics.now_ms();
+                let healthy = metrics.cameras.iter().all(|c| {
+                    c.status() == SourceStatus::Ended
+                        || (now.saturating_sub(c.engine_alive_ms.load(Relaxed)) < limit
+                            && now.saturating_sub(c.source_alive_ms.load(Relaxed)) < limit)
+                });
+                if healthy && watchdog_on {
+                    notify(&[sd_notify::NotifyState::Watchdog]);
+                    if withheld {
+                        tracing::info!("threads responsive again: watchdog pings resumed");
+                        withheld = false;
+                    }
+                } else if !withheld {
+                    tracing::warn!("a camera thread is unresponsive: withholding the watchdog ping");
+                    withheld = true;
+                }
+            }
+            _ = status_tick.tick() => {
+                let s = status_line(&metrics);
+                notify(&[sd_notify::NotifyState::Status(&s)]);
+            }
+        }
+    }
+
+    notify(&[sd_notify::NotifyState::Stopping]);
+    root.cancel();
+    // Join the camera threads (sources stop, engine threads end their tracks into the outbox).
+    let joined = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    });
+    if tokio::time::timeout(Duration::from_secs(30), joined)
+        .await
+        .is_err()
+    {
+        tracing::error!("camera threads did not stop within 30 s");
+    }
+    mqtt_stop.cancel();
+    tracker.close();
+    let _ = mqtt_handle.await;
+    tracker.wait().await;
+    let rss = crate::edge::metrics::rss_bytes();
+    tracing::info!(rss_mb = rss as f64 / 1048576.0, "stopped");
+    Ok(())
+}
+
+fn status_line(m: &Metrics) -> String {
+    let mut parts: Vec<String> = m
+        .cameras
+        .iter()
+        .map(|c| {
+            format!(
+                "{}: {} {} frames {} tracks",
+                c.name,
+                c.status().as_str(),
+                c.frames_processed.load(Relaxed),
+                c.tracks_active.load(Relaxed)
+            )
+        })
+        .collect();
+    parts.push(format!(
+        "mqtt {}",
+        if m.mqtt.connected.load(Relaxed) {
+            "connected"
+        } else {
+            "disconnected"
+        }
+    ));
+    parts.push(format!("spool {}", m.mqtt.spool_messages.load(Relaxed)));
+    parts.join("; ")
+}

@@ -1,0 +1,614 @@
+//! Track events to MQTT messages, Frigate-style: `<prefix>/<camera>/events` with `type`
+//! new / update / end and `before` / `after`; updates throttled (a significant change at once,
+//! any change at most every `update_interval_s`, a heartbeat every `heartbeat_s`); masks as COCO
+//! RLE of the box crop plus its origin (or of the full frame, or polygons); a per-camera `seq`
+//! for consumer de-duplication. Pure: no IO, no clocks other than the ones passed in.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::edge::config::{MaskFormat, MaskRegion, PublishConfig, QosConfig};
+use crate::tracking::{box_crop_rle, full_frame_rle, FrameOutput, Track, TrackEvent, TrackState};
+use crate::ytvis::Rle;
+
+/// One MQTT message, ready to send.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OutMsg {
+    pub topic: String,
+    pub payload: String,
+    pub qos: u8,
+    pub retain: bool,
+}
+
+/// Frame facts every message carries.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameInfo {
+    pub index: u64,
+    /// Presentation time, nanoseconds (None when the source has none).
+    pub pts_ns: Option<u64>,
+    pub width: usize,
+    pub height: usize,
+}
+
+/// The last frame a track was seen on, kept so that Lost tracks and `end` events still carry the
+/// mask of the object as last seen (one slot's stride-4 logits; bounded by the open tracks).
+#[derive(Debug, Clone)]
+struct LastSeen {
+    out: FrameOutput,
+}
+
+impl LastSeen {
+    fn capture(out: &FrameOutput, slot: usize) -> Self {
+        let plane = out.mask_h * out.mask_w;
+        Self {
+            out: FrameOutput {
+                frame_index: out.frame_index,
+                key_frame: out.key_frame,
+                stages_run: out.stages_run,
+                geometry: out.geometry,
+                class_probs: vec![out.class_probs[slot].clone()],
+                boxes_xyxy: vec![out.boxes_xyxy[slot]],
+                mask_logits: out.mask_logits[slot * plane..(slot + 1) * plane].to_vec(),
+                mask_h: out.mask_h,
+                mask_w: out.mask_w,
+            },
+        }
+    }
+}
+
+struct Published {
+    at_s: f64,
+    box_xyxy: [f32; 4],
+    label: usize,
+    state: TrackState,
+    score: f32,
+    /// The `after` block without its mask: the next message's `before`.
+    after: Value,
+}
+
+/// Per-camera event state: throttling, `before` blocks, sequence numbers.
+pub struct EventBuilder {
+    camera: String,
+    events_topic: String,
+    tracks_topic: String,
+    run: String,
+    class_names: Vec<String>,
+    cfg: PublishConfig,
+    qos: QosConfig,
+    max_payload: usize,
+    seq: u64,
+    last: HashMap<u64, Published>,
+    seen: HashMap<u64, LastSeen>,
+    /// Messages sent without their mask because they were too large.
+    pub masks_stripped: u64,
+    /// update events held back by the throttle.
+    pub suppressed: u64,
+}
+
+/// Why an update went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    Significant,
+    Interval,
+    Heartbeat,
+}
+
+fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = iw * ih;
+    let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    let union = area(a) + area(b) - inter;
+    if union > 0.0 {
+        inter / union
+    } else {
+        1.0
+    }
+}
+
+fn round2(v: f32) -> f64 {
+    (f64::from(v) * 100.0).round() / 100.0
+}
+
+fn round4(v: f32) -> f64 {
+    (f64::from(v) * 10000.0).round() / 10000.0
+}
+
+/// Unix time in seconds (float) and RFC 3339 UTC with milliseconds.
+pub fn wall_time_now() -> String {
+    rfc3339(SystemTime::now())
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let ms = d.subsec_millis();
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+impl EventBuilder {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        prefix: &str,
+        camera: &str,
+        run: &str,
+        class_names: Vec<String>,
+        cfg: PublishConfig,
+        qos: QosConfig,
+        max_packet_size: usize,
+    ) -> Self {
+        Self {
+            camera: camera.to_string(),
+            events_topic: format!("{prefix}/{camera}/events"),
+            tracks_topic: format!("{prefix}/{camera}/tracks"),
+            run: run.to_string(),
+            class_names,
+            cfg,
+            qos,
+            // Fixed header (<= 5), topic length (2), packet id (2), the topic itself.
+            max_payload: max_packet_size.saturating_sub(16 + prefix.len() + camera.len() + 16),
+            seq: 0,
+            last: HashMap::new(),
+            seen: HashMap::new(),
+            masks_stripped: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Hot reload of the publishing options.
+    pub fn set_config(&mut self, cfg: PublishConfig) {
+        self.cfg = cfg;
+    }
+
+    pub fn open_tracks(&self) -> usize {
+        self.seen.len()
+    }
+
+    fn label_name(&self, i: usize) -> String {
+        self.class_names
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("class_{i}"))
+    }
+
+    fn track_json(&self, t: &Track) -> Value {
+        json!({
+            "id": t.id,
+            "event_id": format!("{}-{}-{}", self.run, self.camera, t.id),
+            "label": self.label_name(t.label),
+            "label_id": t.label,
+            "score": round4(t.score),
+            "frame_score": round4(t.frame_score),
+            "state": t.state,
+            "box": t.box_xyxy.iter().map(|v| round2(*v)).collect::<Vec<_>>(),
+            "area": round2((t.box_xyxy[2] - t.box_xyxy[0]).max(0.0) * (t.box_xyxy[3] - t.box_xyxy[1]).max(0.0)),
+            "slot": t.slot,
+            "first_frame": t.first_frame,
+            "last_seen_frame": t.last_seen_frame,
+            "hits": t.hits,
+            "lost_frames": t.lost_frames,
+        })
+    }
+
+    fn mask_json(&self, id: u64) -> Value {
+        let Some(seen) = self.seen.get(&id) else {
+            return Value::Null;
+        };
+        let out = &seen.out;
+        let frame = out.frame_index;
+        match (self.cfg.mask_format, self.cfg.mask_region) {
+            (MaskFormat::None, _) => Value::Null,
+            (MaskFormat::CocoRle, MaskRegion::Box) => {
+                let (origin, rle) = box_crop_rle(out, 0, &out.boxes_xyxy[0]);
+                json!({
+                    "format": "coco_rle",
+                    "size": [rle.h, rle.w],
+                    "counts": rle.to_compressed(),
+                    "origin": origin,
+                    "frame": frame,
+                })
+            }
+            (MaskFormat::CocoRle, MaskRegion::Frame) => {
+                let rle = full_frame_rle(out, 0);
+                json!({
+                    "format": "coco_rle",
+                    "size": [rle.h, rle.w],
+                    "counts": rle.to_compressed(),
+                    "frame": frame,
+                })
+            }
+            (MaskFormat::Polygon, _) => {
+                let (origin, rle) = box_crop_rle(out, 0, &out.boxes_xyxy[0]);
+                let polys = polygons(&rle, origin, self.cfg.polygon_tolerance);
+                json!({"format": "polygon", "polygons": polys, "frame": frame})
+            }
+        }
+    }
+
+    fn frame_json(f: &FrameInfo) -> Value {
+        json!({
+            "index": f.index,
+            "pts": f.pts_ns.map(|p| p as f64 / 1e9),
+            "width": f.width,
+            "height": f.height,
+        })
+    }
+
+    fn message(
+        &mut self,
+        kind: &str,
+        reason: &str,
+        t: &Track,
+        f: &FrameInfo,
+        mask: bool,
+    ) -> OutMsg {
+        let after = self.track_json(t);
+        let before = self
+            .last
+            .get(&t.id)
+            .map_or(Value::Null, |p| p.after.clone());
+        self.seq += 1;
+        let now = SystemTime::now();
+        let mut body = json!({
+            "type": kind,
+            "reason": reason,
+            "seq": self.seq,
+            "run": self.run,
+            "camera": self.camera,
+            "frame": Self::frame_json(f),
+            "wall_time": rfc3339(now),
+            "timestamp": now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64(),
+            "before": before,
+            "after": after.clone(),
+        });
+        if mask {
+            body["after"]["mask"] = self.mask_json(t.id);
+        }
+        let mut payload = body.to_string();
+        if payload.len() > self.max_payload && mask {
+            body["after"]["mask"] = Value::Null;
+            body["after"]["mask_omitted"] = json!("larger than mqtt.max_packet_size");
+            payload = body.to_string();
+            self.masks_stripped += 1;
+        }
+        let qos = if kind == "update" {
+            self.qos.update
+        } else {
+            self.qos.lifecycle
+        };
+        let time_s = self.stream_time(f);
+        self.last.insert(
+            t.id,
+            Published {
+                at_s: time_s,
+                box_xyxy: t.box_xyxy,
+                label: t.label,
+                state: t.state,
+                score: t.score,
+                after,
+            },
+        );
+        OutMsg {
+            topic: self.events_topic.clone(),
+            payload,
+            qos,
+            retain: false,
+        }
+    }
+
+    /// Stream time for throttling: the PTS when there is one (files run faster than real time),
+    /// else the frame index at a nominal 30 fps.
+    fn stream_time(&self, f: &FrameInfo) -> f64 {
+        f.pts_ns.map_or(f.index as f64 / 30.0, |p| p as f64 / 1e9)
+    }
+
+    fn update_reason(&self, t: &Track, time_s: f64) -> Option<Reason> {
+        let Some(p) = self.last.get(&t.id) else {
+            return Some(Reason::Significant);
+        };
+        let dt = time_s - p.at_s;
+        // A stream-time jump backwards (restart) counts as long ago.
+        let dt = if dt < 0.0 { f64::INFINITY } else { dt };
+        if p.label != t.label
+            || p.state != t.state
+            || iou(&p.box_xyxy, &t.box_xyxy) < self.cfg.significant_iou
+        {
+            return Some(Reason::Significant);
+        }
+        let changed = p.box_xyxy != t.box_xyxy || (p.score - t.score).abs() > 1e-4;
+        if changed && dt >= self.cfg.update_interval_s {
+            return Some(Reason::Interval);
+        }
+        if self.cfg.heartbeat_s > 0.0 && dt >= self.cfg.heartbeat_s {
+            return Some(Reason::Heartbeat);
+        }
+        None
+    }
+
+    /// Turn one frame's track events into messages. `out` is the frame the events came from
+    /// (None for events without a frame: shutdown, source restart).
+    pub fn on_events(
+        &mut self,
+        events: &[TrackEvent],
+        out: Option<&FrameOutput>,
+        f: &FrameInfo,
+    ) -> Vec<OutMsg> {
+        let mut msgs = Vec::new();
+        for ev in events {
+            let t = ev.track();
+            if let Some(out) = out {
+                // Seen on this frame: keep the slot's mask as last seen.
+                if t.state != TrackState::Lost
+                    && t.last_seen_frame == out.frame_index
+                    && t.slot < out.num_slots()
+                    && !matches!(ev, TrackEvent::End(_))
+                {
+                    self.seen.insert(t.id, LastSeen::capture(out, t.slot));
+                }
+            }
+            match ev {
+                TrackEvent::New(t) => msgs.push(self.message("new", "new", t, f, true)),
+                TrackEvent::Update(t) => {
+                    let time_s = self.stream_time(f);
+                    match self.update_reason(t, time_s) {
+                        Some(r) => {
+                            let reason = match r {
+                                Reason::Significant => "significant",
+                                Reason::Interval => "interval",
+                                Reason::Heartbeat => "heartbeat",
+                            };
+                            let mask = self.cfg.mask_in_update;
+                            msgs.push(self.message("update", reason, t, f, mask));
+                        }
+                        None => self.suppressed += 1,
+                    }
+                }
+                TrackEvent::End(t) => {
+                    msgs.push(self.message("end", "removed", t, f, true));
+                    self.last.remove(&t.id);
+                    self.seen.remove(&t.id);
+                }
+            }
+        }
+        msgs
+    }
+
+    /// The per-frame `tracks` message (boxes, no masks), when enabled for this frame.
+    pub fn tracks_message<'a>(
+        &self,
+        tracks: impl Iterator<Item = &'a Track>,
+        f: &FrameInfo,
+    ) -> Option<OutMsg> {
+        if !self.cfg.tracks || f.index % u64::from(self.cfg.tracks_every.max(1)) != 0 {
+            return None;
+        }
+        let tracks: Vec<Value> = tracks
+            .map(|t| {
+                json!({
+                    "id": t.id,
+                    "label": self.label_name(t.label),
+                    "score": round4(t.score),
+                    "state": t.state,
+                    "box": t.box_xyxy.iter().map(|v| round2(*v)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        Some(OutMsg {
+            topic: self.tracks_topic.clone(),
+            payload: json!({
+                "camera": self.camera,
+                "run": self.run,
+                "frame": Self::frame_json(f),
+                "wall_time": wall_time_now(),
+                "tracks": tracks,
+            })
+            .to_string(),
+            qos: self.qos.tracks,
+            retain: false,
+        })
+    }
+}
+
+/// Outer contours of a box-crop mask as polygons `[x, y, x, y, ...]` in frame pixels
+/// (Moore-neighbour tracing per 8-connected component, Douglas-Peucker simplified).
+pub fn polygons(rle: &Rle, origin: [usize; 2], tolerance: f64) -> Vec<Vec<f64>> {
+    let (h, w) = (rle.h as usize, rle.w as usize);
+    let mask = rle.decode_row_major();
+    let mut label = vec![false; h * w];
+    let mut out = Vec::new();
+    let at = |x: i64, y: i64| -> bool {
+        x >= 0
+            && y >= 0
+            && (x as usize) < w
+            && (y as usize) < h
+            && mask[y as usize * w + x as usize] != 0
+    };
+    // Moore neighbourhood, clockwise from west (image coordinates, y down).
+    const DIRS: [(i64, i64); 8] = [
+        (-1, 0),
+        (-1, -1),
+        (0, -1),
+        (1, -1),
+        (1, 0),
+        (1, 1),
+        (0, 1),
+        (-1, 1),
+    ];
+    for y0 in 0..h {
+        for x0 in 0..w {
+            if mask[y0 * w + x0] == 0 || label[y0 * w + x0] {
+                continue;
+            }
+            // Mark the component (8-connected flood fill).
+            let mut stack = vec![(x0, y0)];
+            label[y0 * w + x0] = true;
+            while let Some((x, y)) = stack.pop() {
+                for (dx, dy) in DIRS {
+                    let (nx, ny) = (x as i64 + dx, y as i64 + dy);
+                    if at(nx, ny) && !label[ny as usize * w + nx as usize] {
+                        label[ny as usize * w + nx as usize] = true;
+                        stack.push((nx as usize, ny as usize));
+                    }
+                }
+            }
+            // Trace its outer boundary from the top-left pixel; we entered it from the west.
+            let start = (x0 as i64, y0 as i64);
+            let mut contour = vec![start];
+            let mut cur = start;
+            let mut back = 0usize; // direction index pointing to the background we came from
+            let limit = 4 * h * w + 8;
+            for _ in 0..limit {
+                let mut found = None;
+                for k in 1..=8 {
+                    let d = (back + k) % 8;
+                    let (nx, ny) = (cur.0 + DIRS[d].0, cur.1 + DIRS[d].1);
+                    if at(nx, ny) {
+                        found = Some((d, (nx, ny)));
+                        break;
+                    }
+                }
+                let Some((d, next)) = found else { break }; // a single pixel
+                                                            // The new backtrack: the background neighbour swept just before `next`, as seen
+                                                            // from `next`.
+                back = if d % 2 == 0 { (d + 6) % 8 } else { (d + 5) % 8 };
+                if next == start && contour.len() > 1 {
+                    break;
+                }
+                contour.push(next);
+                cur = next;
+            }
+            let pts: Vec<(f64, f64)> = if contour.len() < 3 {
+                // Tiny blob: its pixel square(s).
+                let (x, y) = (contour[0].0 as f64, contour[0].1 as f64);
+                vec![(x, y), (x + 1.0, y), (x + 1.0, y + 1.0), (x, y + 1.0)]
+            } else {
+                simplify_closed(
+                    &contour
+                        .iter()
+                        .map(|&(x, y)| (x as f64, y as f64))
+                        .collect::<Vec<_>>(),
+                    tolerance,
+                )
+            };
+            out.push(
+                pts.iter()
+                    .flat_map(|&(x, y)| [x + origin[0] as f64, y + origin[1] as f64])
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+fn simplify_closed(pts: &[(f64, f64)], tol: f64) -> Vec<(f64, f64)> {
+    if pts.len() < 4 || tol <= 0.0 {
+        return pts.to_vec();
+    }
+    // Split at the point farthest from the first, simplify both halves.
+    let d2 = |a: (f64, f64), b: (f64, f64)| (a.0 - b.0).powi(2) + (a.1 - b.1).powi(2);
+    let far = (1..pts.len())
+        .max_by(|&i, &j| d2(pts[0], pts[i]).total_cmp(&d2(pts[0], pts[j])))
+        .unwrap_or(1);
+    let mut a = rdp(&pts[..=far], tol);
+    let mut closing: Vec<(f64, f64)> = pts[far..].to_vec();
+    closing.push(pts[0]);
+    let b = rdp(&closing, tol);
+    a.pop();
+    a.extend_from_slice(&b[..b.len() - 1]);
+    if a.len() < 3 {
+        return pts.to_vec();
+    }
+    a
+}
+
+fn rdp(pts: &[(f64, f64)], tol: f64) -> Vec<(f64, f64)> {
+    if pts.len() < 3 {
+        return pts.to_vec();
+    }
+    let (a, b) = (pts[0], pts[pts.len() - 1]);
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    let len = (dx * dx + dy * dy).sqrt();
+    let dist = |p: (f64, f64)| {
+        if len == 0.0 {
+            ((p.0 - a.0).powi(2) + (p.1 - a.1).powi(2)).sqrt()
+        } else {
+            ((p.0 - a.0) * dy - (p.1 - a.1) * dx).abs() / len
+        }
+    };
+    let (idx, dmax) = pts[1..pts.len() - 1]
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| (i + 1, dist(p)))
+        .fold((0, -1.0), |m, x| if x.1 > m.1 { x } else { m });
+    if dmax > tol {
+        let mut left = rdp(&pts[..=idx], tol);
+        let right = rdp(&pts[idx..], tol);
+        left.pop();
+        left.extend(right);
+        left
+    } else {
+        vec![a, b]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_instants() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + std::time::Duration::from_millis(1_709_251_199_123);
+        assert_eq!(rfc3339(t), "2024-02-29T23:59:59.123Z");
+    }
+
+    #[test]
+    fn polygon_of_a_rectangle_is_its_corners() {
+        // 6x4 crop with a 3x2 block at (1..4, 1..3).
+        let mut m = vec![0u8; 6 * 4];
+        for y in 1..3 {
+            for x in 1..4 {
+                m[y * 6 + x] = 1;
+            }
+        }
+        let rle = Rle::encode_row_major(&m, 4, 6);
+        let p = polygons(&rle, [10, 20], 0.5);
+        assert_eq!(p.len(), 1);
+        let mut xs: Vec<(i64, i64)> = p[0].chunks(2).map(|c| (c[0] as i64, c[1] as i64)).collect();
+        xs.sort();
+        assert_eq!(xs, vec![(11, 21), (11, 22), (13, 21), (13, 22)]);
+    }
+
+    #[test]
+    fn two_blobs_two_polygons_and_single_pixels() {
+        let mut m = vec![0u8; 8 * 3];
+        m[0] = 1; // (0,0)
+        m[8 + 5] = 1; // (5,1)
+        m[8 + 6] = 1;
+        m[16 + 5] = 1;
+        let rle = Rle::encode_row_major(&m, 3, 8);
+        let p = polygons(&rle, [0, 0], 1.0);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0], vec![0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0]);
+        assert!(p[1].len() >= 6);
+    }
+}

@@ -1,0 +1,362 @@
+//! One GStreamer pipeline per camera: source → decode → scale + convert → RGB at the engine's
+//! size → appsink. The appsink callback (a GStreamer streaming thread) only puts the sample into
+//! the camera's bounded queue: dropping the oldest frame for live sources, waiting for files. A
+//! supervisor thread per camera watches the bus, restarts the pipeline on error, end of a live
+//! stream or a stall (no frame for `stall_timeout_s` while not held back by the engine) with
+//! exponential backoff and jitter, and tells the engine thread to reset the stream state.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+use gstreamer_video::prelude::*;
+use tokio_util::sync::CancellationToken;
+
+use crate::edge::config::{BackoffConfig, CameraConfig, SourceUri};
+use crate::edge::metrics::{CameraMetrics, Metrics, SourceStatus};
+use crate::edge::mqtt::Backoff;
+use crate::edge::queue::{FrameQueue, Pushed, QueueItem};
+use crate::model::FrameRef;
+
+/// A decoded RGB frame (the GStreamer sample is kept: no copy until the engine reads it).
+pub struct Frame {
+    pub sample: gst::Sample,
+    pub pts_ns: Option<u64>,
+    pub arrived: Instant,
+}
+
+impl Frame {
+    /// Read the pixels through `VideoFrameRef` and the plane stride (rows are padded to 4 bytes).
+    pub fn with_rgb<R>(&self, f: impl FnOnce(FrameRef<'_>) -> R) -> Result<R, String> {
+        let caps = self.sample.caps().ok_or("sample without caps")?;
+        let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| e.to_string())?;
+        let buffer = self.sample.buffer().ok_or("sample without buffer")?;
+        let vf = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
+            .map_err(|e| e.to_string())?;
+        if vf.format() != gst_video::VideoFormat::Rgb {
+            return Err(format!("expected RGB, got {:?}", vf.format()));
+        }
+        let data = vf.plane_data(0).map_err(|e| e.to_string())?;
+        let stride = vf.plane_stride()[0] as usize;
+        Ok(f(FrameRef {
+            width: vf.width() as usize,
+            height: vf.height() as usize,
+            stride,
+            data,
+        }))
+    }
+}
+
+/// What the engine thread receives.
+pub enum Item {
+    Frame(Frame),
+    /// The source restarted (error, stall, reconnect): the stream state must be reset.
+    Restart {
+        reason: String,
+    },
+    /// The source ended for good.
+    Eos,
+}
+
+impl QueueItem for Item {
+    fn is_frame(&self) -> bool {
+        matches!(self, Item::Frame(_))
+    }
+}
+
+pub struct SourceOptions {
+    pub camera: CameraConfig,
+    /// Frame size given to the engine.
+    pub width: u32,
+    pub height: u32,
+    pub backoff: BackoffConfig,
+}
+
+/// The gst-launch description of a camera's pipeline; the source element is named `src` (its
+/// location / device is set as a property, so paths need no quoting) and the sink `sink`.
+pub fn pipeline_description(src: &SourceUri, cam: &CameraConfig, w: u32, h: u32) -> String {
+    let head = match src {
+        SourceUri::File(_) => "filesrc name=src ! decodebin".to_string(),
+        SourceUri::Rtsp(_) => format!(
+            "rtspsrc name=src latency={} ! decodebin",
+            cam.rtsp_latency_ms
+        ),
+        SourceUri::V4l2(_) => "v4l2src name=src ! decodebin".to_string(),
+        SourceUri::Test(t) => format!(
+            "videotestsrc name=src pattern={} is-live={} num-buffers={} ! video/x-raw,width={},height={},framerate={}/1",
+            t.pattern, t.live, t.num_buffers, t.width, t.height, t.fps
+        ),
+    };
+    let rate = if cam.fps > 0.0 {
+        format!(
+            " ! videorate drop-only=true max-rate={}",
+            cam.fps.ceil().max(1.0) as u32
+        )
+    } else {
+        String::new()
+    };
+    let drop = cam.drops_frames();
+    format!(
+        "{head}{rate} ! videoconvertscale ! video/x-raw,format=RGB,width={w},height={h},pixel-aspect-ratio=1/1 ! appsink name=sink sync=false max-buffers=1 drop={drop} enable-last-sample=false"
+    )
+}
+
+enum Outcome {
+    Cancelled,
+    Eos,
+    Error(String),
+    Stall,
+}
+
+/// Spawn the supervisor thread of one camera.
+pub fn spawn_source(
+    opts: SourceOptions,
+    queue: Arc<FrameQueue<Item>>,
+    cam: Arc<CameraMetrics>,
+    metrics: Arc<Metrics>,
+    token: CancellationToken,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let name = format!("src-{}", opts.camera.name);
+    std::thread::Builder::new()
+        .name(name.chars().take(15).collect())
+        .spawn(move || supervise(opts, queue, cam, metrics, token))
+}
+
+fn sleep_cancellable(d: Duration, token: &CancellationToken, tick: impl Fn()) -> bool {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        if token.is_cancelled() {
+            return false;
+        }
+        tick();
+        std::thread::sleep((end - Instant::now()).min(Duration::from_millis(100)));
+    }
+    !token.is_cancelled()
+}
+
+fn supervise(
+    opts: SourceOptions,
+    queue: Arc<FrameQueue<Item>>,
+    cam: Arc<CameraMetrics>,
+    metrics: Arc<Metrics>,
+    token: CancellationToken,
+) {
+    let span = tracing::info_span!("stream", camera = %opts.camera.name);
+    let _g = span.enter();
+    let src = match opts.camera.source() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "bad camera uri");
+            queue.push_drop_oldest(Item::Eos);
+            cam.set_status(SourceStatus::Ended);
+            return;
+        }
+    };
+    let is_file = matches!(src, SourceUri::File(_));
+    let mut backoff = Backoff::new(opts.backoff.clone());
+    let mut started_once = false;
+    let alive = || cam.source_alive_ms.store(metrics.now_ms(), Relaxed);
+    while !token.is_cancelled() {
+        cam.set_status(if started_once {
+            SourceStatus::Reconnecting
+        } else {
+            SourceStatus::Starting
+        });
+        let t0 = Instant::now();
+        let outcome = run_once(&opts, &src, &queue, &cam, &metrics, &token);
+        started_once = true;
+        if t0.elapsed() > Duration::from_secs(30) {
+            backoff.reset();
+        }
+        let reason = match outcome {
+            Outcome::Cancelled => break,
+            Outcome::Eos if is_file && !opts.camera.loop_file => {
+                tracing::info!("end of stream");
+                queue.push_drop_oldest(Item::Eos);
+                cam.set_status(SourceStatus::Ended);
+                return;
+            }
+            Outcome::Eos if is_file => {
+                cam.source_restarts.fetch_add(1, Relaxed);
+                queue.push_drop_oldest(Item::Restart {
+                    reason: "file looped".into(),
+                });
+                continue;
+            }
+            Outcome::Eos => "end of a live stream".to_string(),
+            Outcome::Error(e) => {
+                cam.source_errors.fetch_add(1, Relaxed);
+                e
+            }
+            Outcome::Stall => {
+                cam.stalls.fetch_add(1, Relaxed);
+                format!("no frame for {} s", opts.camera.stall_timeout_s)
+            }
+        };
+        cam.source_restarts.fetch_add(1, Relaxed);
+        cam.set_status(SourceStatus::Reconnecting);
+        queue.push_drop_oldest(Item::Restart {
+            reason: reason.clone(),
+        });
+        let delay = backoff.next_delay();
+        tracing::warn!(reason = %reason, retry_in_s = delay.as_secs_f64(), attempt = backoff.attempts(), "source failed; restarting");
+        if !sleep_cancellable(delay, &token, alive) {
+            break;
+        }
+    }
+    cam.set_status(SourceStatus::Ended);
+}
+
+fn run_once(
+    opts: &SourceOptions,
+    src: &SourceUri,
+    queue: &Arc<FrameQueue<Item>>,
+    cam: &Arc<CameraMetrics>,
+    metrics: &Arc<Metrics>,
+    token: &CancellationToken,
+) -> Outcome {
+    let desc = pipeline_description(src, &opts.camera, opts.width, opts.height);
+    let pipeline = match gst::parse::launch(&desc) {
+        Ok(p) => match p.downcast::<gst::Pipeline>() {
+            Ok(p) => p,
+            Err(_) => return Outcome::Error("not a pipeline".into()),
+        },
+        Err(e) => return Outcome::Error(format!("cannot build `{desc}`: {e}")),
+    };
+    tracing::debug!(pipeline = %desc, "starting source");
+    if let Some(el) = pipeline.by_name("src") {
+        match src {
+            SourceUri::File(p) => el.set_property("location", p.to_string_lossy().to_string()),
+            SourceUri::Rtsp(u) => el.set_property("location", u.as_str()),
+            SourceUri::V4l2(d) => el.set_property("device", d.to_string_lossy().to_string()),
+            SourceUri::Test(_) => {}
+        }
+    }
+    let Some(sink) = pipeline
+        .by_name("sink")
+        .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
+    else {
+        return Outcome::Error("no appsink".into());
+    };
+    let drop = opts.camera.drops_frames();
+    let waiting = Arc::new(AtomicBool::new(false));
+    let got_frame = Arc::new(AtomicBool::new(false));
+    {
+        let queue = queue.clone();
+        let cam = cam.clone();
+        let metrics = metrics.clone();
+        let token = token.clone();
+        let waiting = waiting.clone();
+        let got_frame = got_frame.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let pts_ns = sample.buffer().and_then(|b| b.pts()).map(|t| t.nseconds());
+                    cam.frames_in.fetch_add(1, Relaxed);
+                    cam.last_frame_ms.store(metrics.now_ms(), Relaxed);
+                    got_frame.store(true, Relaxed);
+                    let item = Item::Frame(Frame {
+                        sample,
+                        pts_ns,
+                        arrived: Instant::now(),
+                    });
+                    let pushed = if drop {
+                        queue.push_drop_oldest(item)
+                    } else {
+                        waiting.store(true, Relaxed);
+                        let r = queue
+                            .push_wait(item, Duration::from_millis(100), || !token.is_cancelled());
+                        waiting.store(false, Relaxed);
+                        cam.last_frame_ms.store(metrics.now_ms(), Relaxed);
+                        r
+                    };
+                    match pushed {
+                        Pushed::DroppedOldest => {
+                            cam.frames_dropped.fetch_add(1, Relaxed);
+                        }
+                        Pushed::Closed => return Err(gst::FlowError::Flushing),
+                        Pushed::Queued => {}
+                    }
+                    cam.queue_depth.store(queue.len() as u64, Relaxed);
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+    }
+    let Some(bus) = pipeline.bus() else {
+        return Outcome::Error("pipeline without bus".into());
+    };
+    let outcome = if let Err(e) = pipeline.set_state(gst::State::Playing) {
+        // The reason is on the bus.
+        let detail = bus
+            .timed_pop_filtered(
+                gst::ClockTime::from_mseconds(200),
+                &[gst::MessageType::Error],
+            )
+            .and_then(|m| match m.view() {
+                gst::MessageView::Error(err) => Some(err.error().to_string()),
+                _ => None,
+            })
+            .unwrap_or_else(|| e.to_string());
+        Outcome::Error(format!("cannot start: {detail}"))
+    } else {
+        watch(&bus, opts, cam, metrics, token, &waiting, &got_frame)
+    };
+    let _ = pipeline.set_state(gst::State::Null);
+    outcome
+}
+
+fn watch(
+    bus: &gst::Bus,
+    opts: &SourceOptions,
+    cam: &Arc<CameraMetrics>,
+    metrics: &Arc<Metrics>,
+    token: &CancellationToken,
+    waiting: &AtomicBool,
+    got_frame: &AtomicBool,
+) -> Outcome {
+    let started = metrics.now_ms();
+    let stall_ms = (opts.camera.stall_timeout_s * 1000.0) as u64;
+    let mut online = false;
+    loop {
+        if token.is_cancelled() {
+            return Outcome::Cancelled;
+        }
+        let now = metrics.now_ms();
+        cam.source_alive_ms.store(now, Relaxed);
+        if !online && got_frame.load(Relaxed) {
+            online = true;
+            cam.set_status(SourceStatus::Online);
+            tracing::info!("source online");
+        }
+        let last = if got_frame.load(Relaxed) {
+            cam.last_frame_ms.load(Relaxed)
+        } else {
+            started
+        };
+        if !waiting.load(Relaxed) && now.saturating_sub(last) > stall_ms {
+            return Outcome::Stall;
+        }
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
+            continue;
+        };
+        match msg.view() {
+            gst::MessageView::Eos(_) => return Outcome::Eos,
+            gst::MessageView::Error(e) => {
+                return Outcome::Error(match e.debug() {
+                    Some(d) => format!("{} ({d})", e.error()),
+                    None => e.error().to_string(),
+                })
+            }
+            gst::MessageView::Warning(w) => {
+                tracing::warn!(warning = %w.error(), "source warning");
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,517 @@
+//! Counters shared by the camera threads and the IO tasks, the `<prefix>/stats` payload, and a
+//! small Prometheus text endpoint (HTTP/1.1 `GET /metrics`) on tokio.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+/// Where a camera's source is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SourceStatus {
+    Starting = 0,
+    Online = 1,
+    Reconnecting = 2,
+    Ended = 3,
+}
+
+impl SourceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceStatus::Starting => "starting",
+            SourceStatus::Online => "online",
+            SourceStatus::Reconnecting => "reconnecting",
+            SourceStatus::Ended => "ended",
+        }
+    }
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => SourceStatus::Online,
+            2 => SourceStatus::Reconnecting,
+            3 => SourceStatus::Ended,
+            _ => SourceStatus::Starting,
+        }
+    }
+}
+
+/// One camera's counters. Times are microseconds; `*_ms` marks are milliseconds since start.
+#[derive(Default)]
+pub struct CameraMetrics {
+    pub name: String,
+    pub frames_in: AtomicU64,
+    pub frames_processed: AtomicU64,
+    pub frames_dropped: AtomicU64,
+    pub queue_depth: AtomicU64,
+    pub queue_capacity: AtomicU64,
+    pub source_restarts: AtomicU64,
+    pub source_errors: AtomicU64,
+    pub stalls: AtomicU64,
+    pub state_resets: AtomicU64,
+    pub tracks_active: AtomicU64,
+    pub tracks_total: AtomicU64,
+    pub events: AtomicU64,
+    pub events_suppressed: AtomicU64,
+    pub engine_errors: AtomicU64,
+    pub wait_us: AtomicU64,
+    pub infer_us: AtomicU64,
+    pub encode_us: AtomicU64,
+    pub last_frame_ms: AtomicU64,
+    pub engine_alive_ms: AtomicU64,
+    pub source_alive_ms: AtomicU64,
+    status: AtomicU8,
+    pub status_changed: AtomicBool,
+}
+
+impl CameraMetrics {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            ..Self::default()
+        }
+    }
+    pub fn status(&self) -> SourceStatus {
+        SourceStatus::from_u8(self.status.load(Relaxed))
+    }
+    pub fn set_status(&self, s: SourceStatus) {
+        if self.status.swap(s as u8, Relaxed) != s as u8 {
+            self.status_changed.store(true, Relaxed);
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct MqttMetrics {
+    pub connected: AtomicBool,
+    pub connects: AtomicU64,
+    pub connection_errors: AtomicU64,
+    pub published: AtomicU64,
+    pub acked: AtomicU64,
+    pub queued: AtomicU64,
+    pub inflight: AtomicU64,
+    /// QoS 0 messages dropped while disconnected or because the outbox was full.
+    pub dropped: AtomicU64,
+    /// Messages over `max_packet_size` even without their mask.
+    pub too_large: AtomicU64,
+    pub masks_stripped: AtomicU64,
+    pub spool_messages: AtomicU64,
+    pub spool_bytes: AtomicU64,
+    pub spool_dropped: AtomicU64,
+    pub spooled_total: AtomicU64,
+    pub replayed_total: AtomicU64,
+}
+
+pub struct Metrics {
+    pub start: Instant,
+    pub cameras: Vec<Arc<CameraMetrics>>,
+    pub mqtt: MqttMetrics,
+    pub model: String,
+    pub engine: String,
+    pub random_weights: bool,
+}
+
+impl Metrics {
+    pub fn new(cameras: &[String], model: String, engine: String, random_weights: bool) -> Self {
+        Self {
+            start: Instant::now(),
+            cameras: cameras
+                .iter()
+                .map(|n| Arc::new(CameraMetrics::new(n)))
+                .collect(),
+            mqtt: MqttMetrics::default(),
+            model,
+            engine,
+            random_weights,
+        }
+    }
+
+    /// Milliseconds since start (the clock of the `*_ms` marks).
+    pub fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render_prometheus(&self) -> String {
+        let mut s = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
+            let _ = writeln!(s, "# HELP inspro_{name} {help}");
+            let _ = writeln!(s, "# TYPE inspro_{name} {kind}");
+            for (labels, v) in rows {
+                let _ = writeln!(s, "inspro_{name}{labels} {v}");
+            }
+        };
+        let cam = |f: &dyn Fn(&CameraMetrics) -> f64| -> Vec<(String, f64)> {
+            self.cameras
+                .iter()
+                .map(|c| (format!("{{camera=\"{}\"}}", c.name), f(c)))
+                .collect()
+        };
+        let one = |v: f64| vec![(String::new(), v)];
+        let l = |a: &AtomicU64| a.load(Relaxed) as f64;
+        metric(
+            "uptime_seconds",
+            "gauge",
+            "Seconds since the daemon started.",
+            one(self.start.elapsed().as_secs_f64()),
+        );
+        metric(
+            "random_weights",
+            "gauge",
+            "1 when the model runs with random weights (no trained weights found).",
+            one(f64::from(u8::from(self.random_weights))),
+        );
+        metric(
+            "frames_in_total",
+            "counter",
+            "Frames delivered by the source.",
+            cam(&|c| l(&c.frames_in)),
+        );
+        metric(
+            "frames_processed_total",
+            "counter",
+            "Frames run through the engine.",
+            cam(&|c| l(&c.frames_processed)),
+        );
+        metric(
+            "frames_dropped_total",
+            "counter",
+            "Frames dropped because the engine queue was full.",
+            cam(&|c| l(&c.frames_dropped)),
+        );
+        metric(
+            "queue_depth",
+            "gauge",
+            "Items waiting for the engine.",
+            cam(&|c| l(&c.queue_depth)),
+        );
+        metric(
+            "source_restarts_total",
+            "counter",
+            "Source pipeline restarts (errors, stalls, end of live stream).",
+            cam(&|c| l(&c.source_restarts)),
+        );
+        metric(
+            "source_errors_total",
+            "counter",
+            "Errors posted by the source pipeline.",
+            cam(&|c| l(&c.source_errors)),
+        );
+        metric(
+            "source_stalls_total",
+            "counter",
+            "Restarts because no frame arrived within stall_timeout_s.",
+            cam(&|c| l(&c.stalls)),
+        );
+        metric(
+            "state_resets_total",
+            "counter",
+            "InsPro state resets (restart, PTS jump, size change).",
+            cam(&|c| l(&c.state_resets)),
+        );
+        metric(
+            "source_online",
+            "gauge",
+            "1 while the source delivers frames.",
+            cam(&|c| f64::from(u8::from(c.status() == SourceStatus::Online))),
+        );
+        metric(
+            "tracks_active",
+            "gauge",
+            "Open tracks.",
+            cam(&|c| l(&c.tracks_active)),
+        );
+        metric(
+            "tracks_total",
+            "counter",
+            "Tracks born.",
+            cam(&|c| l(&c.tracks_total)),
+        );
+        metric(
+            "events_total",
+            "counter",
+            "Event messages produced.",
+            cam(&|c| l(&c.events)),
+        );
+        metric(
+            "engine_errors_total",
+            "counter",
+            "Frames the engine failed on.",
+            cam(&|c| l(&c.engine_errors)),
+        );
+        metric(
+            "engine_seconds_total",
+            "counter",
+            "Time in the engine.",
+            cam(&|c| l(&c.infer_us) / 1e6),
+        );
+        metric(
+            "encode_seconds_total",
+            "counter",
+            "Time turning tracks into messages (masks, JSON).",
+            cam(&|c| l(&c.encode_us) / 1e6),
+        );
+        metric(
+            "queue_wait_seconds_total",
+            "counter",
+            "Time frames waited in the queue.",
+            cam(&|c| l(&c.wait_us) / 1e6),
+        );
+        let m = &self.mqtt;
+        metric(
+            "mqtt_connected",
+            "gauge",
+            "1 while connected to the broker.",
+            one(f64::from(u8::from(m.connected.load(Relaxed)))),
+        );
+        metric(
+            "mqtt_connects_total",
+            "counter",
+            "Successful connections (ConnAck).",
+            one(l(&m.connects)),
+        );
+        metric(
+            "mqtt_connection_errors_total",
+            "counter",
+            "Connection errors.",
+            one(l(&m.connection_errors)),
+        );
+        metric(
+            "mqtt_published_total",
+            "counter",
+            "Messages handed to the connection.",
+            one(l(&m.published)),
+        );
+        metric(
+            "mqtt_acked_total",
+            "counter",
+            "QoS >= 1 messages acknowledged by the broker.",
+            one(l(&m.acked)),
+        );
+        metric(
+            "mqtt_queued",
+            "gauge",
+            "Messages waiting in memory.",
+            one(l(&m.queued)),
+        );
+        metric(
+            "mqtt_inflight",
+            "gauge",
+            "QoS >= 1 messages sent, not yet acknowledged.",
+            one(l(&m.inflight)),
+        );
+        metric(
+            "mqtt_dropped_total",
+            "counter",
+            "QoS 0 messages dropped (disconnected or queue full).",
+            one(l(&m.dropped)),
+        );
+        metric(
+            "mqtt_too_large_total",
+            "counter",
+            "Messages dropped: over max_packet_size even without a mask.",
+            one(l(&m.too_large)),
+        );
+        metric(
+            "mqtt_masks_stripped_total",
+            "counter",
+            "Messages sent without their mask to fit max_packet_size.",
+            one(l(&m.masks_stripped)),
+        );
+        metric(
+            "spool_messages",
+            "gauge",
+            "Messages in the on-disk spool.",
+            one(l(&m.spool_messages)),
+        );
+        metric(
+            "spool_bytes",
+            "gauge",
+            "Bytes in the on-disk spool.",
+            one(l(&m.spool_bytes)),
+        );
+        metric(
+            "spool_dropped_total",
+            "counter",
+            "Spooled messages dropped (oldest first) to keep the spool bound.",
+            one(l(&m.spool_dropped)),
+        );
+        metric(
+            "spooled_total",
+            "counter",
+            "Messages written to the spool.",
+            one(l(&m.spooled_total)),
+        );
+        metric(
+            "spool_replayed_total",
+            "counter",
+            "Messages replayed from the spool.",
+            one(l(&m.replayed_total)),
+        );
+        s
+    }
+}
+
+/// Per-camera counters at one time, to turn totals into rates.
+#[derive(Clone, Default)]
+pub struct Snapshot {
+    at: Option<Instant>,
+    processed: Vec<u64>,
+    infer_us: Vec<u64>,
+    encode_us: Vec<u64>,
+    wait_us: Vec<u64>,
+}
+
+impl Metrics {
+    /// The `<prefix>/stats` payload: rates since the previous call.
+    pub fn stats_json(&self, prev: &mut Snapshot) -> serde_json::Value {
+        let now = Instant::now();
+        let dt = prev
+            .at
+            .map_or(self.start.elapsed(), |t| now - t)
+            .as_secs_f64()
+            .max(1e-3);
+        let get = |v: &[u64], i: usize| v.get(i).copied().unwrap_or(0);
+        let mut cams = serde_json::Map::new();
+        let mut next = Snapshot {
+            at: Some(now),
+            ..Snapshot::default()
+        };
+        for (i, c) in self.cameras.iter().enumerate() {
+            let processed = c.frames_processed.load(Relaxed);
+            let (iu, eu, wu) = (
+                c.infer_us.load(Relaxed),
+                c.encode_us.load(Relaxed),
+                c.wait_us.load(Relaxed),
+            );
+            let n = processed.saturating_sub(get(&prev.processed, i));
+            let per = |tot: u64, old: u64| {
+                if n == 0 {
+                    0.0
+                } else {
+                    (tot.saturating_sub(old)) as f64 / n as f64 / 1000.0
+                }
+            };
+            cams.insert(
+                c.name.clone(),
+                serde_json::json!({
+                    "status": c.status().as_str(),
+                    "fps": n as f64 / dt,
+                    "ms": {
+                        "queue_wait": per(wu, get(&prev.wait_us, i)),
+                        "engine": per(iu, get(&prev.infer_us, i)),
+                        "encode": per(eu, get(&prev.encode_us, i)),
+                    },
+                    "frames_in": c.frames_in.load(Relaxed),
+                    "frames_processed": processed,
+                    "frames_dropped": c.frames_dropped.load(Relaxed),
+                    "queue_depth": c.queue_depth.load(Relaxed),
+                    "queue_capacity": c.queue_capacity.load(Relaxed),
+                    "source_restarts": c.source_restarts.load(Relaxed),
+                    "state_resets": c.state_resets.load(Relaxed),
+                    "tracks_active": c.tracks_active.load(Relaxed),
+                    "tracks_total": c.tracks_total.load(Relaxed),
+                    "events": c.events.load(Relaxed),
+                }),
+            );
+            next.processed.push(processed);
+            next.infer_us.push(iu);
+            next.encode_us.push(eu);
+            next.wait_us.push(wu);
+        }
+        *prev = next;
+        let m = &self.mqtt;
+        serde_json::json!({
+            "uptime_s": self.start.elapsed().as_secs_f64(),
+            "wall_time": crate::edge::events::wall_time_now(),
+            "model": self.model,
+            "engine": self.engine,
+            "random_weights": self.random_weights,
+            "cameras": cams,
+            "mqtt": {
+                "connected": m.connected.load(Relaxed),
+                "connects": m.connects.load(Relaxed),
+                "queued": m.queued.load(Relaxed),
+                "inflight": m.inflight.load(Relaxed),
+                "dropped": m.dropped.load(Relaxed),
+                "too_large": m.too_large.load(Relaxed),
+                "spool_messages": m.spool_messages.load(Relaxed),
+                "spool_bytes": m.spool_bytes.load(Relaxed),
+                "spool_dropped": m.spool_dropped.load(Relaxed),
+            },
+            "rss_bytes": rss_bytes(),
+        })
+    }
+}
+
+/// Resident set size of this process (Linux `/proc/self/statm`).
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Serve `GET /metrics` until cancelled.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    token: CancellationToken,
+) {
+    loop {
+        let conn = tokio::select! {
+            _ = token.cancelled() => return,
+            c = listener.accept() => c,
+        };
+        let Ok((mut sock, _)) = conn else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut n = 0;
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while n < buf.len() {
+                    let k = sock.read(&mut buf[n..]).await?;
+                    if k == 0 {
+                        break;
+                    }
+                    n += k;
+                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+            if !matches!(read, Ok(Ok(()))) {
+                return;
+            }
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("");
+            let (status, body, ctype) = if req.starts_with("GET ") && path == "/metrics" {
+                (
+                    "200 OK",
+                    metrics.render_prometheus(),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )
+            } else {
+                (
+                    "404 Not Found",
+                    "GET /metrics\n".to_string(),
+                    "text/plain; charset=utf-8",
+                )
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}
