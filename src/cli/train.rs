@@ -24,6 +24,20 @@ pub struct TrainArgs {
     /// Videos of the validation split to evaluate (all when absent).
     #[arg(long)]
     pub eval_videos: Option<usize>,
+    /// CPU threads for candle (sets CANDLE_NUM_THREADS and RAYON_NUM_THREADS unless already
+    /// set). Training runs thousands of small ops; candle's spinning thread pool made one
+    /// thread 3-4x faster than two on a busy 2-core machine (docs/perf.md).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+/// Must run before candle or rayon start their thread pools.
+pub fn set_threads(n: usize) {
+    for var in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {
+        if std::env::var_os(var).is_none() {
+            std::env::set_var(var, n.max(1).to_string());
+        }
+    }
 }
 
 fn ensure_split(
@@ -46,6 +60,7 @@ fn ensure_split(
 }
 
 pub fn train(args: TrainArgs) -> anyhow::Result<()> {
+    set_threads(args.threads);
     let cfg = TrainConfig::from_file(&args.config)?;
     let model_cfg = cfg.model_config()?;
     let dev = Device::Cpu;
