@@ -7,6 +7,7 @@
 
 pub mod export;
 pub mod model;
+pub mod rng;
 pub mod runtime;
 pub mod tracking;
 pub mod train;
