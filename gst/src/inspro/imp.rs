@@ -1,0 +1,548 @@
+//! The element's implementation (after gst-plugins-rs' burn-yoloxinference): settings apart from
+//! the streaming state, the engine loaded in `start()` and dropped in `stop()`, in-place
+//! processing, the stream state reset on stream-start, flush-stop and caps changes.
+
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::time::Instant;
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::subclass::prelude::*;
+use gst_video::prelude::*;
+use gst_video::VideoFrameRef;
+
+use inspro::model::{FrameRef, InsPro as Network, ModelConfig};
+use inspro::runtime::{CandleEngine, Engine};
+use inspro::tracking::{ProcessedFrame, StreamProcessor, TrackerConfig};
+
+use super::draw::{self, Mark};
+use super::meta::FrameTracks;
+use super::pixels::{self, Canvas, Layout, Planes, Yuv};
+use super::{EngineKind, ExecutionProvider, MESSAGE_NAME, TRACKS_META};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "inspro",
+        gst::DebugColorFlags::empty(),
+        Some("InsPro video instance segmentation"),
+    )
+});
+
+const DEFAULT_SCORE_THRESHOLD: f32 = 0.5;
+const DEFAULT_KEY_FRAME_INTERVAL: i32 = -1;
+const DEFAULT_ENGINE: EngineKind = EngineKind::Candle;
+const DEFAULT_EXECUTION_PROVIDER: ExecutionProvider = ExecutionProvider::Cpu;
+/// Seed of the random weights used when `weights` is unset (deterministic, for tests and demos).
+const RANDOM_WEIGHTS_SEED: u64 = 0;
+
+/// `score-threshold` is the tracker's birth score; the keep score follows at the tracker's
+/// default ratio (0.3 / 0.5), so 0.5 gives the library defaults.
+pub fn tracker_config(score_threshold: f32) -> TrackerConfig {
+    let d = TrackerConfig::default();
+    TrackerConfig {
+        birth_score: score_threshold,
+        keep_score: score_threshold * d.keep_score / d.birth_score,
+        ..d
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    model: Option<PathBuf>,
+    weights: Option<PathBuf>,
+    engine: EngineKind,
+    execution_provider: ExecutionProvider,
+    score_threshold: f32,
+    key_frame_interval: i32,
+    draw: bool,
+    emit_messages: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            model: None,
+            weights: None,
+            engine: DEFAULT_ENGINE,
+            execution_provider: DEFAULT_EXECUTION_PROVIDER,
+            score_threshold: DEFAULT_SCORE_THRESHOLD,
+            key_frame_interval: DEFAULT_KEY_FRAME_INTERVAL,
+            draw: false,
+            emit_messages: false,
+        }
+    }
+}
+
+/// Everything between `start()` and `stop()`.
+struct State {
+    processor: StreamProcessor,
+    info: Option<gst_video::VideoInfo>,
+    yuv: Yuv,
+    /// Scratch RGB frame for formats that are not packed RGB already.
+    rgb: Vec<u8>,
+    /// Ids of tracks ended by a reset, reported on the next frame.
+    ended: Vec<u64>,
+}
+
+impl State {
+    fn reset(&mut self) {
+        let events = self.processor.reset();
+        self.ended.extend(events.iter().map(|e| e.track().id));
+    }
+}
+
+#[derive(Default)]
+pub struct InsPro {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for InsPro {
+    const NAME: &'static str = "GstInsPro";
+    type Type = super::InsProElement;
+    type ParentType = gst_base::BaseTransform;
+}
+
+impl InsPro {
+    fn settings(&self) -> MutexGuard<'_, Settings> {
+        self.settings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn state(&self) -> MutexGuard<'_, Option<State>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn load_engine(&self, s: &Settings) -> Result<Arc<dyn Engine>, gst::ErrorMessage> {
+        let settings_err = |msg: String| gst::error_msg!(gst::LibraryError::Settings, ("{}", msg));
+        let model = s.model.as_ref().ok_or_else(|| {
+            settings_err(
+                "property `model` is not set (a model config, e.g. configs/models/inspro-tiny.toml)"
+                    .into(),
+            )
+        })?;
+        let mut cfg = ModelConfig::from_file(model)
+            .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("model config: {}", e)))?;
+        if s.key_frame_interval >= 0 {
+            cfg.key_frame_interval = s.key_frame_interval as usize;
+        }
+        match s.engine {
+            EngineKind::Onnxruntime => Err(settings_err(
+                "engine onnxruntime is not available in this build; use engine=candle".into(),
+            )),
+            EngineKind::Candle => {
+                if s.execution_provider != ExecutionProvider::Cpu {
+                    return Err(settings_err(format!(
+                        "engine candle runs on the CPU only; execution-provider {:?} needs \
+                         engine=onnxruntime",
+                        s.execution_provider
+                    )));
+                }
+                let dev = candle_core::Device::Cpu;
+                let net = match &s.weights {
+                    Some(w) => Network::load(&cfg, w, &dev).map_err(|e| {
+                        gst::error_msg!(gst::ResourceError::OpenRead, ("weights: {}", e))
+                    })?,
+                    None => {
+                        gst::element_imp_warning!(
+                            self,
+                            gst::LibraryError::Settings,
+                            ("property `weights` is not set: the model has RANDOM weights, its detections are meaningless")
+                        );
+                        Network::random(&cfg, RANDOM_WEIGHTS_SEED, &dev)
+                            .map_err(|e| settings_err(format!("model: {e}")))?
+                            .0
+                    }
+                };
+                Ok(Arc::new(CandleEngine::new(Arc::new(net))))
+            }
+        }
+    }
+
+    /// Run the engine on a mapped frame (read access only).
+    fn process(
+        &self,
+        state: &mut State,
+        frame: &VideoFrameRef<&gst::BufferRef>,
+        layout: Layout,
+    ) -> Result<ProcessedFrame, gst::FlowError> {
+        let (w, h) = (frame.width() as usize, frame.height() as usize);
+        let planes = frame.planes_data();
+        let strides = frame.plane_stride();
+        let stride = |i: usize| strides.get(i).map_or(0, |&s| s.max(0) as usize);
+        let result = if layout
+            == (Layout::Packed {
+                bpp: 3,
+                r: 0,
+                g: 1,
+                b: 2,
+            }) {
+            // RGB as it is: rows read at the frame's stride, no copy.
+            let f = FrameRef {
+                width: w,
+                height: h,
+                stride: stride(0),
+                data: planes[0],
+            };
+            state.processor.process(&f)
+        } else {
+            let p = Planes {
+                layout,
+                width: w,
+                height: h,
+                data: [planes[0], planes[1], planes[2]],
+                strides: [stride(0), stride(1), stride(2)],
+            };
+            let mut rgb = std::mem::take(&mut state.rgb);
+            pixels::to_rgb(&p, &state.yuv, &mut rgb);
+            let r = state.processor.process(&FrameRef::packed(w, h, &rgb));
+            state.rgb = rgb;
+            r
+        };
+        result.map_err(|e| {
+            gst::element_imp_error!(self, gst::StreamError::Failed, ("engine: {}", e));
+            gst::FlowError::Error
+        })
+    }
+
+    fn post_message(&self, tracks: &FrameTracks, buf: &gst::BufferRef) {
+        let mut s = tracks.structure(MESSAGE_NAME);
+        let segment = self.obj().segment();
+        let segment = segment.downcast_ref::<gst::ClockTime>();
+        let pts = buf.pts();
+        // As `level` does: buffer timestamp, stream time, running time, duration.
+        s.set("timestamp", pts);
+        s.set(
+            "stream-time",
+            pts.and_then(|t| segment.and_then(|seg| seg.to_stream_time(t))),
+        );
+        s.set(
+            "running-time",
+            pts.and_then(|t| segment.and_then(|seg| seg.to_running_time(t))),
+        );
+        s.set("duration", buf.duration());
+        let msg = gst::message::Element::builder(s).src(&*self.obj()).build();
+        let _ = self.obj().post_message(msg);
+    }
+}
+
+impl ObjectImpl for InsPro {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("model")
+                    .nick("Model config")
+                    .blurb("Path of the model config (TOML), e.g. configs/models/inspro-tiny.toml. Required.")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("weights")
+                    .nick("Weights")
+                    .blurb("Path of the weights: safetensors for engine=candle, .onnx for engine=onnxruntime. Unset: random weights, meaningless detections (a warning is posted).")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("engine", DEFAULT_ENGINE)
+                    .nick("Engine")
+                    .blurb("Which engine runs the network")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default(
+                    "execution-provider",
+                    DEFAULT_EXECUTION_PROVIDER,
+                )
+                .nick("Execution provider")
+                .blurb("Where the engine runs (cuda and tensorrt need engine=onnxruntime)")
+                .mutable_ready()
+                .build(),
+                glib::ParamSpecFloat::builder("score-threshold")
+                    .nick("Score threshold")
+                    .blurb("Class probability a query slot needs to become a track (the tracker's birth score; tracks are kept down to 0.6x this). Changeable while playing.")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_SCORE_THRESHOLD)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecInt::builder("key-frame-interval")
+                    .nick("Key-frame interval")
+                    .blurb("InsPro-lite: run every stage on one frame in K, 0 = on every frame, -1 = the model config's value")
+                    .minimum(-1)
+                    .maximum(i32::MAX)
+                    .default_value(DEFAULT_KEY_FRAME_INTERVAL)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("draw")
+                    .nick("Draw")
+                    .blurb("Draw masks, boxes and track ids into the frame. Changeable while playing.")
+                    .default_value(false)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("emit-messages")
+                    .nick("Emit messages")
+                    .blurb("Post an `inspro-tracks` element message per frame (as `level` does). Changeable while playing.")
+                    .default_value(false)
+                    .mutable_playing()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = self.settings();
+        let path = |v: &glib::Value| {
+            v.get::<Option<String>>()
+                .expect("type checked upstream")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+        };
+        match pspec.name() {
+            "model" => s.model = path(value),
+            "weights" => s.weights = path(value),
+            "engine" => s.engine = value.get().expect("type checked upstream"),
+            "execution-provider" => {
+                s.execution_provider = value.get().expect("type checked upstream")
+            }
+            "score-threshold" => {
+                s.score_threshold = value.get().expect("type checked upstream");
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "score-threshold set to {}",
+                    s.score_threshold
+                );
+            }
+            "key-frame-interval" => {
+                s.key_frame_interval = value.get().expect("type checked upstream")
+            }
+            "draw" => s.draw = value.get().expect("type checked upstream"),
+            "emit-messages" => s.emit_messages = value.get().expect("type checked upstream"),
+            other => unreachable!("no property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = self.settings();
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        match pspec.name() {
+            "model" => path(&s.model).to_value(),
+            "weights" => path(&s.weights).to_value(),
+            "engine" => s.engine.to_value(),
+            "execution-provider" => s.execution_provider.to_value(),
+            "score-threshold" => s.score_threshold.to_value(),
+            "key-frame-interval" => s.key_frame_interval.to_value(),
+            "draw" => s.draw.to_value(),
+            "emit-messages" => s.emit_messages.to_value(),
+            other => unreachable!("no property {other}"),
+        }
+    }
+}
+
+impl GstObjectImpl for InsPro {}
+
+impl ElementImpl for InsPro {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "InsPro video instance segmentation",
+                "Filter/Analyzer/Video",
+                "Segments and tracks object instances online (InsPro): every buffer gets an \
+                 InsProTracksMeta custom meta (track ids, labels, scores, boxes, COCO RLE masks); \
+                 optional inspro-tracks bus messages and an overlay (draw=true). Video passes \
+                 through unchanged unless draw=true.",
+                "InsPro Edge",
+            )
+        });
+        Some(&*META)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst_video::VideoCapsBuilder::new()
+                .format_list(pixels::FORMATS)
+                .build();
+            let pad = |name, dir| {
+                gst::PadTemplate::new(name, dir, gst::PadPresence::Always, &caps)
+                    .expect("static pad template")
+            };
+            vec![
+                pad("src", gst::PadDirection::Src),
+                pad("sink", gst::PadDirection::Sink),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+}
+
+impl BaseTransformImpl for InsPro {
+    const MODE: gst_base::subclass::BaseTransformMode =
+        gst_base::subclass::BaseTransformMode::AlwaysInPlace;
+    const PASSTHROUGH_ON_SAME_CAPS: bool = false;
+    const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
+
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = self.settings().clone();
+        let t0 = Instant::now();
+        let engine = self.load_engine(&settings)?;
+        gst::info!(
+            CAT,
+            imp = self,
+            "engine {} with model {} loaded in {:.2} s",
+            engine.name(),
+            engine.config().name,
+            t0.elapsed().as_secs_f64()
+        );
+        let processor = StreamProcessor::new(engine, tracker_config(settings.score_threshold));
+        *self.state() = Some(State {
+            processor,
+            info: None,
+            yuv: Yuv::new(
+                gst_video::VideoColorMatrix::Bt601,
+                gst_video::VideoColorRange::Range16_235,
+            ),
+            rgb: Vec::new(),
+            ended: Vec::new(),
+        });
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        // Drops the engine, the stream state and the tracks.
+        *self.state() = None;
+        gst::info!(CAT, imp = self, "stopped");
+        Ok(())
+    }
+
+    fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let info = gst_video::VideoInfo::from_caps(incaps)
+            .map_err(|_| gst::loggable_error!(CAT, "cannot parse caps {}", incaps))?;
+        if Layout::of(info.format()).is_none() {
+            return Err(gst::loggable_error!(
+                CAT,
+                "unsupported format {}",
+                info.format()
+            ));
+        }
+        let mut guard = self.state();
+        let state = guard
+            .as_mut()
+            .ok_or_else(|| gst::loggable_error!(CAT, "caps before start"))?;
+        if state.info.as_ref() != Some(&info) {
+            if state.info.is_some() {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "caps changed to {}: resetting the stream",
+                    incaps
+                );
+                state.reset();
+            }
+            let c = info.colorimetry();
+            state.yuv = Yuv::new(c.matrix(), c.range());
+            state.info = Some(info);
+        }
+        Ok(())
+    }
+
+    fn sink_event(&self, event: gst::Event) -> bool {
+        match event.view() {
+            gst::EventView::StreamStart(_) | gst::EventView::FlushStop(_) => {
+                if let Some(state) = self.state().as_mut() {
+                    gst::debug!(CAT, imp = self, "{:?}: resetting the stream", event.type_());
+                    state.reset();
+                }
+            }
+            _ => {}
+        }
+        self.parent_sink_event(event)
+    }
+
+    fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let settings = self.settings().clone();
+        let mut guard = self.state();
+        let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
+        let info = state.info.clone().ok_or(gst::FlowError::NotNegotiated)?;
+        let layout = Layout::of(info.format()).ok_or(gst::FlowError::NotNegotiated)?;
+        let want = tracker_config(settings.score_threshold);
+        if *state.processor.tracker().config() != want {
+            state.processor.tracker_mut().set_config(want);
+        }
+        let t0 = Instant::now();
+        let map_err = |e: glib::BoolError| {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Failed,
+                ["cannot map the frame: {}", e]
+            );
+            gst::FlowError::Error
+        };
+        let tracks = if settings.draw {
+            let mut frame = VideoFrameRef::from_buffer_ref_writable(buf, &info).map_err(map_err)?;
+            let processed = self.process(state, &frame, layout)?;
+            let cfg = state.processor.engine().config();
+            let tracks = FrameTracks::collect(&processed, cfg, std::mem::take(&mut state.ended));
+            let masks: Vec<Vec<u8>> = tracks
+                .tracks
+                .iter()
+                .map(|t| t.mask.decode_row_major())
+                .collect();
+            let marks: Vec<Mark<'_>> = tracks
+                .tracks
+                .iter()
+                .zip(&masks)
+                .map(|(t, m)| Mark {
+                    id: t.id,
+                    label: &t.label,
+                    box_xyxy: t.box_xyxy,
+                    mask_rect: t.mask_rect,
+                    mask: m,
+                })
+                .collect();
+            let strides = frame.plane_stride().to_vec();
+            let stride = |i: usize| strides.get(i).map_or(0, |&s| s.max(0) as usize);
+            let (w, h) = (frame.width() as usize, frame.height() as usize);
+            let [p0, p1, p2, _] = frame.planes_data_mut();
+            let mut canvas = Canvas {
+                layout,
+                width: w,
+                height: h,
+                data: [p0, p1, p2],
+                strides: [stride(0), stride(1), stride(2)],
+                yuv: state.yuv,
+            };
+            draw::draw(&mut canvas, &marks);
+            tracks
+        } else {
+            let frame = VideoFrameRef::from_buffer_ref_readable(&*buf, &info).map_err(map_err)?;
+            let processed = self.process(state, &frame, layout)?;
+            let cfg = state.processor.engine().config();
+            FrameTracks::collect(&processed, cfg, std::mem::take(&mut state.ended))
+        };
+        drop(guard);
+        gst::trace!(
+            CAT,
+            imp = self,
+            "frame {}: {} tracks in {:.2} ms",
+            tracks.frame,
+            tracks.tracks.len(),
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+        if settings.emit_messages {
+            self.post_message(&tracks, buf);
+        }
+        let s = tracks.structure(TRACKS_META);
+        let mut meta = gst::meta::CustomMeta::add(buf, TRACKS_META).map_err(|e| {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Failed,
+                ["cannot add {}: {}", TRACKS_META, e]
+            );
+            gst::FlowError::Error
+        })?;
+        let ms = meta.mut_structure();
+        for (name, value) in s.iter() {
+            ms.set_value(name, value.clone());
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+}

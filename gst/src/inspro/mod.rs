@@ -1,0 +1,64 @@
+//! The `inspro` element: a `BaseTransform` that runs the shared `StreamProcessor` (engine, stream
+//! state, track lifecycle) on every frame, in place.
+
+use gst::glib;
+use gst::prelude::*;
+
+mod draw;
+mod imp;
+mod meta;
+mod pixels;
+
+/// Name of the `GstCustomMeta` on every buffer; read it with
+/// `gst_buffer_get_custom_meta(buf, "InsProTracksMeta")` (C), `buf.get_custom_meta(...)` (Python)
+/// or `gst::meta::CustomMeta::from_buffer(buf, TRACKS_META)` (Rust).
+pub const TRACKS_META: &str = "InsProTracksMeta";
+
+/// Name of the element messages posted with `emit-messages=true` (as `level` posts `level`).
+pub const MESSAGE_NAME: &str = "inspro-tracks";
+
+/// Which engine runs the network.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstInsProEngine")]
+pub enum EngineKind {
+    #[enum_value(name = "ONNX Runtime (an exported .onnx model)", nick = "onnxruntime")]
+    Onnxruntime = 0,
+    #[enum_value(
+        name = "candle (pure Rust reference, safetensors weights)",
+        nick = "candle"
+    )]
+    Candle = 1,
+}
+
+/// Where the engine runs.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstInsProExecutionProvider")]
+pub enum ExecutionProvider {
+    #[enum_value(name = "CPU", nick = "cpu")]
+    Cpu = 0,
+    #[enum_value(name = "CUDA (onnxruntime only)", nick = "cuda")]
+    Cuda = 1,
+    #[enum_value(name = "TensorRT (onnxruntime only)", nick = "tensorrt")]
+    Tensorrt = 2,
+}
+
+glib::wrapper! {
+    pub struct InsProElement(ObjectSubclass<imp::InsPro>)
+        @extends gst_base::BaseTransform, gst::Element, gst::Object;
+}
+
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    if !gst::meta::CustomMeta::is_registered(TRACKS_META) {
+        // Tagged `size` (and `orientation`): elements that scale or rotate drop the meta instead
+        // of passing on boxes in the wrong pixels; videoconvert, queue, tee keep it.
+        gst::meta::CustomMeta::register(TRACKS_META, &["video", "size", "orientation"]);
+    }
+    gst::Element::register(
+        Some(plugin),
+        "inspro",
+        gst::Rank::NONE,
+        InsProElement::static_type(),
+    )
+}
