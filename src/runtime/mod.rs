@@ -2,10 +2,13 @@
 //! (CPU / CUDA / TensorRT execution providers). The daemon, the GStreamer element and
 //! `inspro segment` hold an `Arc<dyn Engine>` and one `StreamState` per stream.
 
+pub mod onnxruntime;
+
 use std::sync::Arc;
 
 use crate::model::{FrameRef, InsPro, ModelConfig, ModelError};
 use crate::tracking::{FrameOutput, StreamState};
+pub use onnxruntime::{OrtEngine, OrtOptions, Provider};
 
 /// One shared network; the per-stream state is the caller's.
 pub trait Engine: Send + Sync {
@@ -15,7 +18,11 @@ pub trait Engine: Send + Sync {
     /// A fresh state for a stream of `width` x `height` frames.
     fn init_state(&self, width: usize, height: usize) -> Result<StreamState, ModelError>;
     /// Segment one frame and advance the stream's state.
-    fn step(&self, frame: &FrameRef<'_>, state: &mut StreamState) -> Result<FrameOutput, ModelError>;
+    fn step(
+        &self,
+        frame: &FrameRef<'_>,
+        state: &mut StreamState,
+    ) -> Result<FrameOutput, ModelError>;
 }
 
 /// The candle network as an engine.
@@ -42,7 +49,11 @@ impl Engine for CandleEngine {
         self.model.init_state(width, height)
     }
 
-    fn step(&self, frame: &FrameRef<'_>, state: &mut StreamState) -> Result<FrameOutput, ModelError> {
+    fn step(
+        &self,
+        frame: &FrameRef<'_>,
+        state: &mut StreamState,
+    ) -> Result<FrameOutput, ModelError> {
         self.model.step(frame, state)
     }
 }

@@ -171,11 +171,7 @@ impl InsPro {
         let image = preprocess(&self.cfg, frame, &g, self.device()).map_err(ModelError::Input)?;
         let key_frame = self.cfg.is_key_frame(state.frame_index);
         let t = state.bank_valid.len();
-        // The entry at `bank_next` is overwritten by this frame's features: not part of the window.
-        let valid: Vec<f32> = (0..t)
-            .map(|i| f32::from(u8::from(state.bank_valid[i] && i != state.bank_next)))
-            .collect();
-        let bank_valid = Tensor::from_vec(valid, t, self.device())?;
+        let bank_valid = Tensor::from_vec(state.bank_window(), t, self.device())?;
         let fwd = self.forward_frame(
             &image,
             &state.proposal_features,
@@ -185,54 +181,63 @@ impl InsPro {
             FrameOptions::inference(key_frame),
         )?;
         let last = fwd.last()?;
-        let obj = last.obj_features.detach();
-        let (n, c) = obj.dims2()?;
-        state.bank = state.bank.slice_assign(
-            &[state.bank_next..state.bank_next + 1, 0..n, 0..c],
-            &obj.unsqueeze(0)?,
-        )?;
-        state.bank_valid[state.bank_next] = true;
-        state.bank_next = (state.bank_next + 1) % t;
-        state.proposal_features = fwd.next_proposal_features.detach();
         let pred = last.pred_boxes_xyxy.detach().to_vec2::<f32>()?;
-        let clipped: Vec<f32> = pred
-            .iter()
-            .flat_map(|b| {
-                clip_box(
-                    [b[0], b[1], b[2], b[3]],
-                    g.resized_width as f32,
-                    g.resized_height as f32,
-                )
-            })
-            .collect();
-        state.proposal_boxes_xyxy = Tensor::from_vec(clipped, (n, 4), self.device())?;
-
         let probs = candle_nn::ops::sigmoid(&last.class_logits)?.to_vec2::<f32>()?;
-        let (sx, sy) = g.scale_xy();
-        let boxes_xyxy = pred
-            .iter()
-            .map(|b| [b[0] / sx, b[1] / sy, b[2] / sx, b[3] / sy])
-            .collect();
         let masks = fwd
             .mask_logits
             .last()
             .ok_or_else(|| ModelError::Input("the last stage produced no masks".into()))?;
         let (_, mask_h, mask_w) = masks.dims3()?;
+        let out = FrameOutput::from_network(
+            state,
+            key_frame,
+            fwd.stages.len(),
+            probs,
+            &pred,
+            masks.flatten_all()?.to_vec1::<f32>()?,
+            (mask_h, mask_w),
+        );
+        state.advance(
+            &last.obj_features.detach(),
+            &fwd.next_proposal_features.detach(),
+            &pred,
+        )?;
+        Ok(out)
+    }
+}
+
+impl FrameOutput {
+    /// A frame's output from the network's last-stage results (any engine): `class_probs` N rows
+    /// of K sigmoid probabilities, `pred_boxes_xyxy` N boxes in network-input pixels, mask logits
+    /// (N, mask_h, mask_w) row-major at stride 4 of the padded input.
+    pub fn from_network(
+        state: &StreamState,
+        key_frame: bool,
+        stages_run: usize,
+        class_probs: Vec<Vec<f32>>,
+        pred_boxes_xyxy: &[Vec<f32>],
+        mask_logits: Vec<f32>,
+        (mask_h, mask_w): (usize, usize),
+    ) -> Self {
+        let g = state.geometry;
         debug_assert_eq!(mask_h * MASK_OUT_STRIDE, g.padded_height);
         debug_assert_eq!(mask_w * MASK_FEAT_STRIDE, 2 * g.padded_width);
-        let out = FrameOutput {
+        let (sx, sy) = g.scale_xy();
+        let boxes_xyxy = pred_boxes_xyxy
+            .iter()
+            .map(|b| [b[0] / sx, b[1] / sy, b[2] / sx, b[3] / sy])
+            .collect();
+        FrameOutput {
             frame_index: state.frame_index,
             key_frame,
-            stages_run: fwd.stages.len(),
+            stages_run,
             geometry: g,
-            class_probs: probs,
+            class_probs,
             boxes_xyxy,
-            mask_logits: masks.flatten_all()?.to_vec1::<f32>()?,
+            mask_logits,
             mask_h,
             mask_w,
-        };
-        state.frame_index += 1;
-        Ok(out)
+        }
     }
 }
 
@@ -257,6 +262,82 @@ pub fn clip_box(b: [f32; 4], w: f32, h: f32) -> [f32; 4] {
 }
 
 impl StreamState {
+    /// A fresh state (any engine): the learned proposal features (N, C) and boxes (N, 4) xyxy for
+    /// this geometry, an empty bank of `bank_size` entries.
+    pub fn new(
+        geometry: FrameGeometry,
+        proposal_features: Tensor,
+        proposal_boxes_xyxy: Tensor,
+        bank_size: usize,
+    ) -> Result<Self, ModelError> {
+        let (n, c) = proposal_features.dims2()?;
+        if proposal_boxes_xyxy.dims() != [n, 4] || bank_size == 0 {
+            return Err(ModelError::Input(format!(
+                "stream state: proposal boxes {:?} do not fit {n} proposals, or bank size {bank_size} is 0",
+                proposal_boxes_xyxy.dims()
+            )));
+        }
+        let device = proposal_features.device().clone();
+        Ok(Self {
+            geometry,
+            frame_index: 0,
+            proposal_features,
+            proposal_boxes_xyxy,
+            bank: Tensor::zeros((bank_size, n, c), DType::F32, &device)?,
+            bank_valid: vec![false; bank_size],
+            bank_next: 0,
+        })
+    }
+
+    /// The feature bank (T, N, C), a ring; `bank_window` says which entries count.
+    pub fn bank(&self) -> &Tensor {
+        &self.bank
+    }
+
+    /// The bank-valid mask (T) for the coming frame: 1 for the entries that stay in the window
+    /// after this frame's object features enter it. The entry at the ring position is
+    /// overwritten by this frame's features, so it is not part of the window.
+    pub fn bank_window(&self) -> Vec<f32> {
+        (0..self.bank_valid.len())
+            .map(|i| f32::from(u8::from(self.bank_valid[i] && i != self.bank_next)))
+            .collect()
+    }
+
+    /// Advance past a frame (any engine): its last-stage object features (N, C) enter the bank
+    /// ring, the intra-query attention's output becomes the queries, and the last-stage boxes
+    /// (network pixels), clipped to the frame, the proposals.
+    pub fn advance(
+        &mut self,
+        obj_features: &Tensor,
+        next_proposal_features: &Tensor,
+        pred_boxes_xyxy: &[Vec<f32>],
+    ) -> Result<(), ModelError> {
+        let (n, c) = obj_features.dims2()?;
+        let t = self.bank_valid.len();
+        self.bank = self.bank.slice_assign(
+            &[self.bank_next..self.bank_next + 1, 0..n, 0..c],
+            &obj_features.unsqueeze(0)?,
+        )?;
+        self.bank_valid[self.bank_next] = true;
+        self.bank_next = (self.bank_next + 1) % t;
+        self.proposal_features = next_proposal_features.clone();
+        let g = self.geometry;
+        let clipped: Vec<f32> = pred_boxes_xyxy
+            .iter()
+            .flat_map(|b| {
+                clip_box(
+                    [b[0], b[1], b[2], b[3]],
+                    g.resized_width as f32,
+                    g.resized_height as f32,
+                )
+            })
+            .collect();
+        self.proposal_boxes_xyxy =
+            Tensor::from_vec(clipped, (n, 4), self.proposal_features.device())?;
+        self.frame_index += 1;
+        Ok(())
+    }
+
     pub fn proposal_boxes_xyxy(&self) -> &Tensor {
         &self.proposal_boxes_xyxy
     }

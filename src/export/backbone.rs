@@ -1,0 +1,260 @@
+//! The backbone trunk as ONNX (mirrors `model/backbone.rs`): detectron2 ResNet with FrozenBN
+//! folded into the convs exactly as candle folds it, or the `tiny` trunk.
+
+use super::graph::{Attr, Graph};
+use super::{ExportError, Weights};
+use crate::model::{BackboneKind, ModelConfig};
+
+/// C2..C5 value names.
+pub struct TrunkValues {
+    pub c2: String,
+    pub c3: String,
+    pub c4: String,
+    pub c5: String,
+}
+
+/// How one conv is made.
+pub struct ConvExport<'a> {
+    /// Key prefix of `weight` (and `bias`).
+    pub prefix: &'a str,
+    /// Key prefix of the BatchNorm after it (`weight`, `bias`, `running_mean`, `running_var`).
+    pub norm: Option<&'a str>,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub bias: bool,
+    pub relu: bool,
+}
+
+/// A conv with its bias and norm folded (`nn::Conv2d::fold`: scale = γ / √(var + ε),
+/// W' = W·scale, b' = b·scale + β − mean·scale), then ReLU if asked.
+pub fn conv(
+    g: &mut Graph,
+    w: &Weights,
+    x: &str,
+    spec: &ConvExport<'_>,
+) -> Result<String, ExportError> {
+    let (cin, cout, k) = (spec.in_channels, spec.out_channels, spec.kernel);
+    let mut weight = w.get(&format!("{}.weight", spec.prefix), &[cout, cin, k, k])?;
+    let mut bias = if spec.bias {
+        w.get(&format!("{}.bias", spec.prefix), &[cout])?
+    } else {
+        vec![0f32; cout]
+    };
+    if let Some(norm) = spec.norm {
+        let get = |name: &str| w.get(&format!("{norm}.{name}"), &[cout]);
+        let (gamma, beta, mean, var) = (
+            get("weight")?,
+            get("bias")?,
+            get("running_mean")?,
+            get("running_var")?,
+        );
+        let per_out = cin * k * k;
+        for o in 0..cout {
+            let scale = gamma[o] / (var[o] + 1e-5f32).sqrt();
+            for v in &mut weight[o * per_out..(o + 1) * per_out] {
+                *v *= scale;
+            }
+            bias[o] = bias[o] * scale + (beta[o] - mean[o] * scale);
+        }
+    }
+    let wn = g.init_f32(
+        &format!("{}.weight", spec.prefix),
+        &[cout, cin, k, k],
+        &weight,
+    );
+    let bn = g.init_f32(&format!("{}.bias", spec.prefix), &[cout], &bias);
+    let (p, s) = (spec.padding as i64, spec.stride as i64);
+    let y = g.op(
+        "Conv",
+        &[x, &wn, &bn],
+        vec![
+            ("kernel_shape", Attr::Ints(vec![k as i64, k as i64])),
+            ("pads", Attr::Ints(vec![p, p, p, p])),
+            ("strides", Attr::Ints(vec![s, s])),
+        ],
+    );
+    Ok(if spec.relu { g.relu(&y) } else { y })
+}
+
+fn conv_bn(
+    g: &mut Graph,
+    w: &Weights,
+    x: &str,
+    prefix: &str,
+    (cin, cout, k, stride): (usize, usize, usize, usize),
+    relu: bool,
+) -> Result<String, ExportError> {
+    let norm = format!("{prefix}.norm");
+    conv(
+        g,
+        w,
+        x,
+        &ConvExport {
+            prefix,
+            norm: Some(&norm),
+            in_channels: cin,
+            out_channels: cout,
+            kernel: k,
+            stride,
+            padding: k / 2,
+            bias: false,
+            relu,
+        },
+    )
+}
+
+fn resnet(
+    g: &mut Graph,
+    kind: BackboneKind,
+    w: &Weights,
+    image: &str,
+) -> Result<Vec<String>, ExportError> {
+    let root = "backbone.bottom_up";
+    let x = conv_bn(
+        g,
+        w,
+        image,
+        &format!("{root}.stem.conv1"),
+        (3, 64, 7, 2),
+        true,
+    )?;
+    // 3x3/2 max-pool, padding 1: the input is post-ReLU, so -inf padding equals candle's zeros.
+    let mut x = g.op(
+        "MaxPool",
+        &[&x],
+        vec![
+            ("kernel_shape", Attr::Ints(vec![3, 3])),
+            ("pads", Attr::Ints(vec![1, 1, 1, 1])),
+            ("strides", Attr::Ints(vec![2, 2])),
+        ],
+    );
+    let (depths, bottleneck) = match kind {
+        BackboneKind::Resnet50 => ([3, 4, 6, 3], true),
+        _ => ([2, 2, 2, 2], false),
+    };
+    let mut outs = Vec::with_capacity(4);
+    let mut cin = 64;
+    for (i, depth) in depths.iter().enumerate() {
+        let width = 64 << i;
+        let cout = if bottleneck { width * 4 } else { width };
+        for b in 0..*depth {
+            let stride = if b == 0 && i > 0 { 2 } else { 1 };
+            let p = format!("{root}.res{}.{b}", i + 2);
+            let y = if bottleneck {
+                let y = conv_bn(g, w, &x, &format!("{p}.conv1"), (cin, width, 1, 1), true)?;
+                let y = conv_bn(
+                    g,
+                    w,
+                    &y,
+                    &format!("{p}.conv2"),
+                    (width, width, 3, stride),
+                    true,
+                )?;
+                conv_bn(g, w, &y, &format!("{p}.conv3"), (width, cout, 1, 1), false)?
+            } else {
+                let y = conv_bn(
+                    g,
+                    w,
+                    &x,
+                    &format!("{p}.conv1"),
+                    (cin, cout, 3, stride),
+                    true,
+                )?;
+                conv_bn(g, w, &y, &format!("{p}.conv2"), (cout, cout, 3, 1), false)?
+            };
+            let has_shortcut = if bottleneck {
+                cin != cout
+            } else {
+                cin != cout || stride != 1
+            };
+            let identity = if has_shortcut {
+                conv_bn(
+                    g,
+                    w,
+                    &x,
+                    &format!("{p}.shortcut"),
+                    (cin, cout, 1, stride),
+                    false,
+                )?
+            } else {
+                x.clone()
+            };
+            let sum = g.add(&y, &identity);
+            x = g.relu(&sum);
+            cin = cout;
+        }
+        outs.push(x.clone());
+    }
+    Ok(outs)
+}
+
+fn tiny(
+    g: &mut Graph,
+    channels: [usize; 4],
+    w: &Weights,
+    image: &str,
+) -> Result<Vec<String>, ExportError> {
+    let root = "backbone.bottom_up";
+    let tconv = |g: &mut Graph,
+                 x: &str,
+                 prefix: String,
+                 cin: usize,
+                 cout: usize,
+                 stride: usize|
+     -> Result<String, ExportError> {
+        conv(
+            g,
+            w,
+            x,
+            &ConvExport {
+                prefix: &prefix,
+                norm: None,
+                in_channels: cin,
+                out_channels: cout,
+                kernel: 3,
+                stride,
+                padding: 1,
+                bias: true,
+                relu: true,
+            },
+        )
+    };
+    let stem_c = (channels[0] / 2).max(8);
+    let mut x = tconv(g, image, format!("{root}.stem.conv1"), 3, stem_c, 2)?;
+    let mut cin = stem_c;
+    let mut outs = Vec::with_capacity(4);
+    for (i, &c) in channels.iter().enumerate() {
+        let p = format!("{root}.res{}", i + 2);
+        x = tconv(g, &x, format!("{p}.conv1"), cin, c, 2)?;
+        x = tconv(g, &x, format!("{p}.conv2"), c, c, 1)?;
+        outs.push(x.clone());
+        cin = c;
+    }
+    Ok(outs)
+}
+
+/// image (1, 3, Hp, Wp) → C2..C5.
+pub fn export(
+    g: &mut Graph,
+    cfg: &ModelConfig,
+    w: &Weights,
+    image: &str,
+) -> Result<TrunkValues, ExportError> {
+    g.push_scope("backbone");
+    let outs = match cfg.backbone {
+        BackboneKind::Resnet50 | BackboneKind::Resnet18 => resnet(g, cfg.backbone, w, image)?,
+        BackboneKind::Tiny => tiny(g, cfg.tiny_channels, w, image)?,
+    };
+    g.pop_scope();
+    let mut it = outs.into_iter();
+    let mut next = || it.next().unwrap_or_default();
+    Ok(TrunkValues {
+        c2: next(),
+        c3: next(),
+        c4: next(),
+        c5: next(),
+    })
+}

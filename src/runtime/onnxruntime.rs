@@ -1,0 +1,657 @@
+//! The exported graphs (`inspro export`) run by ONNX Runtime through `ort` (`load-dynamic`): the
+//! library is found at run time (config, `ORT_DYLIB_PATH`, or the venv `scripts/setup.sh` makes),
+//! the execution provider is `cpu`, `cuda` or `tensorrt` (fp16, engine and timing caches), with a
+//! warning and the CPU when the library cannot give the one asked for. The stream state stays
+//! host-side (`StreamState`, shared with the candle engine): on the CPU provider the copies are
+//! ~2 MB per frame, far below a millisecond (docs/perf.md).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use candle_core::{Device, Tensor};
+use ort::ep::ExecutionProviderDispatch;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use crate::export::manifest::{Manifest, MANIFEST_FILE};
+use crate::export::names;
+use crate::model::preprocess::{FrameGeometry, FrameRef};
+use crate::model::{ModelConfig, ModelError};
+use crate::runtime::Engine;
+use crate::tracking::{FrameOutput, StreamState};
+
+/// The command that installs the library this engine loads.
+pub const SETUP_HINT: &str =
+    "run `scripts/setup.sh python` (or `make setup`), or set ORT_DYLIB_PATH to a libonnxruntime.so of version 1.17 or later";
+
+/// Errors of loading the ONNX Runtime engine; each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("ONNX Runtime library not found (looked at: {}); {SETUP_HINT}", searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    LibraryNotFound { searched: Vec<PathBuf> },
+    #[error("ONNX Runtime library {}: {reason}; {SETUP_HINT}", path.display())]
+    Library { path: PathBuf, reason: String },
+    #[error("{}: {reason}", path.display())]
+    Session { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// Execution provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Cpu,
+    Cuda,
+    Tensorrt,
+}
+
+impl std::str::FromStr for Provider {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda),
+            "tensorrt" | "trt" => Ok(Self::Tensorrt),
+            other => Err(format!("`{other}` is not cpu, cuda or tensorrt")),
+        }
+    }
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+            Self::Tensorrt => "tensorrt",
+        })
+    }
+}
+
+/// How to run the graphs.
+#[derive(Debug, Clone)]
+pub struct OrtOptions {
+    /// libonnxruntime.so; `None`: `ORT_DYLIB_PATH`, then the venv of `scripts/setup.sh`.
+    pub library: Option<PathBuf>,
+    pub provider: Provider,
+    /// Intra-op threads; `None`: ONNX Runtime's default (one per physical core).
+    pub threads: Option<usize>,
+    /// GPU index for CUDA / TensorRT.
+    pub device_id: i32,
+    /// TensorRT engine and timing caches; `None`: `<engine dir>/trt_cache`.
+    pub trt_cache_dir: Option<PathBuf>,
+    /// TensorRT in fp16 (LayerNorm kept in fp32).
+    pub trt_fp16: bool,
+}
+
+impl Default for OrtOptions {
+    fn default() -> Self {
+        Self {
+            library: None,
+            provider: Provider::Cpu,
+            threads: None,
+            device_id: 0,
+            trt_cache_dir: None,
+            trt_fp16: true,
+        }
+    }
+}
+
+/// Where the setup script's venv keeps the library, below `base`.
+fn venv_libraries(base: &Path) -> Vec<PathBuf> {
+    let lib = base.join(".venv").join("lib");
+    let mut found = Vec::new();
+    let Ok(pythons) = std::fs::read_dir(&lib) else {
+        return found;
+    };
+    for py in pythons.flatten() {
+        let capi = py
+            .path()
+            .join("site-packages")
+            .join("onnxruntime")
+            .join("capi");
+        if let Ok(files) = std::fs::read_dir(&capi) {
+            let mut libs: Vec<PathBuf> = files
+                .flatten()
+                .map(|f| f.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+                })
+                .collect();
+            // The versioned name (libonnxruntime.so.1.31.1) sorts after the bare one.
+            libs.sort();
+            found.extend(libs.into_iter().rev());
+        }
+    }
+    found
+}
+
+/// The ONNX Runtime library to load: `configured`, else `ORT_DYLIB_PATH`, else the venv that
+/// `scripts/setup.sh` makes (`.venv/lib/python3*/site-packages/onnxruntime/capi/`) in the
+/// directories above the executable or above the working directory. A configured or
+/// `ORT_DYLIB_PATH` file that does not exist is an error, not a reason to look elsewhere.
+pub fn find_library(configured: Option<&Path>) -> Result<PathBuf, RuntimeError> {
+    let missing = |p: PathBuf, from: &str| RuntimeError::Library {
+        path: p,
+        reason: format!("does not exist (from {from})"),
+    };
+    if let Some(p) = configured {
+        return if p.exists() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(missing(p.to_path_buf(), "the configuration"))
+        };
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.exists() {
+            Ok(p)
+        } else {
+            Err(missing(p, "ORT_DYLIB_PATH"))
+        };
+    }
+    let mut searched = Vec::new();
+    let mut bases: Vec<PathBuf> = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        bases.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        bases.extend(cwd.ancestors().map(Path::to_path_buf));
+    }
+    for base in bases {
+        if let Some(lib) = venv_libraries(&base).into_iter().next() {
+            return Ok(lib);
+        }
+        searched.push(base.join(".venv/lib/python3*/site-packages/onnxruntime/capi"));
+    }
+    searched.dedup();
+    Err(RuntimeError::LibraryNotFound { searched })
+}
+
+/// The process's one ONNX Runtime environment (ONNX Runtime allows one), with the library it
+/// was loaded from.
+static ENVIRONMENT: OnceLock<Mutex<Option<(ort::environment::Environment, PathBuf)>>> =
+    OnceLock::new();
+
+/// Load the library (once per process) and make the environment.
+pub fn environment(library: &Path) -> Result<ort::environment::Environment, RuntimeError> {
+    let slot = ENVIRONMENT.get_or_init(|| Mutex::new(None));
+    let mut slot = slot.lock().map_err(|_| RuntimeError::Library {
+        path: library.to_path_buf(),
+        reason: "environment lock poisoned".into(),
+    })?;
+    if let Some((env, loaded)) = slot.as_ref() {
+        if loaded != library {
+            tracing::warn!(
+                loaded = %loaded.display(),
+                asked = %library.display(),
+                "ONNX Runtime is already loaded in this process; keeping the first library"
+            );
+        }
+        return Ok(env.clone());
+    }
+    let builder = ort::init_from(library).map_err(|e| RuntimeError::Library {
+        path: library.to_path_buf(),
+        reason: match &e {
+            ort::LoadDynamicError::BadVersion { version_str, .. } => format!(
+                "version {version_str} is too old: inspro needs ONNX Runtime 1.{} or later",
+                ort::MINOR_VERSION
+            ),
+            other => other.to_string(),
+        },
+    })?;
+    let env = builder
+        .with_name("inspro")
+        .build()
+        .map_err(|e| RuntimeError::Library {
+            path: library.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    *slot = Some((env.clone(), library.to_path_buf()));
+    Ok(env)
+}
+
+/// The version string of the loaded library (e.g. `1.31.1`).
+pub fn library_version() -> String {
+    ort::info()
+        .split(',')
+        .find_map(|p| p.trim().strip_prefix("git-branch=rel-"))
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+fn session_error(path: &Path, e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Session {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// Register `eps` (in order, failing loudly) or warn and keep the CPU.
+fn with_providers(
+    builder: SessionBuilder,
+    provider: Provider,
+    eps: Vec<ExecutionProviderDispatch>,
+) -> (SessionBuilder, Provider) {
+    if eps.is_empty() {
+        return (builder, Provider::Cpu);
+    }
+    let eps: Vec<_> = eps.into_iter().map(|e| e.error_on_failure()).collect();
+    match builder.with_execution_providers(eps) {
+        Ok(b) => (b, provider),
+        Err(e) => {
+            tracing::warn!(
+                provider = %provider,
+                error = %e,
+                "execution provider unavailable in this ONNX Runtime library; running on the CPU"
+            );
+            (e.recover(), Provider::Cpu)
+        }
+    }
+}
+
+/// Open one graph.
+fn open_session(
+    env: &ort::environment::Environment,
+    path: &Path,
+    opts: &OrtOptions,
+    cache_dir: &Path,
+) -> Result<(Session, Provider), RuntimeError> {
+    let e = |e: ort::Error<SessionBuilder>| session_error(path, e);
+    let mut b = Session::builder(env)
+        .map_err(|e| session_error(path, e))?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(e)?
+        .with_inter_threads(1)
+        .map_err(e)?;
+    if let Some(t) = opts.threads {
+        b = b.with_intra_threads(t).map_err(e)?;
+    }
+    let eps = match opts.provider {
+        Provider::Cpu => Vec::new(),
+        Provider::Cuda => vec![ort::ep::CUDA::default()
+            .with_device_id(opts.device_id)
+            .build()],
+        Provider::Tensorrt => {
+            std::fs::create_dir_all(cache_dir).map_err(|e| session_error(cache_dir, e))?;
+            let cache = cache_dir.display().to_string();
+            vec![
+                ort::ep::TensorRT::default()
+                    .with_device_id(opts.device_id)
+                    .with_fp16(opts.trt_fp16)
+                    .with_layer_norm_fp32_fallback(true)
+                    .with_engine_cache(true)
+                    .with_engine_cache_path(&cache)
+                    .with_timing_cache(true)
+                    .with_timing_cache_path(&cache)
+                    .build(),
+                // Nodes TensorRT does not take run on CUDA, not on the CPU.
+                ort::ep::CUDA::default()
+                    .with_device_id(opts.device_id)
+                    .build(),
+            ]
+        }
+    };
+    let (mut b, provider) = with_providers(b, opts.provider, eps);
+    let session = b
+        .commit_from_file(path)
+        .map_err(|e| session_error(path, e))?;
+    Ok((session, provider))
+}
+
+/// The inputs of one per-frame graph run (host data).
+pub struct GraphInputs<'a> {
+    /// (1, Hp, Wp, 3) RGB.
+    pub frame: &'a [u8],
+    /// [resized height, resized width]: the valid area of `frame`.
+    pub image_size_hw: [f32; 2],
+    pub proposal_features: &'a [f32],
+    pub proposal_boxes_xyxy: &'a [f32],
+    pub bank: &'a [f32],
+    pub bank_valid: &'a [f32],
+}
+
+/// The outputs of one per-frame graph run (host data, row-major).
+#[derive(Debug, Clone)]
+pub struct GraphOutputs {
+    /// (N, K).
+    pub class_logits: Vec<f32>,
+    /// (N, 4) network-input pixels.
+    pub pred_boxes_xyxy: Vec<f32>,
+    /// (N, Hp/4, Wp/4).
+    pub mask_logits: Vec<f32>,
+    /// (N, C).
+    pub obj_features: Vec<f32>,
+    /// (N, C).
+    pub next_proposal_features: Vec<f32>,
+}
+
+/// ONNX Runtime running the exported graphs.
+pub struct OrtEngine {
+    pub manifest: Manifest,
+    dir: PathBuf,
+    key: Mutex<Session>,
+    non_key: Option<Mutex<Session>>,
+    provider: Provider,
+    /// init_proposal_features (N·C) and init_proposal_boxes cxcywh relative (N·4).
+    init_features: Vec<f32>,
+    init_boxes_cxcywh: Vec<f32>,
+}
+
+fn engine_dir(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.to_path_buf()
+    } else {
+        path.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+}
+
+impl OrtEngine {
+    /// Open an exported engine: `path` is its directory (or any file in it, e.g. the manifest).
+    pub fn load(path: &Path, opts: &OrtOptions) -> Result<Self, RuntimeError> {
+        let dir = engine_dir(path);
+        let manifest = Manifest::read(&dir.join(MANIFEST_FILE))?;
+        let library = find_library(opts.library.as_deref())?;
+        let env = environment(&library)?;
+        let cache = opts
+            .trt_cache_dir
+            .clone()
+            .unwrap_or_else(|| dir.join("trt_cache"));
+        let (key, provider) = open_session(&env, &dir.join(&manifest.graphs.key), opts, &cache)?;
+        let non_key = match (&manifest.graphs.non_key, manifest.key_frame_interval) {
+            (Some(f), k) if k > 0 => Some(Mutex::new(
+                open_session(&env, &dir.join(f), opts, &cache)?.0,
+            )),
+            _ => None,
+        };
+        let init_path = dir.join(&manifest.graphs.init_proposals);
+        let init = candle_core::safetensors::load(&init_path, &Device::Cpu).map_err(|e| {
+            ModelError::WeightFile {
+                file: init_path.display().to_string(),
+                reason: e.to_string(),
+            }
+        })?;
+        let (n, c) = (manifest.num_queries, manifest.hidden_dim);
+        let get = |k: &str, shape: &[usize]| -> Result<Vec<f32>, ModelError> {
+            let t = init.get(k).ok_or_else(|| ModelError::MissingWeight {
+                file: init_path.display().to_string(),
+                key: k.into(),
+            })?;
+            if t.dims() != shape {
+                return Err(ModelError::WeightShape {
+                    file: init_path.display().to_string(),
+                    key: k.into(),
+                    expected: shape.to_vec(),
+                    got: t.dims().to_vec(),
+                });
+            }
+            Ok(t.flatten_all()?.to_vec1::<f32>()?)
+        };
+        let init_features = get("init_proposal_features.weight", &[n, c])?;
+        let init_boxes_cxcywh = get("init_proposal_boxes.weight", &[n, 4])?;
+        tracing::info!(
+            engine = %dir.display(),
+            library = %library.display(),
+            version = %library_version(),
+            provider = %provider,
+            "ONNX Runtime engine loaded"
+        );
+        Ok(Self {
+            manifest,
+            dir,
+            key: Mutex::new(key),
+            non_key,
+            provider,
+            init_features,
+            init_boxes_cxcywh,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The execution provider in use (the CPU when the one asked for was unavailable).
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// The geometry of a `width` x `height` stream on this engine: resized as the candle engine
+    /// does, padded to the graphs' fixed size (≥ the 32-padding candle uses; equal for frames of
+    /// the config's aspect ratio).
+    pub fn geometry(&self, width: usize, height: usize) -> FrameGeometry {
+        let mut g = FrameGeometry::new(&self.manifest.model, width, height);
+        g.padded_width = self.manifest.graph_size[0];
+        g.padded_height = self.manifest.graph_size[1];
+        g
+    }
+
+    /// Run the key-frame (all stages) or non-key (last stage) graph once.
+    pub fn run_graph(
+        &self,
+        key_frame: bool,
+        inputs: &GraphInputs<'_>,
+    ) -> Result<GraphOutputs, ModelError> {
+        let m = &self.manifest;
+        let [wp, hp] = m.graph_size;
+        let (n, c, t) = (m.num_queries, m.hidden_dim, m.bank_size);
+        let err = |e: ort::Error| ModelError::Input(format!("onnxruntime: {e}"));
+        let session = match (&self.non_key, key_frame) {
+            (Some(s), false) => s,
+            _ => &self.key,
+        };
+        let mut session = session
+            .lock()
+            .map_err(|_| ModelError::Input("onnxruntime session lock poisoned".into()))?;
+        let frame = TensorRef::from_array_view(([1usize, hp, wp, 3], inputs.frame)).map_err(err)?;
+        let size =
+            TensorRef::from_array_view(([2usize], &inputs.image_size_hw[..])).map_err(err)?;
+        let q = TensorRef::from_array_view(([n, c], inputs.proposal_features)).map_err(err)?;
+        let p =
+            TensorRef::from_array_view(([n, 4usize], inputs.proposal_boxes_xyxy)).map_err(err)?;
+        let bank = TensorRef::from_array_view(([t, n, c], inputs.bank)).map_err(err)?;
+        let valid = TensorRef::from_array_view(([t], inputs.bank_valid)).map_err(err)?;
+        let outputs = session
+            .run(ort::inputs![
+                names::FRAME => frame,
+                names::IMAGE_SIZE_HW => size,
+                names::PROPOSAL_FEATURES => q,
+                names::PROPOSAL_BOXES_XYXY => p,
+                names::BANK => bank,
+                names::BANK_VALID => valid,
+            ])
+            .map_err(err)?;
+        let get = |name: &str| -> Result<Vec<f32>, ModelError> {
+            let v = outputs
+                .get(name)
+                .ok_or_else(|| ModelError::Input(format!("onnxruntime: no output `{name}`")))?;
+            let (_, data) = v.try_extract_tensor::<f32>().map_err(err)?;
+            Ok(data.to_vec())
+        };
+        Ok(GraphOutputs {
+            class_logits: get(names::CLASS_LOGITS)?,
+            pred_boxes_xyxy: get(names::PRED_BOXES_XYXY)?,
+            mask_logits: get(names::MASK_LOGITS)?,
+            obj_features: get(names::OBJ_FEATURES)?,
+            next_proposal_features: get(names::NEXT_PROPOSAL_FEATURES)?,
+        })
+    }
+
+    /// The frame as the graph's `(1, Hp, Wp, 3)` input: copied when it is already at the resized
+    /// size, else resized as `preprocess` does (bilinear, half-pixel centres) and rounded to 8
+    /// bits; zero elsewhere (the graph zeroes the padding after normalising).
+    pub fn frame_input(&self, frame: &FrameRef<'_>, g: &FrameGeometry) -> Vec<u8> {
+        let (pw, ph) = (g.padded_width, g.padded_height);
+        let (rw, rh) = (g.resized_width, g.resized_height);
+        let mut out = vec![0u8; ph * pw * 3];
+        if frame.width == rw && frame.height == rh {
+            for y in 0..rh {
+                let src = &frame.data[y * frame.stride..y * frame.stride + rw * 3];
+                out[y * pw * 3..y * pw * 3 + rw * 3].copy_from_slice(src);
+            }
+            return out;
+        }
+        let (sx, sy) = (
+            frame.width as f32 / rw as f32,
+            frame.height as f32 / rh as f32,
+        );
+        let px = |x: usize, y: usize, c: usize| frame.data[y * frame.stride + x * 3 + c] as f32;
+        for y in 0..rh {
+            let fy = ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, (frame.height - 1) as f32);
+            let y0 = fy.floor() as usize;
+            let y1 = (y0 + 1).min(frame.height - 1);
+            let ly = fy - y0 as f32;
+            for x in 0..rw {
+                let fx = ((x as f32 + 0.5) * sx - 0.5).clamp(0.0, (frame.width - 1) as f32);
+                let x0 = fx.floor() as usize;
+                let x1 = (x0 + 1).min(frame.width - 1);
+                let lx = fx - x0 as f32;
+                for c in 0..3 {
+                    let v = (1.0 - ly) * ((1.0 - lx) * px(x0, y0, c) + lx * px(x1, y0, c))
+                        + ly * ((1.0 - lx) * px(x0, y1, c) + lx * px(x1, y1, c));
+                    out[(y * pw + x) * 3 + c] = v.round().clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+        out
+    }
+}
+
+fn check_frame(frame: &FrameRef<'_>) -> Result<(), ModelError> {
+    let need = frame.stride * frame.height.saturating_sub(1) + frame.width * 3;
+    if frame.width == 0
+        || frame.height == 0
+        || frame.stride < frame.width * 3
+        || frame.data.len() < need
+    {
+        return Err(ModelError::Input(format!(
+            "{}x{} frame with stride {} and {} bytes is not a valid RGB frame",
+            frame.width,
+            frame.height,
+            frame.stride,
+            frame.data.len()
+        )));
+    }
+    Ok(())
+}
+
+impl Engine for OrtEngine {
+    fn name(&self) -> String {
+        format!("onnxruntime/{}", self.provider)
+    }
+
+    fn config(&self) -> &ModelConfig {
+        &self.manifest.model
+    }
+
+    fn init_state(&self, width: usize, height: usize) -> Result<StreamState, ModelError> {
+        if width == 0 || height == 0 {
+            return Err(ModelError::Input(format!(
+                "cannot make a stream state for an empty {width}x{height} frame"
+            )));
+        }
+        let g = self.geometry(width, height);
+        let (n, c) = (self.manifest.num_queries, self.manifest.hidden_dim);
+        // `InsPro::initial_proposals`, the same f32 operations on the host.
+        let (w, h) = (g.resized_width as f32, g.resized_height as f32);
+        let boxes: Vec<f32> = self
+            .init_boxes_cxcywh
+            .chunks_exact(4)
+            .flat_map(|b| {
+                let (hw, hh) = (b[2] * 0.5, b[3] * 0.5);
+                [
+                    (b[0] - hw) * w,
+                    (b[1] - hh) * h,
+                    (b[0] + hw) * w,
+                    (b[1] + hh) * h,
+                ]
+            })
+            .collect();
+        let dev = Device::Cpu;
+        StreamState::new(
+            g,
+            Tensor::from_vec(self.init_features.clone(), (n, c), &dev)?,
+            Tensor::from_vec(boxes, (n, 4), &dev)?,
+            self.manifest.bank_size,
+        )
+    }
+
+    fn step(
+        &self,
+        frame: &FrameRef<'_>,
+        state: &mut StreamState,
+    ) -> Result<FrameOutput, ModelError> {
+        let g = state.geometry;
+        if frame.width != g.orig_width || frame.height != g.orig_height {
+            return Err(ModelError::Input(format!(
+                "frame is {}x{} but the stream state was made for {}x{}; reset the state",
+                frame.width, frame.height, g.orig_width, g.orig_height
+            )));
+        }
+        if [g.padded_width, g.padded_height] != self.manifest.graph_size {
+            return Err(ModelError::Input(format!(
+                "the stream state is for a {}x{} network input but this engine's graphs are {}x{}; make the state with this engine",
+                g.padded_width, g.padded_height, self.manifest.graph_size[0], self.manifest.graph_size[1]
+            )));
+        }
+        check_frame(frame)?;
+        let m = &self.manifest;
+        let (n, k) = (m.num_queries, m.num_classes);
+        let key_frame = m.model.is_key_frame(state.frame_index);
+        let pixels = self.frame_input(frame, &g);
+        let q = state.proposal_features().flatten_all()?.to_vec1::<f32>()?;
+        let p = state
+            .proposal_boxes_xyxy()
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let bank = state.bank().flatten_all()?.to_vec1::<f32>()?;
+        let valid = state.bank_window();
+        let out = self.run_graph(
+            key_frame,
+            &GraphInputs {
+                frame: &pixels,
+                image_size_hw: [g.resized_height as f32, g.resized_width as f32],
+                proposal_features: &q,
+                proposal_boxes_xyxy: &p,
+                bank: &bank,
+                bank_valid: &valid,
+            },
+        )?;
+        let probs: Vec<Vec<f32>> = out
+            .class_logits
+            .chunks_exact(k)
+            .map(|row| row.iter().map(|x| 1.0 / (1.0 + (-x).exp())).collect())
+            .collect();
+        let pred: Vec<Vec<f32>> = out
+            .pred_boxes_xyxy
+            .chunks_exact(4)
+            .map(<[f32]>::to_vec)
+            .collect();
+        let [mw, mh] = m.mask_size;
+        let stages_run = if key_frame || self.non_key.is_none() {
+            m.num_stages
+        } else {
+            1
+        };
+        let result = FrameOutput::from_network(
+            state,
+            key_frame,
+            stages_run,
+            probs,
+            &pred,
+            out.mask_logits,
+            (mh, mw),
+        );
+        let dev = Device::Cpu;
+        let c = m.hidden_dim;
+        state.advance(
+            &Tensor::from_vec(out.obj_features, (n, c), &dev)?,
+            &Tensor::from_vec(out.next_proposal_features, (n, c), &dev)?,
+            &pred,
+        )?;
+        Ok(result)
+    }
+}
