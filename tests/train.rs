@@ -319,3 +319,25 @@ fn lr_schedule_warms_up_and_steps() {
     assert!((o.lr_at(20) - 0.1).abs() < 1e-12);
     assert!((o.lr_at(35) - 0.01).abs() < 1e-12);
 }
+
+#[test]
+fn losses_have_finite_gradients_for_extreme_logits() {
+    let dev = Device::Cpu;
+    let x = candle_core::Var::from_tensor(
+        &Tensor::new(&[[-120f32, -30., 0., 30., 120.]], &dev).unwrap(),
+    )
+    .unwrap();
+    let t = Tensor::new(&[[1f32, 0., 1., 0., 1.]], &dev).unwrap();
+    let loss = (sigmoid_focal_loss(x.as_tensor(), &t, 0.25, 2.0).unwrap()
+        + dice_loss(x.as_tensor(), &t).unwrap())
+    .unwrap();
+    let g = loss.backward().unwrap();
+    let g = g
+        .get(x.as_tensor())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
+}

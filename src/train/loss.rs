@@ -42,9 +42,10 @@ impl Default for LossConfig {
     }
 }
 
-/// 1 / (1 + e^−x), composed so that it backpropagates.
+/// 1 / (1 + e^−x) with the backward s·(1 − s). (Composing it from exp and recip gives 0·∞ = NaN
+/// in the backward once a logit falls below about −88.)
 pub fn sigmoid(x: &Tensor) -> Result<Tensor> {
-    (x.neg()?.exp()? + 1.0)?.recip()
+    candle_nn::ops::sigmoid(x)
 }
 
 /// torchvision `sigmoid_focal_loss(reduction="sum")`: logits and 0/1 targets of one shape.

@@ -91,8 +91,13 @@ impl AdamW {
     }
 
     /// One update with learning rate `lr`; clips the gradients first. Returns the pre-clip norm.
+    /// A non-finite norm skips the update (the weights stay finite) and is returned as is.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<f64> {
         let norm = self.grad_norm(grads)?;
+        if !norm.is_finite() {
+            tracing::warn!(step = self.step, "non-finite gradient norm: update skipped");
+            return Ok(norm);
+        }
         let clip = if self.cfg.grad_clip > 0.0 && norm > self.cfg.grad_clip {
             self.cfg.grad_clip / (norm + 1e-6)
         } else {
