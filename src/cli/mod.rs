@@ -2,6 +2,7 @@
 
 #[cfg(feature = "edge")]
 mod config;
+mod export;
 mod model;
 #[cfg(feature = "edge")]
 mod run;
@@ -26,8 +27,10 @@ pub struct Cli {
 pub enum Command {
     /// Parameters and GFLOPs of a model config, by part.
     Info(model::InfoArgs),
-    /// Median ms per frame of the candle forward, by part, at 1 and 2 threads.
+    /// Median ms per frame (candle or ONNX Runtime), by part, at 1 and 2 threads.
     Bench(model::BenchArgs),
+    /// Write the network as ONNX graphs (key / non-key frame) with a manifest.
+    Export(export::ExportArgs),
     /// Segment and track every video of a YouTube-VIS layout into one results json.
     Segment(segment::SegmentArgs),
     /// Train on YouTube-VIS-layout data (TCM, BDL, deep supervision).
@@ -63,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info(args) => model::info(args),
         Command::Bench(args) => model::bench(args),
+        Command::Export(args) => export::export(args),
         Command::Segment(args) => segment::segment(args),
         Command::Train(args) => train::train(args),
         Command::Eval(args) => ytvis::eval(args),

@@ -14,8 +14,14 @@ pub fn parse_size(s: &str) -> Result<[usize; 2], String> {
     let (w, h) = s
         .split_once(['x', 'X'])
         .ok_or_else(|| format!("`{s}` is not WIDTHxHEIGHT"))?;
-    let w: usize = w.trim().parse().map_err(|_| format!("bad width in `{s}`"))?;
-    let h: usize = h.trim().parse().map_err(|_| format!("bad height in `{s}`"))?;
+    let w: usize = w
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad width in `{s}`"))?;
+    let h: usize = h
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad height in `{s}`"))?;
     if w == 0 || h == 0 {
         return Err(format!("`{s}` is empty"));
     }
@@ -177,39 +183,89 @@ pub struct BenchArgs {
     /// Print JSON lines.
     #[arg(long)]
     pub json: bool,
+    /// Engine: `candle` (pure Rust) or `onnxruntime` (the exported graphs, CPU provider).
+    #[arg(long, default_value = "candle")]
+    pub engine: BenchEngine,
+    /// For onnxruntime: an engine directory made by `inspro export --trunk`; default: export the
+    /// config (with --weights or random weights) into a temporary directory.
+    #[arg(long)]
+    pub engine_dir: Option<PathBuf>,
     /// Internal: this process measures with the current thread count.
     #[arg(long, hide = true)]
     pub child: bool,
 }
 
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchEngine {
+    Candle,
+    Onnxruntime,
+}
+
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if !args.child {
         let exe = std::env::current_exe().context("locating the inspro binary")?;
-        for t in &args.threads {
-            let mut cmd = std::process::Command::new(&exe);
-            cmd.arg("bench")
-                .arg("--model")
-                .arg(&args.model)
-                .arg("--size")
-                .arg(format!("{}x{}", args.size[0], args.size[1]))
-                .arg("--runs")
-                .arg(args.runs.to_string())
-                .arg("--warmup")
-                .arg(args.warmup.to_string())
-                .arg("--child")
-                .env("RAYON_NUM_THREADS", t.to_string());
-            if let Some(w) = &args.weights {
-                cmd.arg("--weights").arg(w);
+        // ONNX Runtime: export once, time it in every child.
+        let mut temp_dir = None;
+        let engine_dir = match (args.engine, &args.engine_dir) {
+            (BenchEngine::Onnxruntime, None) => {
+                let dir = std::env::temp_dir().join(format!("inspro-bench-{}", std::process::id()));
+                let cfg = ModelConfig::from_file(&args.model)?;
+                let weights = match &args.weights {
+                    Some(w) => inspro::export::Weights::from_safetensors(w)?,
+                    None => {
+                        let (_, vm) = InsPro::random(&cfg, 0, &Device::Cpu)?;
+                        inspro::export::Weights::from_varmap(&vm, "random(seed=0)")?
+                    }
+                };
+                inspro::export::export(&cfg, &weights, &dir, true)
+                    .with_context(|| format!("exporting {} for the benchmark", cfg.name))?;
+                temp_dir = Some(dir.clone());
+                Some(dir)
             }
-            if args.json {
-                cmd.arg("--json");
+            (_, dir) => dir.clone(),
+        };
+        let result = (|| -> anyhow::Result<()> {
+            for t in &args.threads {
+                let mut cmd = std::process::Command::new(&exe);
+                cmd.arg("bench")
+                    .arg("--model")
+                    .arg(&args.model)
+                    .arg("--size")
+                    .arg(format!("{}x{}", args.size[0], args.size[1]))
+                    .arg("--runs")
+                    .arg(args.runs.to_string())
+                    .arg("--warmup")
+                    .arg(args.warmup.to_string())
+                    .arg("--child")
+                    .arg("--engine")
+                    .arg(match args.engine {
+                        BenchEngine::Candle => "candle",
+                        BenchEngine::Onnxruntime => "onnxruntime",
+                    })
+                    .env("RAYON_NUM_THREADS", t.to_string());
+                if let Some(w) = &args.weights {
+                    cmd.arg("--weights").arg(w);
+                }
+                if let Some(d) = &engine_dir {
+                    cmd.arg("--engine-dir").arg(d);
+                }
+                if args.json {
+                    cmd.arg("--json");
+                }
+                let status = cmd.status().context("running the benchmark child")?;
+                if !status.success() {
+                    bail!("benchmark with {t} threads failed ({status})");
+                }
             }
-            let status = cmd.status().context("running the benchmark child")?;
-            if !status.success() {
-                bail!("benchmark with {t} threads failed ({status})");
-            }
+            Ok(())
+        })();
+        if let Some(dir) = temp_dir {
+            let _ = std::fs::remove_dir_all(dir);
         }
-        return Ok(());
+        return result;
+    }
+    if args.engine == BenchEngine::Onnxruntime {
+        return bench_onnxruntime(&args);
     }
     let cfg = ModelConfig::from_file(&args.model)?;
     let dev = Device::Cpu;
@@ -232,7 +288,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let _ = preprocess(&cfg, &f, &g, &dev).map_err(anyhow::Error::msg)?;
         let p = model.forward_parts(&image)?;
         if i >= args.warmup {
-            pre.push(0.0f64.max(t0.elapsed().as_secs_f64() * 1e3 - p.backbone_ms - p.fpn_ms - p.mask_branch_ms));
+            pre.push(0.0f64.max(
+                t0.elapsed().as_secs_f64() * 1e3 - p.backbone_ms - p.fpn_ms - p.mask_branch_ms,
+            ));
             parts.push(p);
         }
     }
@@ -281,6 +339,11 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         .values()
         .sum();
     let gflops_per_s = 2.0 * gmacs as f64 / 1e9 / (key / 1e3);
+    let trunk_macs = macs(&cfg, g.padded_width, g.padded_height, cfg.num_stages)
+        .get(&Part::Backbone)
+        .copied()
+        .unwrap_or(0);
+    let trunk_gflops_per_s = 2.0 * trunk_macs as f64 / 1e9 / (backbone / 1e3);
     if args.json {
         println!(
             "{}",
@@ -290,12 +353,168 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 "mask_branch_ms": mask_branch, "heads_and_mask_head_ms": heads_key,
                 "key_frame_ms": key, "non_key_frame_ms": non_key, "average_frame_ms": avg,
                 "effective_gflop_per_s": gflops_per_s, "runs": args.runs,
+                "trunk_ms": backbone, "trunk_effective_gflop_per_s": trunk_gflops_per_s,
             })
         );
     } else {
         println!(
-            "candle {} {}x{} threads={}: key frame {:.1} ms (preprocess {:.1}, backbone {:.1}, fpn {:.1}, mask branch {:.1}, heads+mask head {:.1}); non-key {:.1} ms; average {:.1} ms/frame; {:.1} GFLOP/s effective (2 x MACs)",
-            cfg.name, w, h, threads, key, preprocess_ms, backbone, fpn, mask_branch, heads_key, non_key, avg, gflops_per_s
+            "candle {} {}x{} threads={}: key frame {:.1} ms (preprocess {:.1}, backbone {:.1}, fpn {:.1}, mask branch {:.1}, heads+mask head {:.1}); non-key {:.1} ms; average {:.1} ms/frame; {:.1} GFLOP/s effective (2 x MACs); bare trunk {:.1} GFLOP/s",
+            cfg.name, w, h, threads, key, preprocess_ms, backbone, fpn, mask_branch, heads_key, non_key, avg, gflops_per_s, trunk_gflops_per_s
+        );
+    }
+    Ok(())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// One thread count of `inspro bench --engine onnxruntime`: whole frames through the engine's
+/// state loop (key and non-key), the key-frame graph alone (host-side state cost = the
+/// difference), and the bare trunk graph as the reference.
+fn bench_onnxruntime(args: &BenchArgs) -> anyhow::Result<()> {
+    use inspro::runtime::onnxruntime::{time_trunk_graph, GraphInputs};
+    use inspro::runtime::{Engine, OrtEngine, OrtOptions};
+
+    let dir = args
+        .engine_dir
+        .as_ref()
+        .context("--engine onnxruntime needs --engine-dir in the child")?;
+    let threads: usize = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(2);
+    let opts = OrtOptions {
+        threads: Some(threads),
+        ..OrtOptions::default()
+    };
+    let engine = OrtEngine::load(dir, &opts)?;
+    let cfg = engine.config().clone();
+    let [w, h] = args.size;
+    let frame: Vec<u8> = (0..w * h * 3).map(|i| ((i * 31) % 251) as u8).collect();
+    let f = FrameRef::packed(w, h, &frame);
+    let g = engine.geometry(w, h);
+
+    let mut key_ms = Vec::new();
+    let mut non_key_ms = Vec::new();
+    let mut state = engine.init_state(w, h)?;
+    let k = cfg.key_frame_interval.clamp(1, 10);
+    for i in 0..(args.warmup + args.runs) * k {
+        let t0 = Instant::now();
+        let out = engine.step(&f, &mut state)?;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        if i >= args.warmup * k {
+            if out.key_frame {
+                key_ms.push(ms);
+            } else {
+                non_key_ms.push(ms);
+            }
+        }
+    }
+    // The key-frame graph alone, inputs prepared once.
+    let pixels = engine.frame_input(&f, &g);
+    let q = state.proposal_features().flatten_all()?.to_vec1::<f32>()?;
+    let p = state
+        .proposal_boxes_xyxy()
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let bank = state.bank().flatten_all()?.to_vec1::<f32>()?;
+    let valid = state.bank_window();
+    let inputs = GraphInputs {
+        frame: &pixels,
+        image_size_hw: [g.resized_height as f32, g.resized_width as f32],
+        proposal_features: &q,
+        proposal_boxes_xyxy: &p,
+        bank: &bank,
+        bank_valid: &valid,
+    };
+    let mut graph_ms = Vec::new();
+    for i in 0..args.warmup + args.runs {
+        let t0 = Instant::now();
+        engine.run_graph(true, &inputs)?;
+        if i >= args.warmup {
+            graph_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    // Host-side work of a step without the graph: the frame copy / resize, the state to and
+    // from host buffers, the bank ring update (what IoBinding could save on a GPU).
+    let mut host_ms = Vec::new();
+    let (n, c) = (cfg.num_queries, cfg.fpn_channels);
+    let fake: Vec<Vec<f32>> = (0..n).map(|_| vec![1.0, 1.0, 20.0, 20.0]).collect();
+    for i in 0..args.warmup + args.runs {
+        let mut s = state.clone();
+        let t0 = Instant::now();
+        let px = engine.frame_input(&f, &g);
+        let q = s.proposal_features().flatten_all()?.to_vec1::<f32>()?;
+        let p = s.proposal_boxes_xyxy().flatten_all()?.to_vec1::<f32>()?;
+        let b = s.bank().flatten_all()?.to_vec1::<f32>()?;
+        let obj = candle_core::Tensor::from_vec(q.clone(), (n, c), &Device::Cpu)?;
+        s.advance(&obj, &obj, &fake)?;
+        std::hint::black_box((px, p, b));
+        if i >= args.warmup {
+            host_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let host = median(&mut host_ms);
+    let trunk_ms = match &engine.manifest.graphs.trunk {
+        Some(t) => median(&mut time_trunk_graph(
+            &engine.dir().join(t),
+            &opts,
+            engine.manifest.graph_size,
+            args.warmup,
+            args.runs,
+        )?),
+        None => f64::NAN,
+    };
+    let key = median(&mut key_ms);
+    let non_key = median(&mut non_key_ms);
+    let graph = median(&mut graph_ms);
+    let ki = cfg.key_frame_interval;
+    let avg = if ki == 0 {
+        key
+    } else {
+        (key + (ki - 1) as f64 * non_key) / ki as f64
+    };
+    let (pw, ph) = (g.padded_width, g.padded_height);
+    let key_macs: u64 = macs(&cfg, pw, ph, cfg.num_stages).values().sum();
+    let non_key_macs: u64 = macs(&cfg, pw, ph, 1).values().sum();
+    let trunk_macs = macs(&cfg, pw, ph, cfg.num_stages)
+        .get(&Part::Backbone)
+        .copied()
+        .unwrap_or(0);
+    let gflops = |m: u64, ms: f64| 2.0 * m as f64 / 1e9 / (ms / 1e3);
+    let avg_macs = if ki == 0 {
+        key_macs as f64
+    } else {
+        (key_macs as f64 + (ki - 1) as f64 * non_key_macs as f64) / ki as f64
+    };
+    let model_gflops = 2.0 * avg_macs / 1e9 / (avg / 1e3);
+    let trunk_gflops = gflops(trunk_macs, trunk_ms);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "engine": engine.name(), "model": cfg.name, "size": [w, h], "threads": threads,
+                "key_frame_ms": key, "non_key_frame_ms": non_key, "average_frame_ms": avg,
+                "key_graph_ms": graph, "host_state_ms": host,
+                "trunk_ms": trunk_ms,
+                "effective_gflop_per_s": model_gflops,
+                "key_frame_gflop_per_s": gflops(key_macs, key),
+                "trunk_effective_gflop_per_s": trunk_gflops,
+                "fraction_of_trunk": model_gflops / trunk_gflops,
+                "lite_speedup": if ki == 0 { f64::NAN } else { key / avg },
+                "runs": args.runs,
+            })
+        );
+    } else {
+        println!(
+            "{} {} {}x{} threads={}: key frame {:.1} ms (graph alone, back to back {:.1}; host-side state and frame copy {:.2}); non-key {:.1} ms; average {:.1} ms/frame; {:.1} GFLOP/s effective; bare trunk {:.1} ms = {:.1} GFLOP/s ({:.0} %)",
+            engine.name(), cfg.name, w, h, threads, key, graph, host, non_key, avg,
+            model_gflops, trunk_ms, trunk_gflops, 100.0 * model_gflops / trunk_gflops
         );
     }
     Ok(())

@@ -210,17 +210,10 @@ pub fn environment(library: &Path) -> Result<ort::environment::Environment, Runt
             path: library.to_path_buf(),
             reason: e.to_string(),
         })?;
+    // ONNX Runtime's INFO lines (arena growth, ...) are noise here; warnings and errors stay.
+    env.set_log_level(ort::logging::LogLevel::Warning);
     *slot = Some((env.clone(), library.to_path_buf()));
     Ok(env)
-}
-
-/// The version string of the loaded library (e.g. `1.31.1`).
-pub fn library_version() -> String {
-    ort::info()
-        .split(',')
-        .find_map(|p| p.trim().strip_prefix("git-branch=rel-"))
-        .unwrap_or("unknown")
-        .to_string()
 }
 
 fn session_error(path: &Path, e: impl std::fmt::Display) -> RuntimeError {
@@ -395,7 +388,6 @@ impl OrtEngine {
         tracing::info!(
             engine = %dir.display(),
             library = %library.display(),
-            version = %library_version(),
             provider = %provider,
             "ONNX Runtime engine loaded"
         );
@@ -654,4 +646,37 @@ impl Engine for OrtEngine {
         )?;
         Ok(result)
     }
+}
+
+/// Wall time (ms) of `runs` runs, after `warmup`, of a graph whose inputs are the normalising
+/// front (`frame`, `image_size_hw`) alone, e.g. `trunk.onnx`: the benchmark's reference.
+pub fn time_trunk_graph(
+    path: &Path,
+    opts: &OrtOptions,
+    [wp, hp]: [usize; 2],
+    warmup: usize,
+    runs: usize,
+) -> Result<Vec<f64>, RuntimeError> {
+    let library = find_library(opts.library.as_deref())?;
+    let env = environment(&library)?;
+    let cache = engine_dir(path).join("trt_cache");
+    let (mut session, _) = open_session(&env, path, opts, &cache)?;
+    let pixels: Vec<u8> = (0..hp * wp * 3).map(|i| ((i * 31) % 251) as u8).collect();
+    let size = [hp as f32, wp as f32];
+    let mut times = Vec::with_capacity(runs);
+    for i in 0..warmup + runs {
+        let t0 = std::time::Instant::now();
+        let frame = TensorRef::from_array_view(([1usize, hp, wp, 3], &pixels[..]))
+            .map_err(|e| session_error(path, e))?;
+        let s = TensorRef::from_array_view(([2usize], &size[..]))
+            .map_err(|e| session_error(path, e))?;
+        let out = session
+            .run(ort::inputs![names::FRAME => frame, names::IMAGE_SIZE_HW => s])
+            .map_err(|e| session_error(path, e))?;
+        drop(out);
+        if i >= warmup {
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(times)
 }

@@ -1,0 +1,76 @@
+//! `inspro export --model CFG [--weights FILE] --out engines/<name>/`: the per-frame ONNX graphs
+//! (key frame; non-key for InsPro-lite; optionally the bare trunk) and their manifest.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use candle_core::Device;
+use inspro::export::{self, Weights};
+use inspro::model::{InsPro, ModelConfig};
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// Model config (TOML).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Weights (safetensors). Without them the graphs carry random weights (say so loudly).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Output directory, e.g. engines/inspro-lite-r50/.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write trunk.onnx, the bare backbone (the benchmark's reference).
+    #[arg(long)]
+    pub trunk: bool,
+    /// Seed of the random weights when --weights is absent.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+pub fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let cfg = ModelConfig::from_file(&args.model)?;
+    let weights = match &args.weights {
+        Some(w) => Weights::from_safetensors(w)?,
+        None => {
+            tracing::warn!(
+                "no --weights: the exported graphs carry RANDOM weights, their results mean nothing"
+            );
+            let (_, varmap) = InsPro::random(&cfg, args.seed, &Device::Cpu)?;
+            Weights::from_varmap(&varmap, &format!("random(seed={})", args.seed))?
+        }
+    };
+    let t0 = std::time::Instant::now();
+    let m = export::export(&cfg, &weights, &args.out, args.trunk)
+        .with_context(|| format!("exporting {} to {}", cfg.name, args.out.display()))?;
+    let size = |f: &str| {
+        std::fs::metadata(args.out.join(f))
+            .map(|m| m.len() as f64 / 1e6)
+            .unwrap_or(0.0)
+    };
+    eprintln!(
+        "wrote {} ({:.1} MB){}{} and manifest.json to {} in {:.1} s: opset {}, input {}x{} (graphs {}x{}), N = {}, T = {}, K = {}",
+        m.graphs.key,
+        size(&m.graphs.key),
+        m.graphs
+            .non_key
+            .as_ref()
+            .map(|f| format!(", {f} ({:.1} MB)", size(f)))
+            .unwrap_or_default(),
+        m.graphs
+            .trunk
+            .as_ref()
+            .map(|f| format!(", {f} ({:.1} MB)", size(f)))
+            .unwrap_or_default(),
+        args.out.display(),
+        t0.elapsed().as_secs_f64(),
+        m.opset,
+        m.input_size[0],
+        m.input_size[1],
+        m.graph_size[0],
+        m.graph_size[1],
+        m.num_queries,
+        m.bank_size,
+        m.key_frame_interval,
+    );
+    Ok(())
+}
