@@ -86,6 +86,35 @@ fn meta_on_every_buffer_ids_stable_pts_and_pixels_untouched() {
     }
 }
 
+#[test]
+fn key_frame_interval_overrides_the_model_config_and_stats_count_frames() {
+    let frames = synth_frames(W, H, 7, 9);
+    // inspro-tiny.toml says 10; -1 keeps it, 3 and 0 override it.
+    for (k, want) in [
+        (-1, [true, false, false, false, false, false, false]),
+        (3, [true, false, false, true, false, false, true]),
+        (0, [true; 7]),
+    ] {
+        let el = element();
+        el.set_property("key-frame-interval", k);
+        let mut h = Harness::with_element(&el, Some("sink"), Some("src"));
+        h.set_src_caps(caps(VideoFormat::Rgb, W, H));
+        let got: Vec<bool> = frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let out = push_pull(&mut h, buffer_from_rgb(f, W, H, VideoFormat::Rgb), i as u64);
+                Tracks::from_buffer(&out).key_frame
+            })
+            .collect();
+        assert_eq!(got, want, "key-frame-interval={k}");
+        let stats = el.property::<gst::Structure>("stats");
+        assert_eq!(stats.get::<u64>("frames").unwrap(), 7);
+        assert!(stats.get::<f64>("engine-ms").unwrap() > 0.0);
+        assert!(stats.get::<f64>("element-ms").unwrap() > 0.0);
+    }
+}
+
 /// The library called directly on packed RGB frames; what the element must report.
 fn library_tracks(frames: &[Vec<u8>], w: u32, h: u32) -> Vec<(Vec<u64>, Vec<[f32; 4]>)> {
     let cfg = ModelConfig::from_file(tiny_model()).expect("tiny config");
@@ -427,4 +456,59 @@ fn messages_and_the_random_weights_warning_reach_the_bus() {
         assert!(s.get::<gst::ClockTime>("stream-time").is_ok());
         assert!(s.get::<gst::ClockTime>("duration").is_ok());
     }
+}
+
+/// What reaches `fakesink name=sink` in `launch`: per buffer, the meta's frame size if it has one.
+fn meta_at_sink(launch: &str) -> Vec<Option<(i32, i32)>> {
+    common::init();
+    let pipeline = gst::parse::launch(launch)
+        .expect("parse")
+        .downcast::<gst::Bin>()
+        .expect("a pipeline");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = pipeline.by_name("sink").expect("sink");
+    let s2 = seen.clone();
+    sink.static_pad("sink")
+        .expect("pad")
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(buf) = info.buffer() {
+                let size = gst::meta::CustomMeta::from_buffer(buf, common::META)
+                    .ok()
+                    .map(|m| Tracks::from_structure(m.structure()))
+                    .map(|t| (t.width, t.height));
+                s2.lock().unwrap().push(size);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    pipeline.set_state(gst::State::Playing).expect("play");
+    let bus = pipeline.bus().expect("bus");
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(60)) {
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => panic!("{launch}: {}", e.error()),
+            _ => {}
+        }
+    }
+    pipeline.set_state(gst::State::Null).expect("to NULL");
+    let v = seen.lock().unwrap().clone();
+    v
+}
+
+#[test]
+fn meta_survives_videoconvert_and_videoscale_with_its_frame_size() {
+    // Downstream of a videoscale the coordinates are still those of the frame the element saw:
+    // the meta's width and height say which, so a reader can rescale them.
+    let model = tiny_model().display().to_string();
+    let head = format!(
+        "videotestsrc num-buffers=3 ! video/x-raw,width=160,height=96,format=I420 \
+         ! inspro model={model} score-threshold=0"
+    );
+    let converted = meta_at_sink(&format!(
+        "{head} ! videoconvert ! video/x-raw,format=BGRx ! queue ! fakesink name=sink"
+    ));
+    assert_eq!(converted, vec![Some((160, 96)); 3]);
+    let scaled = meta_at_sink(&format!(
+        "{head} ! videoscale ! video/x-raw,width=80,height=48 ! fakesink name=sink"
+    ));
+    assert_eq!(scaled, vec![Some((160, 96)); 3]);
 }

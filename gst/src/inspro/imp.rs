@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gst::glib;
 use gst::prelude::*;
@@ -93,10 +93,37 @@ impl State {
     }
 }
 
+/// Time spent since `start()`: in the engine (`StreamProcessor::process`) and in the element's
+/// own work around it (mapping, colour conversion, RLE, meta, messages, overlay).
+#[derive(Debug, Default, Clone, Copy)]
+struct Stats {
+    frames: u64,
+    engine: Duration,
+    element: Duration,
+}
+
+impl Stats {
+    fn structure(&self) -> gst::Structure {
+        let per_frame = |d: Duration| {
+            if self.frames == 0 {
+                0.0
+            } else {
+                d.as_secs_f64() * 1e3 / self.frames as f64
+            }
+        };
+        gst::Structure::builder("inspro-stats")
+            .field("frames", self.frames)
+            .field("engine-ms", per_frame(self.engine))
+            .field("element-ms", per_frame(self.element))
+            .build()
+    }
+}
+
 #[derive(Default)]
 pub struct InsPro {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
+    stats: Mutex<Stats>,
 }
 
 #[glib::object_subclass]
@@ -167,7 +194,7 @@ impl InsPro {
         state: &mut State,
         frame: &VideoFrameRef<&gst::BufferRef>,
         layout: Layout,
-    ) -> Result<ProcessedFrame, gst::FlowError> {
+    ) -> Result<(ProcessedFrame, Duration), gst::FlowError> {
         let (w, h) = (frame.width() as usize, frame.height() as usize);
         let planes = frame.planes_data();
         let strides = frame.plane_stride();
@@ -186,7 +213,8 @@ impl InsPro {
                 stride: stride(0),
                 data: planes[0],
             };
-            state.processor.process(&f)
+            let t = Instant::now();
+            state.processor.process(&f).map(|p| (p, t.elapsed()))
         } else {
             let p = Planes {
                 layout,
@@ -197,7 +225,11 @@ impl InsPro {
             };
             let mut rgb = std::mem::take(&mut state.rgb);
             pixels::to_rgb(&p, &state.yuv, &mut rgb);
-            let r = state.processor.process(&FrameRef::packed(w, h, &rgb));
+            let t = Instant::now();
+            let r = state
+                .processor
+                .process(&FrameRef::packed(w, h, &rgb))
+                .map(|p| (p, t.elapsed()));
             state.rgb = rgb;
             r
         };
@@ -277,6 +309,11 @@ impl ObjectImpl for InsPro {
                     .default_value(false)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb("Since start: frames, mean engine time per frame (engine-ms) and mean time of the element's own work around it per frame (element-ms: mapping, colour conversion, RLE, meta, overlay)")
+                    .read_only()
+                    .build(),
                 glib::ParamSpecBoolean::builder("emit-messages")
                     .nick("Emit messages")
                     .blurb("Post an `inspro-tracks` element message per frame (as `level` does). Changeable while playing.")
@@ -333,6 +370,14 @@ impl ObjectImpl for InsPro {
             "key-frame-interval" => s.key_frame_interval.to_value(),
             "draw" => s.draw.to_value(),
             "emit-messages" => s.emit_messages.to_value(),
+            "stats" => {
+                drop(s);
+                self.stats
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .structure()
+                    .to_value()
+            }
             other => unreachable!("no property {other}"),
         }
     }
@@ -393,6 +438,7 @@ impl BaseTransformImpl for InsPro {
             t0.elapsed().as_secs_f64()
         );
         let processor = StreamProcessor::new(engine, tracker_config(settings.score_threshold));
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = Stats::default();
         *self.state() = Some(State {
             processor,
             info: None,
@@ -409,7 +455,8 @@ impl BaseTransformImpl for InsPro {
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         // Drops the engine, the stream state and the tracks.
         *self.state() = None;
-        gst::info!(CAT, imp = self, "stopped");
+        let st = *self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        gst::info!(CAT, imp = self, "stopped: {}", st.structure());
         Ok(())
     }
 
@@ -476,9 +523,9 @@ impl BaseTransformImpl for InsPro {
             );
             gst::FlowError::Error
         };
-        let tracks = if settings.draw {
+        let (tracks, engine_time) = if settings.draw {
             let mut frame = VideoFrameRef::from_buffer_ref_writable(buf, &info).map_err(map_err)?;
-            let processed = self.process(state, &frame, layout)?;
+            let (processed, took) = self.process(state, &frame, layout)?;
             let cfg = state.processor.engine().config();
             let tracks = FrameTracks::collect(&processed, cfg, std::mem::take(&mut state.ended));
             let masks: Vec<Vec<u8>> = tracks
@@ -511,22 +558,15 @@ impl BaseTransformImpl for InsPro {
                 yuv: state.yuv,
             };
             draw::draw(&mut canvas, &marks);
-            tracks
+            (tracks, took)
         } else {
             let frame = VideoFrameRef::from_buffer_ref_readable(&*buf, &info).map_err(map_err)?;
-            let processed = self.process(state, &frame, layout)?;
+            let (processed, took) = self.process(state, &frame, layout)?;
             let cfg = state.processor.engine().config();
-            FrameTracks::collect(&processed, cfg, std::mem::take(&mut state.ended))
+            let tracks = FrameTracks::collect(&processed, cfg, std::mem::take(&mut state.ended));
+            (tracks, took)
         };
         drop(guard);
-        gst::trace!(
-            CAT,
-            imp = self,
-            "frame {}: {} tracks in {:.2} ms",
-            tracks.frame,
-            tracks.tracks.len(),
-            t0.elapsed().as_secs_f64() * 1e3
-        );
         if settings.emit_messages {
             self.post_message(&tracks, buf);
         }
@@ -543,6 +583,20 @@ impl BaseTransformImpl for InsPro {
         for (name, value) in s.iter() {
             ms.set_value(name, value.clone());
         }
+        let total = t0.elapsed();
+        gst::trace!(
+            CAT,
+            imp = self,
+            "frame {}: {} tracks, engine {:.2} ms, element {:.2} ms",
+            tracks.frame,
+            tracks.tracks.len(),
+            engine_time.as_secs_f64() * 1e3,
+            total.saturating_sub(engine_time).as_secs_f64() * 1e3
+        );
+        let mut st = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        st.frames += 1;
+        st.engine += engine_time;
+        st.element += total.saturating_sub(engine_time);
         Ok(gst::FlowSuccess::Ok)
     }
 }

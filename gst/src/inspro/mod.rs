@@ -51,9 +51,12 @@ glib::wrapper! {
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     if !gst::meta::CustomMeta::is_registered(TRACKS_META) {
-        // Tagged `size` (and `orientation`): elements that scale or rotate drop the meta instead
-        // of passing on boxes in the wrong pixels; videoconvert, queue, tee keep it.
-        gst::meta::CustomMeta::register(TRACKS_META, &["video", "size", "orientation"]);
+        // Tagged `video` only. A `size` tag would make GStreamer 1.22's videoconvert drop it too
+        // (videoconvertscale asks a size-tagged meta to transform itself, and a GstCustomMeta
+        // without a transform function can only copy). So the meta survives conversion and
+        // scaling alike; its coordinates stay in the pixels of the frame the element saw, which
+        // the meta's `width` and `height` name.
+        gst::meta::CustomMeta::register(TRACKS_META, &["video"]);
     }
     gst::Element::register(
         Some(plugin),

@@ -97,6 +97,7 @@ pub fn caps(format: gst_video::VideoFormat, w: u32, h: u32) -> gst::Caps {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tracks {
     pub frame: u64,
+    pub key_frame: bool,
     pub width: i32,
     pub height: i32,
     pub ids: Vec<u64>,
@@ -124,6 +125,7 @@ impl Tracks {
     pub fn from_structure(s: &gst::StructureRef) -> Tracks {
         Tracks {
             frame: s.get("frame").expect("frame"),
+            key_frame: s.get("key-frame").expect("key-frame"),
             width: s.get("width").expect("width"),
             height: s.get("height").expect("height"),
             ids: array(s, "ids"),
