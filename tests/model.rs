@@ -673,3 +673,28 @@ fn im2col_conv_equals_candle_conv_and_its_gradients() {
         }
     }
 }
+
+#[test]
+fn without_propagation_every_frame_starts_from_the_learned_init() {
+    let mut cfg = tiny();
+    cfg.key_frame_interval = 0;
+    cfg.propagate = false;
+    let (model, _) = InsPro::random(&cfg, 21, &Device::Cpu).unwrap();
+    let (w, h) = (64, 48);
+    let (a, b) = (frame(w, h, 5, 5), frame(w, h, 30, 20));
+    let mut state = model.init_state(w, h).unwrap();
+    model.step(&FrameRef::packed(w, h, &a), &mut state).unwrap();
+    let second = model.step(&FrameRef::packed(w, h, &b), &mut state).unwrap();
+    let mut fresh = model.init_state(w, h).unwrap();
+    let alone = model.step(&FrameRef::packed(w, h, &b), &mut fresh).unwrap();
+    assert_eq!(second.boxes_xyxy, alone.boxes_xyxy);
+    assert_eq!(second.class_probs, alone.class_probs);
+    assert_eq!(state.bank_len(), 0);
+    // With propagation the second frame depends on the first.
+    cfg.propagate = true;
+    let (model, _) = InsPro::random(&cfg, 21, &Device::Cpu).unwrap();
+    let mut state = model.init_state(w, h).unwrap();
+    model.step(&FrameRef::packed(w, h, &a), &mut state).unwrap();
+    let second = model.step(&FrameRef::packed(w, h, &b), &mut state).unwrap();
+    assert_ne!(second.boxes_xyxy, alone.boxes_xyxy);
+}

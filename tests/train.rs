@@ -262,6 +262,7 @@ fn resuming_from_a_checkpoint_reproduces_the_next_step() {
     let cfg = TrainConfig {
         model: "configs/models/inspro-tiny.toml".into(),
         model_bank_size: None,
+        model_propagate: None,
         out_dir: dir.path().join("run"),
         iterations: 10,
         seed: 4,

@@ -29,6 +29,12 @@ pub struct TrainArgs {
     /// thread 3-4x faster than two on a busy 2-core machine (docs/perf.md).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Override the config's seed (ablations run each config with several seeds).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Override the config's output folder.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
 }
 
 /// Must run before candle or rayon start their thread pools.
@@ -61,7 +67,13 @@ fn ensure_split(
 
 pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     set_threads(args.threads);
-    let cfg = TrainConfig::from_file(&args.config)?;
+    let mut cfg = TrainConfig::from_file(&args.config)?;
+    if let Some(seed) = args.seed {
+        cfg.seed = seed;
+    }
+    if let Some(dir) = &args.out_dir {
+        cfg.out_dir = dir.clone();
+    }
     let model_cfg = cfg.model_config()?;
     let dev = Device::Cpu;
     let train_gt = ensure_split(&cfg.data.train, &cfg.data.train_gt, &cfg.data.synth_train)?;

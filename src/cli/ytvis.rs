@@ -17,6 +17,14 @@ pub struct EvalArgs {
     /// Print one json object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Also count duplicate tracks: result pairs of one video, both scoring at least
+    /// `--dup-score`, with spatio-temporal mask IoU at least `--dup-iou`.
+    #[arg(long)]
+    pub duplicates: bool,
+    #[arg(long, default_value_t = 0.3)]
+    pub dup_score: f64,
+    #[arg(long, default_value_t = 0.5)]
+    pub dup_iou: f64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -90,12 +98,29 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let s = ytvis::evaluate_files(&args.gt, &args.results)?;
     tracing::info!(seconds = start.elapsed().as_secs_f64(), "evaluated");
+    let duplicates = if args.duplicates {
+        let results = ytvis::load_results(&args.results)?;
+        Some(ytvis::eval::count_duplicates(
+            &results,
+            args.dup_score,
+            args.dup_iou,
+        ))
+    } else {
+        None
+    };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&s).context("serialising the summary")?
-        );
+        let mut v = serde_json::to_value(&s).context("serialising the summary")?;
+        if let (Some(d), Some(obj)) = (duplicates, v.as_object_mut()) {
+            obj.insert("duplicates".into(), d.into());
+        }
+        println!("{v}");
         return Ok(());
+    }
+    if let Some(d) = duplicates {
+        println!(
+            "duplicate track pairs (score >= {}, ST-IoU >= {}): {d}",
+            args.dup_score, args.dup_iou
+        );
     }
     let rows = [
         ("Average Precision", "0.50:0.95", "all", 100, s.ap),

@@ -65,6 +65,9 @@ pub struct ModelConfig {
     pub bank_size: usize,
     /// InsPro-lite key-frame interval K; 0 runs every stage on every frame.
     pub key_frame_interval: usize,
+    /// Carry (query, box) pairs to the next frame (InsPro). Off restarts every frame from the
+    /// learned init, ids by slot: the paper's "no propagation" ablation (Table 2a).
+    pub propagate: bool,
     /// Input size (width, height): frames are resized to fit inside it, keeping aspect ratio.
     pub input_size: [usize; 2],
     /// Pixel mean / std, RGB, 0..255.
@@ -97,6 +100,7 @@ impl Default for ModelConfig {
             mask_head_channels: 8,
             bank_size: 18,
             key_frame_interval: 0,
+            propagate: true,
             input_size: [640, 360],
             pixel_mean: [123.675, 116.28, 103.53],
             pixel_std: [58.395, 57.12, 57.375],

@@ -31,6 +31,8 @@ pub struct StreamState {
     bank_valid: Vec<bool>,
     /// Ring slot the next object features go to.
     bank_next: usize,
+    /// Set for the "no propagation" ablation: every frame starts again from these proposals.
+    restart: Option<(Tensor, Tensor)>,
 }
 
 /// One frame's result for every slot; slot i is object i.
@@ -139,19 +141,16 @@ impl InsPro {
         let geometry = FrameGeometry::new(&self.cfg, width, height);
         let (features, boxes) =
             self.initial_proposals(geometry.resized_width, geometry.resized_height)?;
-        let (n, c, t) = (
-            self.cfg.num_queries,
-            self.cfg.fpn_channels,
-            self.cfg.bank_size,
-        );
-        Ok(StreamState {
+        let state = StreamState::new(
             geometry,
-            frame_index: 0,
-            proposal_features: features.detach(),
-            proposal_boxes_xyxy: boxes.detach(),
-            bank: Tensor::zeros((t, n, c), DType::F32, self.device())?,
-            bank_valid: vec![false; t],
-            bank_next: 0,
+            features.detach(),
+            boxes.detach(),
+            self.cfg.bank_size,
+        )?;
+        Ok(if self.cfg.propagate {
+            state
+        } else {
+            state.restart_every_frame()
         })
     }
 
@@ -286,7 +285,18 @@ impl StreamState {
             bank: Tensor::zeros((bank_size, n, c), DType::F32, &device)?,
             bank_valid: vec![false; bank_size],
             bank_next: 0,
+            restart: None,
         })
+    }
+
+    /// The paper's "no propagation" ablation (Table 2a): after every frame the state returns to
+    /// its initial proposals with an empty bank; slot i is still reported as object i.
+    pub fn restart_every_frame(mut self) -> Self {
+        self.restart = Some((
+            self.proposal_features.clone(),
+            self.proposal_boxes_xyxy.clone(),
+        ));
+        self
     }
 
     /// The feature bank (T, N, C), a ring; `bank_window` says which entries count.
@@ -334,6 +344,11 @@ impl StreamState {
             .collect();
         self.proposal_boxes_xyxy =
             Tensor::from_vec(clipped, (n, 4), self.proposal_features.device())?;
+        if let Some((features, boxes)) = &self.restart {
+            self.proposal_features = features.clone();
+            self.proposal_boxes_xyxy = boxes.clone();
+            self.bank_valid.fill(false);
+        }
         self.frame_index += 1;
         Ok(())
     }

@@ -118,6 +118,9 @@ pub struct TrainConfig {
     /// Overrides of the model config (e.g. `bank_size` for ablations).
     #[serde(default)]
     pub model_bank_size: Option<usize>,
+    /// Override of the model config's `propagate` (the "no propagation" ablation).
+    #[serde(default)]
+    pub model_propagate: Option<bool>,
     pub out_dir: PathBuf,
     pub iterations: usize,
     #[serde(default)]
@@ -171,6 +174,9 @@ impl TrainConfig {
         let mut cfg = ModelConfig::from_file(&self.model)?;
         if let Some(t) = self.model_bank_size {
             cfg.bank_size = t;
+        }
+        if let Some(p) = self.model_propagate {
+            cfg.propagate = p;
         }
         Ok(cfg)
     }

@@ -681,3 +681,37 @@ fn check_size(
     }
     Ok(())
 }
+
+/// Duplicate tracks: pairs of results of one video, both scoring at least `min_score`, whose
+/// spatio-temporal mask IoU is at least `min_iou` (what the box deduplication loss is meant to
+/// remove). Results whose masks do not decode are skipped.
+pub fn count_duplicates(results: &[VideoResult], min_score: f64, min_iou: f64) -> usize {
+    let mut by_video: std::collections::BTreeMap<u64, Vec<Vec<Option<Rle>>>> = Default::default();
+    for r in results.iter().filter(|r| r.score >= min_score) {
+        let seq: Option<Vec<Option<Rle>>> = r
+            .segmentations
+            .iter()
+            .map(|s| match s {
+                None => Some(None),
+                Some(j) => j.to_rle().ok().map(Some),
+            })
+            .collect();
+        if let Some(seq) = seq {
+            by_video.entry(r.video_id).or_default().push(seq);
+        }
+    }
+    by_video
+        .values()
+        .map(|tracks| {
+            let mut n = 0;
+            for i in 0..tracks.len() {
+                for j in i + 1..tracks.len() {
+                    if iou_seq(&tracks[i], &tracks[j]) >= min_iou {
+                        n += 1;
+                    }
+                }
+            }
+            n
+        })
+        .sum()
+}

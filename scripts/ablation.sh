@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The paper's ablation (Table 2a-c) in miniature, on `inspro synth` data: variants A-E of
+# configs/train/ablation/, each trained with the same data and budget for every seed, then scored
+# on the held-out split (seed 1001) with the official video AP; E is scored with T = 1 / 9 / 18.
+# Also counts duplicate tracks (score >= 0.3 pairs of one video with spatio-temporal IoU >= 0.5).
+#
+#   scripts/ablation.sh [SEEDS...]        # default: 0 1
+#   JOBS=2 scripts/ablation.sh 0 1        # two single-threaded trainings at once
+# Results: runs/ablation/results.jsonl (one line per run and T) and a table on stdout.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bin=./target/release/inspro
+seeds=("${@:-0 1}")
+[ $# -eq 0 ] && seeds=(0 1)
+jobs="${JOBS:-1}"
+out=runs/ablation
+mkdir -p "$out"
+cargo build --release --quiet
+
+model_with() { # variant T propagate -> path of a model config with those overrides
+  local f="$out/model-$1-T$2.toml"
+  grep -v -E '^(bank_size|propagate) *=' configs/models/inspro-tiny.toml > "$f"
+  printf 'bank_size = %s\npropagate = %s\n' "$2" "$3" >> "$f"
+  echo "$f"
+}
+
+run_one() { # variant seed
+  local v=$1 s=$2 dir="$out/$1-s$2"
+  if [ ! -f "$dir/final.safetensors" ]; then
+    "$bin" train --config "configs/train/ablation/$v.toml" --seed "$s" --out-dir "$dir" > "$dir.log" 2>&1
+  fi
+  local ts=1 prop=true
+  [ "$v" = E ] && ts="1 9 18"
+  [ "$v" = A ] && prop=false
+  for t in $ts; do
+    local m; m=$(model_with "$v" "$t" "$prop")
+    "$bin" segment --ytvis data/synth-val --gt data/synth-val/instances.json --model "$m" \
+      --weights "$dir/final.safetensors" --results "$dir/results-T$t.json" 2>>"$dir.log"
+    local ev; ev=$("$bin" eval --gt data/synth-val/instances.json --results "$dir/results-T$t.json" --json --duplicates)
+    printf '{"variant":"%s","seed":%s,"T":%s,"eval":%s}\n' "$v" "$s" "$t" "$ev" >> "$out/results.jsonl"
+  done
+}
+
+pids=()
+for v in A B C D E; do
+  for s in "${seeds[@]}"; do
+    run_one "$v" "$s" &
+    pids+=($!)
+    if [ "${#pids[@]}" -ge "$jobs" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+  done
+done
+wait
+python3 - "$out/results.jsonl" <<'PY'
+import json, sys, statistics as st
+rows = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    rows.setdefault((r["variant"], r["T"]), []).append(r["eval"])
+print("| variant | T | seeds | AP (mean ± spread) | AP50 | AP75 | AR1 | duplicate tracks |")
+print("|---|---|---|---|---|---|---|---|")
+for (v, t), evs in sorted(rows.items()):
+    ap = [100 * e["ap"] for e in evs]
+    spread = (max(ap) - min(ap)) / 2 if len(ap) > 1 else 0.0
+    m = lambda k: st.mean(100 * e[k] for e in evs)
+    dup = st.mean(e.get("duplicates", 0) for e in evs)
+    print(f"| {v} | {t} | {len(evs)} | {st.mean(ap):.1f} ± {spread:.1f} | {m('ap50'):.1f} | {m('ap75'):.1f} | {m('ar1'):.1f} | {dup:.1f} |")
+PY
