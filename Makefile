@@ -5,7 +5,7 @@ VENV ?= $(CURDIR)/.venv
 # The ONNX Runtime library of the onnxruntime wheel that scripts/setup.sh installs.
 export ORT_DYLIB_PATH ?= $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*))
 
-.PHONY: setup build test lint fmt demo bench info clean-out
+.PHONY: setup build plugin test lint fmt demo bench info clean-out
 
 setup:
 	scripts/setup.sh
@@ -13,15 +13,19 @@ setup:
 build: setup
 	$(CARGO) build --release
 
+# The GStreamer plugin: target/release/libgstinspro.so (GST_PLUGIN_PATH=$(CURDIR)/target/release).
+plugin: setup
+	$(CARGO) build --release -p gst-inspro
+
 # Every test, plus the formatting and lint gates CI enforces.
 test: setup
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

@@ -20,6 +20,7 @@ apt_packages=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   mosquitto mosquitto-clients
   python3-venv
+  python3-gi gir1.2-gstreamer-1.0
 )
 
 as_root() {
