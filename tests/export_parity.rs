@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
-use inspro::export::{self, Weights};
+use inspro::export::{self, ExportOptions, Pooler, Weights};
 use inspro::model::preprocess::{preprocess, FrameRef};
 use inspro::model::{BackboneKind, FrameOptions, InsPro, ModelConfig};
 use inspro::runtime::onnxruntime::GraphInputs;
@@ -101,13 +101,22 @@ fn load_engine(dir: &Path) -> OrtEngine {
 
 /// Runs `frames` frames of `w` x `h` through candle and ONNX Runtime side by side, comparing the
 /// graph outputs of each frame (from the same inputs) and the two engines' own state loops.
-fn check_parity(cfg: &ModelConfig, w: usize, h: usize, frames: usize) {
+fn check_parity(cfg: &ModelConfig, pooler: Pooler, w: usize, h: usize, frames: usize) {
     let dev = Device::Cpu;
     let (model, varmap) = InsPro::random(cfg, 7, &dev).unwrap();
     scale_box_deltas(&varmap, 0.1);
     let dir = tempfile::tempdir().unwrap();
     let weights = Weights::from_varmap(&varmap, "random(seed=7)").unwrap();
-    let manifest = export::export(cfg, &weights, dir.path(), false).unwrap();
+    let manifest = export::export(
+        cfg,
+        &weights,
+        dir.path(),
+        &ExportOptions {
+            pooler,
+            trunk: false,
+        },
+    )
+    .unwrap();
     assert_eq!(
         manifest.graphs.non_key.is_some(),
         cfg.key_frame_interval > 0
@@ -243,7 +252,7 @@ fn check_parity(cfg: &ModelConfig, w: usize, h: usize, frames: usize) {
         );
     }
     eprintln!(
-        "{}: {frames} frames ({} key, {} non-key), worst relative error {worst:e}",
+        "{} ({pooler:?} pooler): {frames} frames ({} key, {} non-key), worst relative error {worst:e}",
         cfg.name, kinds.0, kinds.1
     );
 }
@@ -252,7 +261,8 @@ fn check_parity(cfg: &ModelConfig, w: usize, h: usize, frames: usize) {
 fn tiny_lite_graphs_equal_candle_through_the_state_loop() {
     // 320x180 frames: the engine size exactly (no resize), padded to 320x192; K = 3, T = 4, so
     // key and non-key frames alternate and the bank ring wraps within 7 frames.
-    check_parity(&tiny(), 320, 180, 7);
+    check_parity(&tiny(), Pooler::Static, 320, 180, 7);
+    check_parity(&tiny(), Pooler::Gather, 320, 180, 7);
 }
 
 #[test]
@@ -274,7 +284,7 @@ fn resnet18_full_graph_equals_candle() {
         input_size: [192, 128],
         ..ModelConfig::default()
     };
-    check_parity(&cfg, 192, 108, 4);
+    check_parity(&cfg, Pooler::Static, 192, 108, 4);
 }
 
 #[test]
@@ -296,5 +306,80 @@ fn resnet50_lite_graphs_equal_candle() {
         input_size: [128, 96],
         ..ModelConfig::default()
     };
-    check_parity(&cfg, 128, 72, 4);
+    check_parity(&cfg, Pooler::Gather, 128, 72, 4);
+}
+
+#[test]
+fn a_provider_missing_from_the_library_falls_back_to_the_cpu() {
+    // The pip `onnxruntime` wheel has no CUDA / TensorRT provider: the engine warns and runs on
+    // the CPU (what a GPU box without its CUDA libraries would do too).
+    let cfg = ModelConfig {
+        key_frame_interval: 0,
+        ..tiny()
+    };
+    let (_, varmap) = InsPro::random(&cfg, 1, &Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let weights = Weights::from_varmap(&varmap, "random").unwrap();
+    export::export(&cfg, &weights, dir.path(), &ExportOptions::default()).unwrap();
+    for provider in [
+        inspro::runtime::Provider::Cuda,
+        inspro::runtime::Provider::Tensorrt,
+    ] {
+        let opts = OrtOptions {
+            provider,
+            threads: Some(1),
+            trt_cache_dir: Some(dir.path().join("trt_cache")),
+            ..OrtOptions::default()
+        };
+        let engine = OrtEngine::load(dir.path(), &opts).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(engine.name(), "onnxruntime/cpu");
+        let data = frame(320, 180, 0);
+        let mut state = engine.init_state(320, 180).unwrap();
+        let out = engine
+            .step(&FrameRef::packed(320, 180, &data), &mut state)
+            .unwrap();
+        assert_eq!(out.num_slots(), cfg.num_queries);
+    }
+}
+
+#[test]
+fn manifest_errors_name_the_file_and_the_field() {
+    let cfg = tiny();
+    let (_, varmap) = InsPro::random(&cfg, 1, &Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let weights = Weights::from_varmap(&varmap, "random").unwrap();
+    export::export(&cfg, &weights, dir.path(), &ExportOptions::default()).unwrap();
+    let path = dir.path().join("manifest.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v.as_object_mut().unwrap().remove("num_queries");
+    std::fs::write(&path, v.to_string()).unwrap();
+    let err = OrtEngine::load(dir.path(), &OrtOptions::default())
+        .err()
+        .expect("a manifest without num_queries must not load")
+        .to_string();
+    assert!(
+        err.contains("manifest.json") && err.contains("num_queries"),
+        "{err}"
+    );
+    // A weight missing from a checkpoint names the key.
+    let mut partial = std::collections::HashMap::new();
+    partial.insert(
+        "init_proposal_features.weight".to_string(),
+        Tensor::zeros((16, 64), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    let file = dir.path().join("partial.safetensors");
+    candle_core::safetensors::save(&partial, &file).unwrap();
+    let err = export::export(
+        &cfg,
+        &Weights::from_safetensors(&file).unwrap(),
+        &dir.path().join("out"),
+        &ExportOptions::default(),
+    )
+    .expect_err("a partial checkpoint must not export")
+    .to_string();
+    assert!(
+        err.contains("partial.safetensors") && err.contains("missing weight `backbone."),
+        "{err}"
+    );
 }

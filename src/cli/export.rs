@@ -22,6 +22,10 @@ pub struct ExportArgs {
     /// Also write trunk.onnx, the bare backbone (the benchmark's reference).
     #[arg(long)]
     pub trunk: bool,
+    /// Multi-level RoIAlign: `static` (every level, select; static shapes for TensorRT) or
+    /// `gather` (each box from its level only; 4x less pooling, for the CPU).
+    #[arg(long, default_value = "static", value_parser = |s: &str| s.parse::<export::Pooler>())]
+    pub pooler: export::Pooler,
     /// Seed of the random weights when --weights is absent.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -40,8 +44,16 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
         }
     };
     let t0 = std::time::Instant::now();
-    let m = export::export(&cfg, &weights, &args.out, args.trunk)
-        .with_context(|| format!("exporting {} to {}", cfg.name, args.out.display()))?;
+    let m = export::export(
+        &cfg,
+        &weights,
+        &args.out,
+        &export::ExportOptions {
+            pooler: args.pooler,
+            trunk: args.trunk,
+        },
+    )
+    .with_context(|| format!("exporting {} to {}", cfg.name, args.out.display()))?;
     let size = |f: &str| {
         std::fs::metadata(args.out.join(f))
             .map(|m| m.len() as f64 / 1e6)

@@ -190,9 +190,16 @@ pub struct BenchArgs {
     /// config (with --weights or random weights) into a temporary directory.
     #[arg(long)]
     pub engine_dir: Option<PathBuf>,
+    /// For onnxruntime without --engine-dir: how the exported graphs pool (static | gather).
+    #[arg(long, default_value = "static", value_parser = parse_pooler)]
+    pub pooler: inspro::export::Pooler,
     /// Internal: this process measures with the current thread count.
     #[arg(long, hide = true)]
     pub child: bool,
+}
+
+fn parse_pooler(s: &str) -> Result<inspro::export::Pooler, String> {
+    s.parse()
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,8 +224,16 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
                         inspro::export::Weights::from_varmap(&vm, "random(seed=0)")?
                     }
                 };
-                inspro::export::export(&cfg, &weights, &dir, true)
-                    .with_context(|| format!("exporting {} for the benchmark", cfg.name))?;
+                inspro::export::export(
+                    &cfg,
+                    &weights,
+                    &dir,
+                    &inspro::export::ExportOptions {
+                        pooler: args.pooler,
+                        trunk: true,
+                    },
+                )
+                .with_context(|| format!("exporting {} for the benchmark", cfg.name))?;
                 temp_dir = Some(dir.clone());
                 Some(dir)
             }
@@ -499,6 +514,7 @@ fn bench_onnxruntime(args: &BenchArgs) -> anyhow::Result<()> {
             "{}",
             serde_json::json!({
                 "engine": engine.name(), "model": cfg.name, "size": [w, h], "threads": threads,
+                "pooler": engine.manifest.pooler,
                 "key_frame_ms": key, "non_key_frame_ms": non_key, "average_frame_ms": avg,
                 "key_graph_ms": graph, "host_state_ms": host,
                 "trunk_ms": trunk_ms,
@@ -512,8 +528,8 @@ fn bench_onnxruntime(args: &BenchArgs) -> anyhow::Result<()> {
         );
     } else {
         println!(
-            "{} {} {}x{} threads={}: key frame {:.1} ms (graph alone, back to back {:.1}; host-side state and frame copy {:.2}); non-key {:.1} ms; average {:.1} ms/frame; {:.1} GFLOP/s effective; bare trunk {:.1} ms = {:.1} GFLOP/s ({:.0} %)",
-            engine.name(), cfg.name, w, h, threads, key, graph, host, non_key, avg,
+            "{} {} (pooler {:?}) {}x{} threads={}: key frame {:.1} ms (graph alone, back to back {:.1}; host-side state and frame copy {:.2}); non-key {:.1} ms; average {:.1} ms/frame; {:.1} GFLOP/s effective; bare trunk {:.1} ms = {:.1} GFLOP/s ({:.0} %)",
+            engine.name(), cfg.name, engine.manifest.pooler, w, h, threads, key, graph, host, non_key, avg,
             model_gflops, trunk_ms, trunk_gflops, 100.0 * model_gflops / trunk_gflops
         );
     }

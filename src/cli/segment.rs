@@ -60,6 +60,10 @@ pub struct SegmentArgs {
     /// For onnxruntime: intra-op threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// For onnxruntime with TensorRT: engine and timing cache directory (default:
+    /// <engine dir>/trt_cache).
+    #[arg(long)]
+    pub trt_cache: Option<PathBuf>,
     /// For onnxruntime: libonnxruntime.so (default: ORT_DYLIB_PATH, then .venv).
     #[arg(long)]
     pub ort_library: Option<PathBuf>,
@@ -159,7 +163,7 @@ fn build_engine(
                         "exporting the model for ONNX Runtime (`inspro export` once and --engine-dir skip this)"
                     );
                     temp = Some(TempDir(dir.clone()));
-                    export::export(cfg, &weights, &dir, false)
+                    export::export(cfg, &weights, &dir, &export::ExportOptions::default())
                         .with_context(|| format!("exporting {}", cfg.name))?;
                     dir
                 }
@@ -168,6 +172,7 @@ fn build_engine(
                 library: args.ort_library.clone(),
                 provider: args.provider,
                 threads: args.threads,
+                trt_cache_dir: args.trt_cache.clone(),
                 ..OrtOptions::default()
             };
             let engine = OrtEngine::load(&dir, &opts)

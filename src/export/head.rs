@@ -6,7 +6,8 @@
 
 use super::fpn::PyramidValues;
 use super::graph::{Attr, Graph};
-use super::{layer_norm, linear, ExportError, Weights};
+use super::proto::DataType;
+use super::{layer_norm, linear, ExportError, Pooler, Weights};
 use crate::model::head::{BOX_DELTA_WEIGHTS, BOX_SCALE_CLAMP};
 use crate::model::ModelConfig;
 
@@ -37,38 +38,92 @@ pub fn select_by_level(g: &mut Graph, ge: &[String; 3], by_level: [&str; 4]) -> 
 }
 
 /// ROIPooler over P2..P5: (N, C, 7, 7).
-fn pool(g: &mut Graph, cfg: &ModelConfig, pyramid: &PyramidValues, boxes_xyxy: &str) -> String {
+fn pool(
+    g: &mut Graph,
+    cfg: &ModelConfig,
+    pyramid: &PyramidValues,
+    boxes_xyxy: &str,
+    pooler: Pooler,
+) -> String {
     let n = cfg.num_queries;
-    let o = cfg.pooler_resolution as i64;
-    let batch = g.const_i64("batch_indices", &[n], &vec![0; n]);
-    let pooled: Vec<String> = pyramid
-        .levels
-        .iter()
-        .enumerate()
-        .map(|(i, level)| {
-            g.op(
-                "RoiAlign",
-                &[level, boxes_xyxy, &batch],
-                vec![
-                    (
-                        "coordinate_transformation_mode",
-                        Attr::Str("half_pixel".into()),
-                    ),
-                    ("mode", Attr::Str("avg".into())),
-                    ("output_height", Attr::Int(o)),
-                    ("output_width", Attr::Int(o)),
-                    (
-                        "sampling_ratio",
-                        Attr::Int(cfg.pooler_sampling_ratio as i64),
-                    ),
-                    ("spatial_scale", Attr::Float(1.0 / (1u32 << (i + 2)) as f32)),
-                ],
-            )
-        })
-        .collect();
+    let roi_align = |g: &mut Graph, level: usize, boxes: &str, batch: &str| {
+        g.op(
+            "RoiAlign",
+            &[&pyramid.levels[level], boxes, batch],
+            vec![
+                (
+                    "coordinate_transformation_mode",
+                    Attr::Str("half_pixel".into()),
+                ),
+                ("mode", Attr::Str("avg".into())),
+                ("output_height", Attr::Int(cfg.pooler_resolution as i64)),
+                ("output_width", Attr::Int(cfg.pooler_resolution as i64)),
+                (
+                    "sampling_ratio",
+                    Attr::Int(cfg.pooler_sampling_ratio as i64),
+                ),
+                (
+                    "spatial_scale",
+                    Attr::Float(1.0 / (1u32 << (level + 2)) as f32),
+                ),
+            ],
+        )
+    };
     let ge = level_masks(g, boxes_xyxy);
-    let ge: [String; 3] = ge.map(|m| g.reshape(&m, &[n as i64, 1, 1, 1]));
-    select_by_level(g, &ge, [&pooled[0], &pooled[1], &pooled[2], &pooled[3]])
+    match pooler {
+        Pooler::Static => {
+            // Every box from every level, then the box's level selected: static shapes, 4x
+            // the pooling work.
+            let batch = g.const_i64("batch_indices", &[n], &vec![0; n]);
+            let pooled: Vec<String> = (0..4)
+                .map(|l| roi_align(g, l, boxes_xyxy, &batch))
+                .collect();
+            let ge: [String; 3] = ge.map(|m| g.reshape(&m, &[n as i64, 1, 1, 1]));
+            select_by_level(g, &ge, [&pooled[0], &pooled[1], &pooled[2], &pooled[3]])
+        }
+        Pooler::Gather => {
+            // Each box from its own level only (data-dependent sizes inside, static outside):
+            // level index 0..3 = Σ (k ≥ 3, 4, 5); per level NonZero → Gather → RoiAlign; the
+            // pooled rows are put back in box order with the inverse permutation.
+            let to_i64 = |g: &mut Graph, m: &str| {
+                g.op(
+                    "Cast",
+                    &[m],
+                    vec![("to", Attr::Int(DataType::Int64 as i64))],
+                )
+            };
+            let a = to_i64(g, &ge[0]);
+            let b = to_i64(g, &ge[1]);
+            let c = to_i64(g, &ge[2]);
+            let ab = g.add(&a, &b);
+            let level = g.add(&ab, &c);
+            let level = g.reshape(&level, &[n as i64]); // (N,) in 0..=3
+            let mut order = Vec::with_capacity(4);
+            let mut pooled = Vec::with_capacity(4);
+            for l in 0..4usize {
+                let lv = g.const_i64("level", &[], &[l as i64]);
+                let here = g.op("Equal", &[&level, &lv], vec![]);
+                let idx = g.op("NonZero", &[&here], vec![]); // (1, K_l)
+                let idx = g.reshape(&idx, &[-1]); // (K_l,)
+                let boxes = g.op("Gather", &[boxes_xyxy, &idx], vec![("axis", Attr::Int(0))]);
+                let zero = g.const_i64("zero", &[], &[0]);
+                let batch = g.mul(&idx, &zero);
+                pooled.push(roi_align(g, l, &boxes, &batch));
+                order.push(idx);
+            }
+            let order_refs: Vec<&str> = order.iter().map(String::as_str).collect();
+            let pooled_refs: Vec<&str> = pooled.iter().map(String::as_str).collect();
+            let order = g.concat(&order_refs, 0); // (N,): box index of each pooled row
+            let pooled = g.concat(&pooled_refs, 0); // (N, C, 7, 7) grouped by level
+            let order = g.reshape(&order, &[n as i64, 1]);
+            let rows: Vec<i64> = (0..n as i64).collect();
+            let rows = g.const_i64("rows", &[n], &rows);
+            let zeros = g.const_i64("zeros", &[n], &vec![0; n]);
+            // inverse[order[i]] = i
+            let inverse = g.op("ScatterND", &[&zeros, &order, &rows], vec![]);
+            g.op("Gather", &[&pooled, &inverse], vec![("axis", Attr::Int(0))])
+        }
+    }
 }
 
 /// `nn.MultiheadAttention` over the N queries (packed in_proj [W_q; W_k; W_v]).
@@ -184,21 +239,35 @@ pub struct StageValues {
     pub mask_head_params: String,
 }
 
-/// Stage `index` (`head.head_series.{index}`): proposal boxes (N, 4), features (N, C).
+/// What a stage reads: the pyramid and the previous stage's (or frame's) boxes and features.
+pub struct StageInputs<'a> {
+    pub pyramid: &'a PyramidValues,
+    /// (N, 4) xyxy.
+    pub proposal_boxes_xyxy: &'a str,
+    /// (N, C).
+    pub proposal_features: &'a str,
+    pub pooler: Pooler,
+}
+
+/// Stage `index` (`head.head_series.{index}`).
 pub fn export_stage(
     g: &mut Graph,
     cfg: &ModelConfig,
     w: &Weights,
     index: usize,
-    pyramid: &PyramidValues,
-    proposal_boxes_xyxy: &str,
-    proposal_features: &str,
+    inputs: &StageInputs<'_>,
 ) -> Result<StageValues, ExportError> {
+    let StageInputs {
+        pyramid,
+        proposal_boxes_xyxy,
+        proposal_features,
+        pooler,
+    } = *inputs;
     let prefix = format!("head.head_series.{index}");
     g.push_scope(prefix.clone());
     let (n, c) = (cfg.num_queries as i64, cfg.fpn_channels);
     let s = (cfg.pooler_resolution * cfg.pooler_resolution) as i64;
-    let roi = pool(g, cfg, pyramid, proposal_boxes_xyxy); // (N, C, 7, 7)
+    let roi = pool(g, cfg, pyramid, proposal_boxes_xyxy, pooler); // (N, C, 7, 7)
     let roi = g.reshape(&roi, &[n, c as i64, s]);
     let roi_features = g.transpose(&roi, &[0, 2, 1]); // (N, 49, C)
 

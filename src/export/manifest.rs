@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{graph_size, names, ExportError, OPSET};
+use super::{graph_size, names, ExportError, Pooler, OPSET};
 use crate::model::{ModelConfig, ModelError};
 
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -54,6 +54,9 @@ pub struct Manifest {
     pub num_stages: usize,
     pub bank_size: usize,
     pub key_frame_interval: usize,
+    /// How the multi-level RoIAlign is written (`static` or `gather`).
+    #[serde(default)]
+    pub pooler: Pooler,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
     pub graphs: GraphFiles,
@@ -62,7 +65,7 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    pub fn new(cfg: &ModelConfig, graphs: GraphFiles) -> Self {
+    pub fn new(cfg: &ModelConfig, graphs: GraphFiles, pooler: Pooler) -> Self {
         let [wp, hp] = graph_size(cfg);
         Self {
             format_version: FORMAT_VERSION,
@@ -80,6 +83,7 @@ impl Manifest {
             num_stages: cfg.num_stages,
             bank_size: cfg.bank_size,
             key_frame_interval: cfg.key_frame_interval,
+            pooler,
             inputs: names::INPUTS.iter().map(|s| s.to_string()).collect(),
             outputs: names::OUTPUTS.iter().map(|s| s.to_string()).collect(),
             graphs,
@@ -128,7 +132,7 @@ impl Manifest {
             ModelError::Config { field, reason, .. } => bad(&format!("model.{field}"), reason),
             other => other,
         })?;
-        let expect = Self::new(&m.model, m.graphs.clone());
+        let expect = Self::new(&m.model, m.graphs.clone(), m.pooler);
         let checks: [(&str, bool); 8] = [
             ("graph_size", m.graph_size == expect.graph_size),
             ("input_size", m.input_size == expect.input_size),

@@ -205,6 +205,38 @@ pub fn graph_size(cfg: &ModelConfig) -> [usize; 2] {
     [pad(cfg.input_size[0]), pad(cfg.input_size[1])]
 }
 
+/// How the multi-level RoIAlign is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooler {
+    /// Every box pooled from all four levels, the box's level selected in-graph: static shapes
+    /// throughout (TensorRT-friendly), four times the RoIAlign work.
+    #[default]
+    Static,
+    /// Each box pooled from its own level only (`NonZero` / `Gather` / `ScatterND`, sizes
+    /// data-dependent inside the graph, static at its inputs and outputs): the CPU's choice.
+    Gather,
+}
+
+impl std::str::FromStr for Pooler {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "static" => Ok(Self::Static),
+            "gather" => Ok(Self::Gather),
+            other => Err(format!("`{other}` is not static or gather")),
+        }
+    }
+}
+
+/// What `export` writes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExportOptions {
+    pub pooler: Pooler,
+    /// Also write `trunk.onnx`, the bare backbone (benchmark reference).
+    pub trunk: bool,
+}
+
 /// Which stages a per-frame graph runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GraphKind {
@@ -255,7 +287,12 @@ fn normalise(g: &mut Graph, cfg: &ModelConfig, hp: usize, wp: usize) -> String {
 }
 
 /// One frame of InsPro (key: every stage; non-key: the last stage) as an ONNX graph.
-pub fn frame_graph(cfg: &ModelConfig, w: &Weights, kind: GraphKind) -> Result<Graph, ExportError> {
+pub fn frame_graph(
+    cfg: &ModelConfig,
+    w: &Weights,
+    kind: GraphKind,
+    pooler: Pooler,
+) -> Result<Graph, ExportError> {
     cfg.validate()?;
     let [wp, hp] = graph_size(cfg);
     let (n, c, t, k) = (
@@ -285,7 +322,18 @@ pub fn frame_graph(cfg: &ModelConfig, w: &Weights, kind: GraphKind) -> Result<Gr
     let (mut features, mut boxes) = (q, p);
     let mut last = None;
     for i in stages {
-        let out = head::export_stage(&mut g, cfg, w, i, &pyramid, &boxes, &features)?;
+        let out = head::export_stage(
+            &mut g,
+            cfg,
+            w,
+            i,
+            &head::StageInputs {
+                pyramid: &pyramid,
+                proposal_boxes_xyxy: &boxes,
+                proposal_features: &features,
+                pooler,
+            },
+        )?;
         features = out.obj_features.clone();
         boxes = out.pred_boxes_xyxy.clone();
         last = Some(out);
@@ -371,7 +419,7 @@ pub fn export(
     cfg: &ModelConfig,
     w: &Weights,
     out_dir: &Path,
-    with_trunk: bool,
+    opts: &ExportOptions,
 ) -> Result<Manifest, ExportError> {
     std::fs::create_dir_all(out_dir).map_err(|source| ExportError::Io {
         path: out_dir.to_path_buf(),
@@ -381,14 +429,14 @@ pub fn export(
         ("inspro.model".to_string(), cfg.name.clone()),
         ("inspro.weights".to_string(), w.file().to_string()),
     ];
-    let key = frame_graph(cfg, w, GraphKind::Key)?;
+    let key = frame_graph(cfg, w, GraphKind::Key, opts.pooler)?;
     write(
         &out_dir.join(manifest::KEY_FILE),
         &key.to_model_bytes(OPSET, "InsPro key frame: every stage", &meta),
     )?;
     drop(key);
     let non_key = if cfg.key_frame_interval > 0 {
-        let g = frame_graph(cfg, w, GraphKind::NonKey)?;
+        let g = frame_graph(cfg, w, GraphKind::NonKey, opts.pooler)?;
         write(
             &out_dir.join(manifest::NON_KEY_FILE),
             &g.to_model_bytes(OPSET, "InsPro-lite non-key frame: the last stage", &meta),
@@ -397,7 +445,7 @@ pub fn export(
     } else {
         None
     };
-    let trunk = if with_trunk {
+    let trunk = if opts.trunk {
         let g = trunk_graph(cfg, w)?;
         write(
             &out_dir.join(manifest::TRUNK_FILE),
@@ -427,6 +475,7 @@ pub fn export(
             trunk,
             init_proposals: manifest::INIT_FILE.to_string(),
         },
+        opts.pooler,
     );
     m.write(&out_dir.join(manifest::MANIFEST_FILE))?;
     Ok(m)

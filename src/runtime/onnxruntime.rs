@@ -260,6 +260,11 @@ fn open_session(
         .map_err(e)?
         .with_inter_threads(1)
         .map_err(e)?;
+    // Per-node timings for docs/perf.md: ONNX Runtime writes `<prefix>_<date>.json` when the
+    // session is dropped.
+    if let Some(prefix) = std::env::var_os("INSPRO_ORT_PROFILE") {
+        b = b.with_profiling(prefix).map_err(e)?;
+    }
     if let Some(t) = opts.threads {
         b = b.with_intra_threads(t).map_err(e)?;
     }
