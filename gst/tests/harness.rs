@@ -512,3 +512,47 @@ fn meta_survives_videoconvert_and_videoscale_with_its_frame_size() {
     ));
     assert_eq!(scaled, vec![Some((160, 96)); 3]);
 }
+
+#[test]
+fn onnxruntime_engine_exports_and_runs_the_same_model() {
+    // Needs libonnxruntime.so (ORT_DYLIB_PATH or the venv of scripts/setup.sh).
+    if let Err(e) = inspro::runtime::onnxruntime::find_library(None) {
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let frames = synth_frames(W, H, 3, 10);
+    let run = |engine: &str| -> Vec<Tracks> {
+        let el = element();
+        el.set_property_from_str("engine", engine);
+        let mut h = Harness::with_element(&el, Some("sink"), Some("src"));
+        h.set_src_caps(caps(VideoFormat::I420, W, H));
+        frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let out = push_pull(
+                    &mut h,
+                    buffer_from_rgb(f, W, H, VideoFormat::I420),
+                    i as u64,
+                );
+                Tracks::from_buffer(&out)
+            })
+            .collect()
+    };
+    // Weights unset: both engines run InsPro::random(seed 0); onnxruntime exports it at start.
+    let ort = run("onnxruntime");
+    let candle = run("candle");
+    for (i, (a, b)) in ort.iter().zip(&candle).enumerate() {
+        assert_eq!(a.ids, b.ids, "frame {i}");
+        let worst = a
+            .boxes
+            .iter()
+            .zip(&b.boxes)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst < 0.5,
+            "frame {i}: boxes differ by {worst} px between engines"
+        );
+    }
+}

@@ -136,21 +136,21 @@ fn gst_launch_m_prints_the_messages_of_a_decoded_clip() {
 }
 
 #[test]
-fn gst_launch_reports_a_missing_engine_as_an_error() {
+fn gst_launch_reports_a_bad_model_as_an_error() {
     let plugins = plugin_dir();
     let out = gst_command("gst-launch-1.0", plugins.path())
         .args(
-            format!(
-                "videotestsrc num-buffers=1 ! inspro engine=onnxruntime model={} ! fakesink",
-                tiny_model().display()
-            )
-            .split_whitespace(),
+            "videotestsrc num-buffers=1 ! inspro model=/nonexistent/model.toml ! fakesink"
+                .split_whitespace(),
         )
         .output()
         .expect("gst-launch-1.0");
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
-    assert!(t.contains("ERROR"), "{t}");
+    assert!(
+        t.contains("ERROR: from element /GstPipeline:pipeline0/GstInsPro:inspro0: model config:"),
+        "{t}"
+    );
 }
 
 #[test]

@@ -13,9 +13,11 @@ use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
 use gst_video::VideoFrameRef;
 
+use inspro::export::{self, Weights};
 use inspro::model::{FrameRef, InsPro as Network, ModelConfig};
-use inspro::runtime::{CandleEngine, Engine};
+use inspro::runtime::{CandleEngine, Engine, OrtEngine, OrtOptions, Provider};
 use inspro::tracking::{ProcessedFrame, StreamProcessor, TrackerConfig};
+use tempfile::TempDir;
 
 use super::draw::{self, Mark};
 use super::meta::FrameTracks;
@@ -36,6 +38,14 @@ const DEFAULT_ENGINE: EngineKind = EngineKind::Candle;
 const DEFAULT_EXECUTION_PROVIDER: ExecutionProvider = ExecutionProvider::Cpu;
 /// Seed of the random weights used when `weights` is unset (deterministic, for tests and demos).
 const RANDOM_WEIGHTS_SEED: u64 = 0;
+
+fn provider(p: ExecutionProvider) -> Provider {
+    match p {
+        ExecutionProvider::Cpu => Provider::Cpu,
+        ExecutionProvider::Cuda => Provider::Cuda,
+        ExecutionProvider::Tensorrt => Provider::Tensorrt,
+    }
+}
 
 /// `score-threshold` is the tracker's birth score; the keep score follows at the tracker's
 /// default ratio (0.3 / 0.5), so 0.5 gives the library defaults.
@@ -84,6 +94,8 @@ struct State {
     rgb: Vec<u8>,
     /// Ids of tracks ended by a reset, reported on the next frame.
     ended: Vec<u64>,
+    /// Graphs exported for ONNX Runtime at start, removed at stop (after the engine).
+    _exported: Option<TempDir>,
 }
 
 impl State {
@@ -142,12 +154,12 @@ impl InsPro {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn load_engine(&self, s: &Settings) -> Result<Arc<dyn Engine>, gst::ErrorMessage> {
-        let settings_err = |msg: String| gst::error_msg!(gst::LibraryError::Settings, ("{}", msg));
+    /// The model config of `model`, with `key-frame-interval` applied.
+    fn model_config(&self, s: &Settings) -> Result<ModelConfig, gst::ErrorMessage> {
         let model = s.model.as_ref().ok_or_else(|| {
-            settings_err(
-                "property `model` is not set (a model config, e.g. configs/models/inspro-tiny.toml)"
-                    .into(),
+            gst::error_msg!(
+                gst::LibraryError::Settings,
+                ("property `model` is not set (a model config, e.g. configs/models/inspro-tiny.toml)")
             )
         })?;
         let mut cfg = ModelConfig::from_file(model)
@@ -155,37 +167,148 @@ impl InsPro {
         if s.key_frame_interval >= 0 {
             cfg.key_frame_interval = s.key_frame_interval as usize;
         }
+        Ok(cfg)
+    }
+
+    fn warn_random_weights(&self) {
+        gst::element_imp_warning!(
+            self,
+            gst::LibraryError::Settings,
+            ("property `weights` is not set: the model has RANDOM weights, its detections are meaningless")
+        );
+    }
+
+    /// The engine, and the temporary directory of graphs exported for it (kept until `stop()`).
+    fn load_engine(
+        &self,
+        s: &Settings,
+    ) -> Result<(Arc<dyn Engine>, Option<TempDir>), gst::ErrorMessage> {
+        let settings_err = |msg: String| gst::error_msg!(gst::LibraryError::Settings, ("{}", msg));
         match s.engine {
-            EngineKind::Onnxruntime => Err(settings_err(
-                "engine onnxruntime is not available in this build; use engine=candle".into(),
-            )),
+            EngineKind::Onnxruntime => self.load_onnxruntime(s),
             EngineKind::Candle => {
                 if s.execution_provider != ExecutionProvider::Cpu {
                     return Err(settings_err(format!(
-                        "engine candle runs on the CPU only; execution-provider {:?} needs \
+                        "engine candle runs on the CPU only; execution-provider {} needs \
                          engine=onnxruntime",
-                        s.execution_provider
+                        provider(s.execution_provider)
                     )));
                 }
+                let cfg = self.model_config(s)?;
                 let dev = candle_core::Device::Cpu;
                 let net = match &s.weights {
                     Some(w) => Network::load(&cfg, w, &dev).map_err(|e| {
                         gst::error_msg!(gst::ResourceError::OpenRead, ("weights: {}", e))
                     })?,
                     None => {
-                        gst::element_imp_warning!(
-                            self,
-                            gst::LibraryError::Settings,
-                            ("property `weights` is not set: the model has RANDOM weights, its detections are meaningless")
-                        );
+                        self.warn_random_weights();
                         Network::random(&cfg, RANDOM_WEIGHTS_SEED, &dev)
                             .map_err(|e| settings_err(format!("model: {e}")))?
                             .0
                     }
                 };
-                Ok(Arc::new(CandleEngine::new(Arc::new(net))))
+                Ok((Arc::new(CandleEngine::new(Arc::new(net))), None))
             }
         }
+    }
+
+    /// `weights` names an exported engine (its directory, `manifest.json` or a graph in it), as
+    /// `inspro export` writes it; or safetensors / nothing (random), which are exported from
+    /// `model` into a temporary directory first, as `inspro segment --engine onnxruntime` does.
+    fn load_onnxruntime(
+        &self,
+        s: &Settings,
+    ) -> Result<(Arc<dyn Engine>, Option<TempDir>), gst::ErrorMessage> {
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            gst::error_msg!(gst::LibraryError::Init, ("{}: {}", what, e))
+        };
+        let exported = s.weights.as_ref().filter(|w| {
+            w.is_dir()
+                || w.extension().is_some_and(|e| {
+                    e.eq_ignore_ascii_case("json") || e.eq_ignore_ascii_case("onnx")
+                })
+        });
+        let (dir, temp) = match exported {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let cfg = self.model_config(s)?;
+                let weights = match &s.weights {
+                    Some(w) => Weights::from_safetensors(w).map_err(|e| {
+                        gst::error_msg!(gst::ResourceError::OpenRead, ("weights: {}", e))
+                    })?,
+                    None => {
+                        self.warn_random_weights();
+                        let (_, vars) =
+                            Network::random(&cfg, RANDOM_WEIGHTS_SEED, &candle_core::Device::Cpu)
+                                .map_err(|e| failed("model", &e))?;
+                        Weights::from_varmap(&vars, &format!("random(seed={RANDOM_WEIGHTS_SEED})"))
+                            .map_err(|e| failed("model", &e))?
+                    }
+                };
+                let temp = tempfile::Builder::new()
+                    .prefix("inspro-gst-")
+                    .tempdir()
+                    .map_err(|e| failed("temporary directory", &e))?;
+                let t0 = Instant::now();
+                // The pooler the export recommends per provider: static shapes for TensorRT and
+                // CUDA, each box pooled from its own level on the CPU.
+                let pooler = match s.execution_provider {
+                    ExecutionProvider::Cpu => export::Pooler::Gather,
+                    _ => export::Pooler::Static,
+                };
+                let opts = export::ExportOptions {
+                    pooler,
+                    trunk: false,
+                };
+                export::export(&cfg, &weights, temp.path(), &opts)
+                    .map_err(|e| failed("exporting the model for ONNX Runtime", &e))?;
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "exported {} to {} in {:.2} s",
+                    cfg.name,
+                    temp.path().display(),
+                    t0.elapsed().as_secs_f64()
+                );
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        let want = provider(s.execution_provider);
+        let opts = OrtOptions {
+            provider: want,
+            ..OrtOptions::default()
+        };
+        let engine = OrtEngine::load(&dir, &opts).map_err(|e| {
+            gst::error_msg!(
+                gst::LibraryError::Init,
+                ("engine onnxruntime ({}): {}", dir.display(), e)
+            )
+        })?;
+        if engine.provider() != want {
+            gst::element_imp_warning!(
+                self,
+                gst::LibraryError::Init,
+                (
+                    "execution-provider {} is not available from this ONNX Runtime; running on {}",
+                    want,
+                    engine.provider()
+                )
+            );
+        }
+        let k = engine.manifest.key_frame_interval;
+        if temp.is_none() && s.key_frame_interval >= 0 && s.key_frame_interval as usize != k {
+            return Err(gst::error_msg!(
+                gst::LibraryError::Settings,
+                (
+                    "key-frame-interval {} differs from the exported engine's {} ({}); export \
+                     again with that interval or leave key-frame-interval at -1",
+                    s.key_frame_interval,
+                    k,
+                    dir.display()
+                )
+            ));
+        }
+        Ok((Arc::new(engine), temp))
     }
 
     /// Run the engine on a mapped frame (read access only).
@@ -266,12 +389,12 @@ impl ObjectImpl for InsPro {
             vec![
                 glib::ParamSpecString::builder("model")
                     .nick("Model config")
-                    .blurb("Path of the model config (TOML), e.g. configs/models/inspro-tiny.toml. Required.")
+                    .blurb("Path of the model config (TOML), e.g. configs/models/inspro-tiny.toml. Required, except with engine=onnxruntime and an exported engine in `weights` (its manifest holds the config).")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("weights")
                     .nick("Weights")
-                    .blurb("Path of the weights: safetensors for engine=candle, .onnx for engine=onnxruntime. Unset: random weights, meaningless detections (a warning is posted).")
+                    .blurb("Path of the weights: safetensors (both engines; engine=onnxruntime exports them at start), or for engine=onnxruntime an engine written by `inspro export` (its directory or manifest.json). Unset: random weights, meaningless detections (a warning is posted).")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("engine", DEFAULT_ENGINE)
@@ -428,7 +551,7 @@ impl BaseTransformImpl for InsPro {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings().clone();
         let t0 = Instant::now();
-        let engine = self.load_engine(&settings)?;
+        let (engine, exported) = self.load_engine(&settings)?;
         gst::info!(
             CAT,
             imp = self,
@@ -448,6 +571,7 @@ impl BaseTransformImpl for InsPro {
             ),
             rgb: Vec::new(),
             ended: Vec::new(),
+            _exported: exported,
         });
         Ok(())
     }
