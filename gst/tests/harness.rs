@@ -212,6 +212,28 @@ fn yuv_formats_of_any_size_map_results_to_the_input_size() {
 }
 
 #[test]
+fn empty_gap_buffers_pass_through_without_a_frame() {
+    let mut h = harness(VideoFormat::I420, W, H);
+    let frames = synth_frames(W, H, 2, 12);
+    push_pull(
+        &mut h,
+        buffer_from_rgb(&frames[0], W, H, VideoFormat::I420),
+        0,
+    );
+    let mut gap = gst::Buffer::new();
+    gap.make_mut().set_flags(gst::BufferFlags::GAP);
+    let out = push_pull(&mut h, gap, 1);
+    assert!(out.flags().contains(gst::BufferFlags::GAP));
+    assert!(gst::meta::CustomMeta::from_buffer(&out, common::META).is_err());
+    let t = Tracks::from_buffer(&push_pull(
+        &mut h,
+        buffer_from_rgb(&frames[1], W, H, VideoFormat::I420),
+        2,
+    ));
+    assert_eq!((t.frame, t.ids.len()), (1, 16), "the gap is not a frame");
+}
+
+#[test]
 fn flush_resets_the_stream() {
     let mut h = harness(VideoFormat::Rgb, W, H);
     let frames = synth_frames(W, H, 6, 5);

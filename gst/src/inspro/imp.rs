@@ -634,6 +634,11 @@ impl BaseTransformImpl for InsPro {
         let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
         let info = state.info.clone().ok_or(gst::FlowError::NotNegotiated)?;
         let layout = Layout::of(info.format()).ok_or(gst::FlowError::NotNegotiated)?;
+        if buf.flags().contains(gst::BufferFlags::GAP) && buf.size() < info.size() {
+            // A gap without pixels (e.g. from a live source's timeout): nothing to look at.
+            gst::log!(CAT, imp = self, "gap buffer passed through");
+            return Ok(gst::FlowSuccess::Ok);
+        }
         let want = tracker_config(settings.score_threshold);
         if *state.processor.tracker().config() != want {
             state.processor.tracker_mut().set_config(want);
