@@ -145,10 +145,10 @@ impl Tracks {
     }
 }
 
-/// A directory holding only a copy of the built `libgstinspro.so`, for `GST_PLUGIN_PATH` (the
-/// target directory holds hundreds of unrelated `.so` files that GStreamer would try to load).
+/// A directory holding only a copy of the built `libgstinspro.so`, for `GST_PLUGIN_PATH`.
 /// `cargo test` builds the cdylib with the rlib the tests link, next to the test binary
-/// (`target/<profile>/deps/`) and in `target/<profile>/`; the newest copy wins.
+/// (`target/<profile>/deps/`) and in `target/<profile>/`; the newest copy wins, so the tests load
+/// exactly the build under test and nothing else.
 pub fn plugin_dir() -> tempfile::TempDir {
     let exe = std::env::current_exe().expect("test binary path");
     let deps = exe.parent().expect("deps dir");
