@@ -6,16 +6,22 @@
 #
 #   scripts/ablation.sh [SEEDS...]        # default: 0 1
 #   JOBS=2 scripts/ablation.sh 0 1        # two single-threaded trainings at once
+#   INSPRO_BIN=path ITERATIONS=N          # a prebuilt binary (no cargo); a shorter smoke run
 # Results: runs/ablation/results.jsonl (one line per run and T) and a table on stdout.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bin=./target/release/inspro
-seeds=("${@:-0 1}")
-[ $# -eq 0 ] && seeds=(0 1)
+bin="${INSPRO_BIN:-./target/release/inspro}"
+iters=()
+[ -n "${ITERATIONS:-}" ] && iters=(--iterations "$ITERATIONS")
+if [ $# -gt 0 ]; then seeds=("$@"); else seeds=(0 1); fi
 jobs="${JOBS:-1}"
 out=runs/ablation
 mkdir -p "$out"
-cargo build --release --quiet
+[ -n "${INSPRO_BIN:-}" ] || cargo build --release --quiet
+# The splits the configs name, made once before the parallel runs (same options as their
+# [data.synth_*] sections).
+[ -f data/synth-train/instances.json ] || "$bin" synth --out data/synth-train --videos 200 --frames 24 --size 320x192 --seed 1
+[ -f data/synth-val/instances.json ] || "$bin" synth --out data/synth-val --videos 20 --frames 24 --size 320x192 --seed 1001
 
 model_with() { # variant T propagate -> path of a model config with those overrides
   local f="$out/model-$1-T$2.toml"
@@ -27,7 +33,7 @@ model_with() { # variant T propagate -> path of a model config with those overri
 run_one() { # variant seed
   local v=$1 s=$2 dir="$out/$1-s$2"
   if [ ! -f "$dir/final.safetensors" ]; then
-    "$bin" train --config "configs/train/ablation/$v.toml" --seed "$s" --out-dir "$dir" > "$dir.log" 2>&1
+    "$bin" train --config "configs/train/ablation/$v.toml" --seed "$s" --out-dir "$dir" "${iters[@]}" > "$dir.log" 2>&1
   fi
   local ts=1 prop=true
   [ "$v" = E ] && ts="1 9 18"
