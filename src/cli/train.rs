@@ -35,6 +35,9 @@ pub struct TrainArgs {
     /// Override the config's output folder.
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
+    /// Override the config's iteration count (the lr steps stay where the config puts them).
+    #[arg(long)]
+    pub iterations: Option<usize>,
 }
 
 /// Must run before candle or rayon start their thread pools.
@@ -73,6 +76,9 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     }
     if let Some(dir) = &args.out_dir {
         cfg.out_dir = dir.clone();
+    }
+    if let Some(n) = args.iterations {
+        cfg.iterations = n.max(1);
     }
     let model_cfg = cfg.model_config()?;
     let dev = Device::Cpu;
