@@ -21,16 +21,21 @@ plugin: setup
 test: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --features edge -- -D warnings
 	$(CARGO) test --workspace
+	$(CARGO) test --features edge --lib edge::
+	$(CARGO) test --features edge --test edge_service --test edge_mqtt --test edge_unit --test edge_soak
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --features edge -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
 
-demo: build
+# demo.sh builds with the daemon (--features edge) itself.
+demo: setup
 	scripts/demo.sh
 
 # Benchmarks write their numbers to stdout; docs/perf.md records them with machine and date.

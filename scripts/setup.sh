@@ -19,6 +19,7 @@ apt_packages=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   mosquitto mosquitto-clients
+  systemd procps
   python3-venv
   python3-gi gir1.2-gstreamer-1.0
 )

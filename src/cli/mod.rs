@@ -51,12 +51,15 @@ pub enum Command {
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal; under systemd (journald adds the time stamps) no timestamps.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let ansi = !journald && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // Under systemd journald adds the time stamps, and colours would be stored as escapes.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        let _ = fmt.with_ansi(false).without_time().try_init();
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    if journald {
+        let _ = fmt.without_time().try_init();
     } else {
         let _ = fmt.try_init();
     }

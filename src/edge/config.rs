@@ -35,7 +35,7 @@ impl ConfigError {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EdgeConfig {
     pub model: ModelSection,
@@ -46,20 +46,6 @@ pub struct EdgeConfig {
     pub mqtt: MqttConfig,
     pub publish: PublishConfig,
     pub service: ServiceConfig,
-}
-
-impl Default for EdgeConfig {
-    fn default() -> Self {
-        Self {
-            model: ModelSection::default(),
-            engine: EngineSection::default(),
-            cameras: Vec::new(),
-            tracking: TrackerConfig::default(),
-            mqtt: MqttConfig::default(),
-            publish: PublishConfig::default(),
-            service: ServiceConfig::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -231,9 +217,11 @@ impl SourceUri {
                     "height" => t.height = v.parse().map_err(|e| bad(&e))?,
                     "fps" => t.fps = v.parse().map_err(|e| bad(&e))?,
                     "num_buffers" => t.num_buffers = v.parse().map_err(|e| bad(&e))?,
-                    _ => return Err(format!(
+                    _ => {
+                        return Err(format!(
                         "unknown test source option `{k}` (live, width, height, fps, num_buffers)"
-                    )),
+                    ))
+                    }
                 }
             }
             if t.width == 0 || t.height == 0 || t.fps == 0 {
@@ -958,8 +946,10 @@ mod tests {
         let f = write(DEFAULT_CONFIG_TOML);
         let cfg = load(Some(f.path()), &BTreeMap::new()).expect("default parses");
         assert_eq!(cfg.cameras.len(), 1);
-        let mut expect = EdgeConfig::default();
-        expect.cameras = cfg.cameras.clone();
+        let expect = EdgeConfig {
+            cameras: cfg.cameras.clone(),
+            ..EdgeConfig::default()
+        };
         assert_eq!(cfg, expect, "configs/edge.toml and Default disagree");
     }
 

@@ -76,10 +76,37 @@ pub fn build_engine(
                 random_weights: random,
             })
         }
-        EngineKind::Onnxruntime => Err(ConfigError::new(
-            "engine.kind",
-            "the onnxruntime engine is not built yet (src/runtime/onnxruntime.rs); use kind = \"candle\"",
-        )
-        .into()),
+        EngineKind::Onnxruntime => {
+            use crate::runtime::{OrtEngine, OrtOptions};
+            let dir = engine
+                .onnx
+                .clone()
+                .unwrap_or_else(|| Path::new("engines").join(&cfg.name));
+            let provider = engine
+                .provider
+                .parse()
+                .map_err(|r: String| ConfigError::new("engine.provider", r))?;
+            let cache = engine.cache_dir.clone().or_else(|| {
+                std::env::var_os("CACHE_DIRECTORY")
+                    .map(|d| PathBuf::from(d.to_string_lossy().split(':').next().unwrap_or("")))
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map(|p| p.join("trt_cache"))
+            });
+            let opts = OrtOptions {
+                provider,
+                trt_cache_dir: cache,
+                ..OrtOptions::default()
+            };
+            let ort = OrtEngine::load(&dir, &opts)
+                .map_err(|e| ConfigError::new("engine.onnx", format!("{}: {e}", dir.display())))?;
+            let engine: Arc<dyn Engine> = Arc::new(ort);
+            let model = engine.config().clone();
+            Ok(BuiltEngine {
+                description: format!("{} {} graphs={}", engine.name(), model.name, dir.display()),
+                engine,
+                model,
+                random_weights: false,
+            })
+        }
     }
 }

@@ -108,6 +108,20 @@ fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     }
 }
 
+/// A box clamped to the frame (the network's boxes may overhang it).
+fn clamp_box(b: &[f32; 4], f: &FrameInfo) -> [f32; 4] {
+    if f.width == 0 || f.height == 0 {
+        return *b;
+    }
+    let (w, h) = (f.width as f32, f.height as f32);
+    [
+        b[0].clamp(0.0, w),
+        b[1].clamp(0.0, h),
+        b[2].clamp(0.0, w),
+        b[3].clamp(0.0, h),
+    ]
+}
+
 fn round2(v: f32) -> f64 {
     (f64::from(v) * 100.0).round() / 100.0
 }
@@ -190,7 +204,9 @@ impl EventBuilder {
             .unwrap_or_else(|| format!("class_{i}"))
     }
 
-    fn track_json(&self, t: &Track) -> Value {
+    /// A track as published; the box is clamped to the frame (the network's may overhang it).
+    fn track_json(&self, t: &Track, f: &FrameInfo) -> Value {
+        let b = clamp_box(&t.box_xyxy, f);
         json!({
             "id": t.id,
             "event_id": format!("{}-{}-{}", self.run, self.camera, t.id),
@@ -199,8 +215,8 @@ impl EventBuilder {
             "score": round4(t.score),
             "frame_score": round4(t.frame_score),
             "state": t.state,
-            "box": t.box_xyxy.iter().map(|v| round2(*v)).collect::<Vec<_>>(),
-            "area": round2((t.box_xyxy[2] - t.box_xyxy[0]).max(0.0) * (t.box_xyxy[3] - t.box_xyxy[1]).max(0.0)),
+            "box": b.iter().map(|v| round2(*v)).collect::<Vec<_>>(),
+            "area": round2((b[2] - b[0]).max(0.0) * (b[3] - b[1]).max(0.0)),
             "slot": t.slot,
             "first_frame": t.first_frame,
             "last_seen_frame": t.last_seen_frame,
@@ -261,7 +277,7 @@ impl EventBuilder {
         f: &FrameInfo,
         mask: bool,
     ) -> OutMsg {
-        let after = self.track_json(t);
+        let after = self.track_json(t, f);
         let before = self
             .last
             .get(&t.id)
@@ -408,7 +424,7 @@ impl EventBuilder {
                     "label": self.label_name(t.label),
                     "score": round4(t.score),
                     "state": t.state,
-                    "box": t.box_xyxy.iter().map(|v| round2(*v)).collect::<Vec<_>>(),
+                    "box": clamp_box(&t.box_xyxy, f).iter().map(|v| round2(*v)).collect::<Vec<_>>(),
                 })
             })
             .collect();

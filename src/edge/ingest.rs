@@ -156,7 +156,12 @@ fn supervise(
             return;
         }
     };
-    let is_file = matches!(src, SourceUri::File(_));
+    // Files and finite test sources end for good at EOS (unless looping); live streams restart.
+    let finite = match &src {
+        SourceUri::File(_) => true,
+        SourceUri::Test(t) => t.num_buffers >= 0,
+        _ => false,
+    };
     let mut backoff = Backoff::new(opts.backoff.clone());
     let mut started_once = false;
     let alive = || cam.source_alive_ms.store(metrics.now_ms(), Relaxed);
@@ -174,13 +179,13 @@ fn supervise(
         }
         let reason = match outcome {
             Outcome::Cancelled => break,
-            Outcome::Eos if is_file && !opts.camera.loop_file => {
+            Outcome::Eos if finite && !opts.camera.loop_file => {
                 tracing::info!("end of stream");
                 queue.push_drop_oldest(Item::Eos);
                 cam.set_status(SourceStatus::Ended);
                 return;
             }
-            Outcome::Eos if is_file => {
+            Outcome::Eos if finite => {
                 cam.source_restarts.fetch_add(1, Relaxed);
                 queue.push_drop_oldest(Item::Restart {
                     reason: "file looped".into(),

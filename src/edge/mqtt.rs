@@ -1,7 +1,9 @@
 //! The one task that owns the rumqttc `EventLoop`. Camera threads hand messages to an [`Outbox`]
-//! (never blocking); this task sends them with packet ids it allocates itself, keeps every QoS >= 1
-//! message in a ledger until its PUBACK, and on any reconnect sends the unacknowledged ones again
-//! (rumqttc's own replay is cleared: it drops it anyway when the session is not resumed). While the
+//! (never blocking); this task hands them to rumqttc in order (`try_publish`, never blocking),
+//! learns each one's packet id from the `Outgoing::Publish` event that follows in the same order,
+//! keeps every QoS >= 1 message in a ledger until its PUBACK, and on any reconnect sends the
+//! unacknowledged ones again (rumqttc's own replay list is cleared: it drops it anyway when the
+//! session is not resumed). While the
 //! broker is away QoS >= 1 messages go to the on-disk [`Spool`] and are replayed in order after
 //! the next ConnAck; QoS 0 ones are dropped and counted. Reconnects back off exponentially with
 //! jitter. Retained state (`available`, camera `status`) is republished on every ConnAck.
@@ -11,10 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS,
-    Request,
-};
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -147,11 +146,11 @@ pub struct MqttTask {
     spool: Spool,
     metrics: Arc<Metrics>,
     queue: VecDeque<OutMsg>,
-    /// QoS >= 1 messages handed to the connection, not yet acknowledged; by local order.
-    ledger: BTreeMap<u64, (u16, OutMsg)>,
-    by_pkid: HashMap<u16, u64>,
+    /// Handed to rumqttc, packet id not yet known (rumqttc emits `Outgoing::Publish` in order).
+    submitted: VecDeque<OutMsg>,
+    /// QoS >= 1 messages sent, not yet acknowledged: packet id -> (local order, message).
+    ledger: HashMap<u16, (u64, OutMsg)>,
     next_local: u64,
-    free_pkids: Vec<u16>,
     connected: bool,
     /// Retained state, republished on every ConnAck: topic -> message.
     retained: BTreeMap<String, OutMsg>,
@@ -163,8 +162,8 @@ pub struct MqttTask {
 
 /// Messages kept in memory before newer ones go to the spool.
 const MEMORY_QUEUE: usize = 2048;
-/// Requests handed to rumqttc ahead of the network.
-const PIPELINE: usize = 8;
+/// Requests handed to rumqttc ahead of the network (its request channel holds this many).
+const PIPELINE: usize = 64;
 
 impl MqttTask {
     pub fn new(
@@ -223,7 +222,7 @@ impl MqttTask {
         if broker.tls {
             anyhow::bail!("mqtts:// needs the daemon built with --features edge-tls");
         }
-        let (client, eventloop) = AsyncClient::new(mo, 16);
+        let (client, eventloop) = AsyncClient::new(mo, PIPELINE);
         let mut retained = BTreeMap::new();
         retained.insert(
             available_topic.clone(),
@@ -234,7 +233,6 @@ impl MqttTask {
                 retain: true,
             },
         );
-        let window = cfg.inflight;
         let stats_interval = opts.stats_interval;
         Ok(Self {
             stats_topic: format!("{prefix}/stats"),
@@ -245,10 +243,9 @@ impl MqttTask {
             spool,
             metrics,
             queue: VecDeque::new(),
-            ledger: BTreeMap::new(),
-            by_pkid: HashMap::new(),
+            submitted: VecDeque::new(),
+            ledger: HashMap::new(),
             next_local: 0,
-            free_pkids: (1..=window).rev().collect(),
             connected: false,
             retained,
             available_topic,
@@ -343,59 +340,73 @@ impl MqttTask {
         }
     }
 
-    /// Hand queued messages to rumqttc, with our own packet ids, within the in-flight window.
+    /// Hand queued messages to rumqttc in order, without blocking, within the in-flight window.
     fn feed(&mut self) {
-        while self.connected && self.eventloop.pending.len() < PIPELINE {
-            let Some(front) = self.queue.front() else {
+        let window = usize::from(self.opts.cfg.inflight) + PIPELINE / 2;
+        while self.connected && self.submitted.len() + self.ledger.len() < window {
+            let Some(m) = self.queue.pop_front() else {
                 break;
             };
-            if front.qos > 0 && self.free_pkids.is_empty() {
-                break;
+            match self.client.try_publish(
+                m.topic.clone(),
+                qos(m.qos),
+                m.retain,
+                m.payload.clone().into_bytes(),
+            ) {
+                Ok(()) => {
+                    self.submitted.push_back(m);
+                    self.metrics.mqtt.published.fetch_add(1, Relaxed);
+                }
+                Err(_) => {
+                    // The request channel is full: try again after the next event.
+                    self.queue.push_front(m);
+                    break;
+                }
             }
-            let m = self.queue.pop_front().expect("front exists");
-            let mut p = Publish::new(m.topic.clone(), qos(m.qos), m.payload.clone().into_bytes());
-            p.retain = m.retain;
-            if m.qos > 0 {
-                let pkid = self.free_pkids.pop().expect("checked non-empty");
-                p.pkid = pkid;
-                self.next_local += 1;
-                self.by_pkid.insert(pkid, self.next_local);
-                self.ledger.insert(self.next_local, (pkid, m));
-            }
-            self.eventloop.pending.push_back(Request::Publish(p));
-            self.metrics.mqtt.published.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// rumqttc took the next submitted message and gave it packet id `pkid` (0 for QoS 0).
+    fn sent(&mut self, pkid: u16) {
+        let Some(m) = self.submitted.pop_front() else {
+            return;
+        };
+        if m.qos > 0 {
+            self.next_local += 1;
+            self.ledger.insert(pkid, (self.next_local, m));
         }
     }
 
     fn acked(&mut self, pkid: u16) {
-        if let Some(local) = self.by_pkid.remove(&pkid) {
-            self.ledger.remove(&local);
-            self.free_pkids.push(pkid);
+        if self.ledger.remove(&pkid).is_some() {
             self.metrics.mqtt.acked.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Unacknowledged QoS >= 1 messages, oldest first: the ledger, then what was handed over but
+    /// not yet sent. QoS 0 ones among the latter are dropped (counted).
+    fn take_unacked(&mut self) -> Vec<OutMsg> {
+        let mut ledger: Vec<(u64, OutMsg)> = self.ledger.drain().map(|(_, v)| v).collect();
+        ledger.sort_by_key(|(order, _)| *order);
+        let mut out: Vec<OutMsg> = ledger.into_iter().map(|(_, m)| m).collect();
+        for m in self.submitted.drain(..) {
+            if m.qos > 0 {
+                out.push(m);
+            } else {
+                self.metrics.mqtt.dropped.fetch_add(1, Relaxed);
+            }
+        }
+        out
     }
 
     fn on_connack(&mut self, session_present: bool) {
         self.connected = true;
         self.metrics.mqtt.connects.fetch_add(1, Relaxed);
-        // Our ledger, not rumqttc's replay list, decides what is sent again.
-        let dropped_qos0 = self
-            .eventloop
-            .pending
-            .iter()
-            .filter(|r| matches!(r, Request::Publish(p) if p.qos == QoS::AtMostOnce))
-            .count();
-        self.metrics
-            .mqtt
-            .dropped
-            .fetch_add(dropped_qos0 as u64, Relaxed);
+        // Our ledger, not rumqttc's replay list, decides what is sent again (the request channel
+        // is empty: rumqttc moved it into `pending` when the connection failed, and nothing was
+        // handed over since).
         self.eventloop.pending.clear();
-        let unacked: Vec<OutMsg> = std::mem::take(&mut self.ledger)
-            .into_values()
-            .map(|(_, m)| m)
-            .collect();
-        self.by_pkid.clear();
-        self.free_pkids = (1..=self.opts.cfg.inflight).rev().collect();
+        let unacked = self.take_unacked();
         let resent = unacked.len();
         for m in unacked.into_iter().rev() {
             self.queue.push_front(m);
@@ -443,9 +454,9 @@ impl MqttTask {
             if let Some(until) = drain_until {
                 let idle = self.queue.is_empty()
                     && self.ledger.is_empty()
+                    && self.submitted.is_empty()
                     && self.spool.is_empty()
-                    && self.outbox.is_empty()
-                    && self.eventloop.pending.is_empty();
+                    && self.outbox.is_empty();
                 if idle || Instant::now() >= until {
                     break;
                 }
@@ -480,6 +491,7 @@ impl MqttTask {
                             logged_down = false;
                             self.on_connack(ack.session_present);
                         }
+                        Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => self.sent(pkid),
                         Ok(Event::Incoming(Packet::PubAck(a))) => self.acked(a.pkid),
                         Ok(Event::Incoming(Packet::PubComp(a))) => self.acked(a.pkid),
                         Ok(_) => {}
@@ -530,10 +542,7 @@ impl MqttTask {
     /// Spool what was not acknowledged and disconnect cleanly (no last will: we said `stopped`).
     async fn finish(mut self) {
         self.drain_outbox();
-        let mut left: Vec<OutMsg> = std::mem::take(&mut self.ledger)
-            .into_values()
-            .map(|(_, m)| m)
-            .collect();
+        let mut left = self.take_unacked();
         let mut qos0 = 0u64;
         for m in std::mem::take(&mut self.queue) {
             if m.retain {

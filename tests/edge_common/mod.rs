@@ -1,0 +1,435 @@
+//! Real parts for the daemon's integration tests: a mosquitto on a free loopback port (config in a
+//! temp dir, killed by PID on drop), the built `inspro` binary as a child process (killed on
+//! drop), synthetic clips from `inspro synth --clip`, and a rumqttc subscriber that records every
+//! message. Set `INSPRO_TEST_BIN` to test another binary than cargo's.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn bin() -> PathBuf {
+    std::env::var_os("INSPRO_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_inspro")))
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A free loopback port (mosquitto has no "port 0").
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status();
+}
+
+pub fn wait_timeout(child: &mut Child, d: Duration) -> Option<ExitStatus> {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+pub struct Mosquitto {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    /// Start on a free port; `persistent` keeps sessions and queued messages on disk (saved on
+    /// SIGTERM and every second).
+    pub fn start(dir: &Path, persistent: bool) -> Self {
+        let mut m = Self {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        let data = dir.join("mosquitto-data");
+        std::fs::create_dir_all(&data).expect("mosquitto dir");
+        let mut conf = format!(
+            "listener {} 127.0.0.1\nallow_anonymous true\nlog_dest stdout\nlog_type error\nlog_type warning\nlog_type notice\nconnection_messages true\nmessage_size_limit 0\n",
+            m.port
+        );
+        if persistent {
+            conf += &format!(
+                "persistence true\npersistence_location {}/\nautosave_interval 1\n",
+                data.display()
+            );
+        } else {
+            conf += "persistence false\n";
+        }
+        // As root mosquitto drops to user `mosquitto`, which cannot write our temp dir.
+        if unsafe_is_root() {
+            conf += "user root\n";
+        }
+        std::fs::write(dir.join("mosquitto.conf"), conf).expect("mosquitto.conf");
+        m.spawn();
+        m
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("mosquitto.log"))
+            .expect("mosquitto.log");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.dir.join("mosquitto.conf"))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("mosquitto must be installed (scripts/setup.sh)");
+        self.child = Some(child);
+        let end = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < end,
+                "mosquitto did not listen on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stop with SIGTERM (mosquitto saves its persistence file) and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), "TERM");
+            if wait_timeout(&mut c, Duration::from_secs(10)).is_none() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    /// Start again on the same port with the same config.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn unsafe_is_root() -> bool {
+    // `id -u` avoids a libc dependency.
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// `inspro synth --clip` into `dir`; returns the clip path.
+pub fn synth_clip(dir: &Path, name: &str, frames: usize, size: &str, seed: u64) -> PathBuf {
+    let clip = dir.join(name);
+    let out = Command::new(bin())
+        .args(["synth", "--clip"])
+        .arg(&clip)
+        .args([
+            "--frames",
+            &frames.to_string(),
+            "--size",
+            size,
+            "--seed",
+            &seed.to_string(),
+        ])
+        .output()
+        .expect("run inspro synth");
+    assert!(
+        out.status.success(),
+        "inspro synth failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    clip
+}
+
+/// A config for tests: the tiny model (random weights) and thresholds at zero, so that every
+/// query slot of the random-weight model becomes a track on the first frame, deterministically
+/// (there are no trained weights yet; the point is the plumbing, not the detections).
+pub fn test_config(dir: &Path, broker: &str, cameras: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[model]
+config = "{model}"
+
+{cameras}
+
+[tracking]
+birth_score = 0.0
+min_frames = 1
+keep_score = 0.0
+max_lost_frames = 5
+
+[mqtt]
+url = "{broker}"
+client_id = "inspro-test"
+topic_prefix = "t"
+backoff = {{ initial_s = 0.1, max_s = 0.5, jitter = 0.2 }}
+
+[service]
+spool_dir = "{spool}"
+metrics_listen = ""
+stats_interval_s = 1.0
+shutdown_timeout_s = 5.0
+
+{extra}
+"#,
+        model = repo().join("configs/models/inspro-tiny.toml").display(),
+        spool = dir.join("spool").display(),
+    );
+    let path = dir.join("edge.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn spawn(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let log = config.with_extension("log");
+        let f = std::fs::File::create(&log).expect("daemon log");
+        let mut cmd = Command::new(bin());
+        cmd.arg("run")
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().expect("log"))
+            .stderr(f);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn inspro run");
+        Self { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        signal(self.pid(), sig);
+    }
+
+    pub fn wait(&mut self, d: Duration) -> ExitStatus {
+        match wait_timeout(&mut self.child, d) {
+            Some(s) => s,
+            None => panic!(
+                "daemon did not exit within {d:?}; log:\n{}",
+                self.log_text()
+            ),
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Resident set size, bytes (Linux).
+    pub fn rss(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map_or(0, |kb| kb * 1024)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub topic: String,
+    pub payload: String,
+    pub retain: bool,
+    pub at: Instant,
+}
+
+impl Msg {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.payload)
+            .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {}", self.topic, self.payload))
+    }
+}
+
+/// A subscriber on `<prefix>/#` that records everything, reconnecting on its own. With
+/// `persistent`, a persistent session (client id fixed, clean_session = false, QoS 1) so that
+/// the broker queues messages for it while it is away.
+pub struct Subscriber {
+    pub msgs: Arc<Mutex<Vec<Msg>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Subscriber {
+    pub fn start(port: u16, topic: &str, persistent: bool) -> Self {
+        use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+        let id = if persistent {
+            "test-sub-persistent".to_string()
+        } else {
+            format!("test-sub-{}", free_port())
+        };
+        let mut mo = MqttOptions::new(id, "127.0.0.1", port);
+        mo.set_keep_alive(Duration::from_secs(5));
+        mo.set_clean_session(!persistent);
+        mo.set_max_packet_size(1 << 24, 1 << 24);
+        let (client, mut conn) = Client::new(mo, 64);
+        let msgs = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (m2, s2, topic) = (msgs.clone(), stop.clone(), topic.to_string());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mut ready = Some(ready_tx);
+            for ev in conn.iter() {
+                if s2.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        if !ack.session_present {
+                            let _ = client.try_subscribe(topic.clone(), QoS::AtLeastOnce);
+                        } else if let Some(r) = ready.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        m2.lock().unwrap().push(Msg {
+                            topic: p.topic.clone(),
+                            payload: String::from_utf8_lossy(&p.payload).to_string(),
+                            retain: p.retain,
+                            at: Instant::now(),
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("subscriber connected and subscribed");
+        Self {
+            msgs,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<Msg> {
+        self.msgs.lock().unwrap().clone()
+    }
+
+    /// Wait until `pred` holds over the messages so far.
+    pub fn wait_for(&self, d: Duration, what: &str, pred: impl Fn(&[Msg]) -> bool) -> Vec<Msg> {
+        let end = Instant::now() + d;
+        loop {
+            let s = self.snapshot();
+            if pred(&s) {
+                return s;
+            }
+            if Instant::now() > end {
+                let topics: Vec<_> = s.iter().rev().take(5).map(|m| m.topic.clone()).collect();
+                panic!(
+                    "timed out waiting for {what}; {} messages, last topics {topics:?}",
+                    s.len()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn events(&self, camera: &str) -> Vec<Value> {
+        self.snapshot()
+            .iter()
+            .filter(|m| m.topic == format!("t/{camera}/events"))
+            .map(|m| m.json())
+            .collect()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // The thread ends at its next event (keep-alive at most); do not block the test on it.
+        let _ = self.thread.take();
+    }
+}
+
+/// Events grouped by track id, in arrival order.
+pub fn by_track(events: &[Value]) -> std::collections::BTreeMap<u64, Vec<Value>> {
+    let mut m: std::collections::BTreeMap<u64, Vec<Value>> = Default::default();
+    for e in events {
+        let id = e["after"]["id"].as_u64().expect("after.id");
+        m.entry(id).or_default().push(e.clone());
+    }
+    m
+}
+
+/// The pixel rectangle a box covers, clamped to the frame (as the daemon crops masks).
+pub fn box_rect(b: &[f64], w: usize, h: usize) -> [usize; 4] {
+    let clamp = |v: f64, hi: usize| (v.max(0.0) as usize).min(hi);
+    let x0 = clamp(b[0].floor(), w);
+    let y0 = clamp(b[1].floor(), h);
+    let x1 = clamp(b[2].ceil(), w).max(x0);
+    let y1 = clamp(b[3].ceil(), h).max(y0);
+    [x0, y0, x1, y1]
+}
+
+pub fn write_file(path: &Path, text: &str) {
+    let mut f = std::fs::File::create(path).expect("create");
+    f.write_all(text.as_bytes()).expect("write");
+}

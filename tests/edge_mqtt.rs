@@ -1,0 +1,321 @@
+//! The daemon end to end with real parts: mosquitto on a free loopback port, `inspro synth`
+//! clips decoded by GStreamer, the candle engine, a rumqttc subscriber.
+#![cfg(feature = "edge")]
+
+mod edge_common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use edge_common::*;
+use inspro::ytvis::Rle;
+use serde_json::Value;
+
+fn camera(name: &str, uri: &str, extra: &str) -> String {
+    format!("[[camera]]\nname = \"{name}\"\nuri = \"{uri}\"\nwidth = 160\nheight = 96\n{extra}\n")
+}
+
+/// Every field a consumer relies on, with its type.
+fn check_schema(e: &Value, camera: &str) {
+    for k in ["type", "reason", "run", "camera", "wall_time"] {
+        assert!(e[k].is_string(), "{k} in {e}");
+    }
+    assert_eq!(e["camera"], camera);
+    assert!(e["seq"].as_u64().is_some_and(|s| s > 0), "seq in {e}");
+    assert!(
+        e["timestamp"].as_f64().is_some_and(|t| t > 1.6e9),
+        "timestamp in {e}"
+    );
+    let f = &e["frame"];
+    assert!(
+        f["index"].is_u64() && f["width"] == 160 && f["height"] == 96,
+        "{f}"
+    );
+    assert!(f["pts"].is_f64() || f["pts"].is_null(), "{f}");
+    let a = &e["after"];
+    for k in [
+        "id",
+        "label_id",
+        "slot",
+        "first_frame",
+        "last_seen_frame",
+        "hits",
+        "lost_frames",
+    ] {
+        assert!(a[k].is_u64(), "after.{k} in {a}");
+    }
+    for k in ["label", "event_id", "state"] {
+        assert!(a[k].is_string(), "after.{k} in {a}");
+    }
+    assert!(a["score"].is_f64() || a["score"].is_u64());
+    let b = a["box"].as_array().expect("box");
+    assert_eq!(b.len(), 4);
+    let ty = e["type"].as_str().unwrap();
+    match ty {
+        "new" => {
+            assert!(e["before"].is_null());
+            assert_eq!(a["state"], "new");
+        }
+        "update" => assert!(e["before"].is_object(), "update without before: {e}"),
+        "end" => {
+            assert!(e["before"].is_object());
+            assert_eq!(a["state"], "removed");
+        }
+        other => panic!("type {other}"),
+    }
+}
+
+/// The mask is the box crop's COCO RLE: size = the clamped box rectangle, origin = its corner,
+/// and the counts decode to exactly that many pixels.
+fn check_mask(e: &Value) {
+    let a = &e["after"];
+    let m = &a["mask"];
+    assert_eq!(m["format"], "coco_rle", "{e}");
+    let size: Vec<u32> = m["size"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let origin: Vec<usize> = m["origin"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let bx: Vec<f64> = a["box"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    // The mask is of the frame the track was last seen on, whose box is `after.box`.
+    assert_eq!(m["frame"], a["last_seen_frame"], "{e}");
+    // The box in the payload is rounded to 0.01 px; the crop was cut from the exact box, so a
+    // box edge at .00 may round across a pixel boundary: allow one pixel.
+    let r = box_rect(&bx, 160, 96);
+    let near = |a: usize, b: usize| a.abs_diff(b) <= 1;
+    assert!(
+        near(origin[0], r[0]) && near(origin[1], r[1]),
+        "origin {origin:?} vs box {bx:?}"
+    );
+    assert!(
+        near(size[0] as usize, r[3] - r[1]) && near(size[1] as usize, r[2] - r[0]),
+        "size [h, w] {size:?} vs box {bx:?}"
+    );
+    let rle = Rle::from_compressed(m["counts"].as_str().unwrap(), size[0], size[1])
+        .expect("counts decode");
+    let px = rle.decode_row_major();
+    assert_eq!(px.len(), (size[0] * size[1]) as usize);
+    assert!(origin[0] + size[1] as usize <= 160 && origin[1] + size[0] as usize <= 96);
+    assert!(rle.area() <= u64::from(size[0] * size[1]));
+}
+
+#[test]
+fn file_events_sequence_schema_masks_and_overlay() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), false);
+    let clip = synth_clip(dir.path(), "clip.mkv", 24, "160x96", 3);
+    let cfg = test_config(
+        dir.path(),
+        &broker.url(),
+        &camera("cam", &format!("file://{}", clip.display()), ""),
+        "[publish]\nupdate_interval_s = 0.5\nheartbeat_s = 1.0\n",
+    );
+    let sub = Subscriber::start(broker.port, "t/#", false);
+    let overlay = dir.path().join("out");
+    let mut d = Daemon::spawn(
+        &cfg,
+        &["--exit-on-eos", "--overlay-dir", overlay.to_str().unwrap()],
+        &[],
+    );
+    let status = d.wait(Duration::from_secs(180));
+    assert!(status.success(), "exit {status:?}; log:\n{}", d.log_text());
+    let log = d.log_text();
+    assert!(
+        log.contains("model weights: RANDOM"),
+        "the random-weights warning is missing:\n{log}"
+    );
+    let msgs = sub.wait_for(Duration::from_secs(10), "available=stopped", |m| {
+        m.iter()
+            .any(|m| m.topic == "t/available" && m.payload == "stopped")
+    });
+
+    // available: online first, stopped last.
+    let avail: Vec<_> = msgs
+        .iter()
+        .filter(|m| m.topic == "t/available")
+        .map(|m| m.payload.as_str())
+        .collect();
+    assert_eq!(avail.first(), Some(&"online"));
+    assert_eq!(avail.last(), Some(&"stopped"));
+
+    let events = sub.events("cam");
+    assert!(!events.is_empty(), "no events; log:\n{log}");
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq not increasing");
+    let tracks = by_track(&events);
+    // The tiny model has 16 query slots; with zero thresholds each is a track from frame 0.
+    assert_eq!(tracks.len(), 16, "tracks: {:?}", tracks.keys());
+    for (id, evs) in &tracks {
+        let types: Vec<&str> = evs.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(types.first(), Some(&"new"), "track {id}: {types:?}");
+        assert_eq!(types.last(), Some(&"end"), "track {id}: {types:?}");
+        assert!(
+            types[1..types.len() - 1].iter().all(|t| *t == "update"),
+            "track {id}: {types:?}"
+        );
+        for e in evs {
+            check_schema(e, "cam");
+            if e["after"]["mask"].is_object() {
+                check_mask(e);
+            }
+        }
+        // `before` of each message is the previous message's `after`.
+        for w in evs.windows(2) {
+            assert_eq!(
+                w[1]["before"]["last_seen_frame"],
+                w[0]["after"]["last_seen_frame"]
+            );
+        }
+        assert!(evs.iter().all(|e| e["after"]["mask"].is_object()));
+    }
+    // The overlay video and the contact sheet.
+    let video = overlay.join("cam-overlay.mkv");
+    let sheet = overlay.join("cam-sheet.png");
+    assert!(std::fs::metadata(&video).unwrap().len() > 1000);
+    let img = image::open(&sheet).expect("contact sheet decodes");
+    assert!(img.width() >= 160 && img.height() >= 96);
+}
+
+#[test]
+fn broker_restart_loses_no_new_or_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Mosquitto::start(dir.path(), true);
+    let clip = synth_clip(dir.path(), "clip.mkv", 6, "160x96", 5);
+    // A looping file: every loop restarts the stream, which ends all tracks and starts new ones,
+    // so new/end events keep coming while the broker is away.
+    let cfg = test_config(
+        dir.path(),
+        &broker.url(),
+        &camera(
+            "cam",
+            &format!("file://{}", clip.display()),
+            "loop_file = true",
+        ),
+        "",
+    );
+    let sub = Subscriber::start(broker.port, "t/#", true);
+    let mut d = Daemon::spawn(&cfg, &[], &[]);
+    let ends = |m: &[Msg], n: usize| {
+        m.iter()
+            .filter(|m| m.topic == "t/cam/events" && m.payload.contains("\"type\":\"end\""))
+            .count()
+            >= n
+    };
+    sub.wait_for(Duration::from_secs(120), "a first loop", |m| ends(m, 16));
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    broker.restart();
+    // After the restart: more loops, then a clean stop.
+    let before = sub.snapshot().len();
+    sub.wait_for(Duration::from_secs(120), "events after the restart", |m| {
+        m.len() > before + 40
+    });
+    d.signal("TERM");
+    let status = d.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status:?}\n{}", d.log_text());
+    sub.wait_for(Duration::from_secs(20), "stopped", |m| {
+        m.iter()
+            .any(|m| m.topic == "t/available" && m.payload == "stopped")
+    });
+    let log = d.log_text();
+    assert!(log.contains("lost the MQTT broker"), "{log}");
+    let events = sub.events("cam");
+    let mut news = BTreeSet::new();
+    let mut endset = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    let mut dups = 0;
+    for e in &events {
+        let id = e["after"]["id"].as_u64().unwrap();
+        if !seen.insert((e["run"].to_string(), e["seq"].as_u64().unwrap())) {
+            dups += 1; // at-least-once: consumers de-duplicate on (run, camera, seq)
+            continue;
+        }
+        match e["type"].as_str().unwrap() {
+            "new" => {
+                news.insert(id);
+            }
+            "end" => {
+                endset.insert(id);
+            }
+            _ => {}
+        }
+    }
+    let max = *news.iter().max().expect("tracks");
+    let all: BTreeSet<u64> = (1..=max).collect();
+    assert!(max > 48, "expected several loops, got {max} tracks");
+    assert_eq!(news, all, "missing new events");
+    assert_eq!(endset, all, "missing end events");
+    // The reconnect found events waiting in the spool (written while the broker was away).
+    let spooled: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("connected to the MQTT broker"))
+        .filter_map(|l| {
+            l.split("spooled=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        spooled.len() >= 2 && spooled[1..].iter().any(|n| *n > 0),
+        "nothing was spooled during the outage: {spooled:?}"
+    );
+    eprintln!(
+        "broker restart: {max} tracks, {} events, {dups} duplicates, spooled at reconnect: {spooled:?}",
+        events.len(),
+    );
+}
+
+#[test]
+fn source_error_leads_to_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), false);
+    let later = dir.path().join("later.mkv");
+    let cfg = test_config(
+        dir.path(),
+        &broker.url(),
+        &camera("cam", &format!("file://{}", later.display()), ""),
+        "",
+    );
+    let sub = Subscriber::start(broker.port, "t/#", false);
+    let mut d = Daemon::spawn(&cfg, &["--exit-on-eos"], &[]);
+    // The file is missing: the source fails, says so, and retries with backoff.
+    sub.wait_for(Duration::from_secs(60), "status reconnecting", |m| {
+        m.iter()
+            .any(|m| m.topic == "t/cam/status" && m.payload == "reconnecting")
+    });
+    let clip = synth_clip(dir.path(), "clip.mkv", 8, "160x96", 7);
+    std::fs::rename(&clip, &later).unwrap();
+    let status = d.wait(Duration::from_secs(120));
+    assert!(status.success(), "{status:?}\n{}", d.log_text());
+    let log = d.log_text();
+    assert!(log.contains("source failed; restarting"), "{log}");
+    let msgs = sub.wait_for(Duration::from_secs(10), "end events", |m| {
+        m.iter().any(|m| m.payload.contains("\"type\":\"end\""))
+    });
+    let status: Vec<_> = msgs
+        .iter()
+        .filter(|m| m.topic == "t/cam/status")
+        .map(|m| m.payload.as_str())
+        .collect();
+    let recon = status.iter().position(|s| *s == "reconnecting").unwrap();
+    assert!(
+        status[recon..].contains(&"online"),
+        "no online after reconnecting: {status:?}"
+    );
+    assert_eq!(by_track(&sub.events("cam")).len(), 16);
+}

@@ -1,0 +1,323 @@
+//! The daemon as a service: sd_notify READY / WATCHDOG / RELOADING / STOPPING on a test
+//! NOTIFY_SOCKET, SIGHUP reload, the Prometheus endpoint, and SIGTERM ending every open track
+//! before `stopped`; plus configuration errors (exit 78, naming the field).
+#![cfg(feature = "edge")]
+
+mod edge_common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use edge_common::*;
+
+fn live_camera() -> &'static str {
+    "[[camera]]\nname = \"live\"\nuri = \"test:ball?live=true&width=160&height=96&fps=10\"\nwidth = 160\nheight = 96\n"
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn notify_watchdog_reload_metrics_and_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), false);
+    let metrics_port = free_port();
+    let cfg = test_config(
+        dir.path(),
+        &broker.url(),
+        live_camera(),
+        "[publish]\nupdate_interval_s = 1.0\nheartbeat_s = 2.0\n",
+    );
+    // metrics on; test_config leaves it off.
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "metrics_listen = \"\"",
+        &format!("metrics_listen = \"127.0.0.1:{metrics_port}\""),
+    );
+    std::fs::write(&cfg, &text).unwrap();
+
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let sub = Subscriber::start(broker.port, "t/#", false);
+    let mut d = Daemon::spawn(
+        &cfg,
+        &[],
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    );
+    let mut notes: Vec<(Instant, String)> = Vec::new();
+    let log_path = d.log.clone();
+    let recv_until = |notes: &mut Vec<(Instant, String)>, what: &str, d: Duration| {
+        let end = Instant::now() + d;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < end {
+            if let Ok(n) = sock.recv(&mut buf) {
+                notes.push((
+                    Instant::now(),
+                    String::from_utf8_lossy(&buf[..n]).to_string(),
+                ));
+            }
+            if notes.iter().any(|(_, s)| s.contains(what)) {
+                return;
+            }
+        }
+        panic!(
+            "no {what} on NOTIFY_SOCKET; got {:?}; daemon log:\n{}",
+            notes.iter().map(|n| &n.1).collect::<Vec<_>>(),
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+    };
+    recv_until(&mut notes, "READY=1", Duration::from_secs(60));
+    // Pings at half of WATCHDOG_USEC while the camera threads are alive.
+    let end = Instant::now() + Duration::from_millis(2300);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < end {
+        if let Ok(n) = sock.recv(&mut buf) {
+            notes.push((
+                Instant::now(),
+                String::from_utf8_lossy(&buf[..n]).to_string(),
+            ));
+        }
+    }
+    let pings = notes
+        .iter()
+        .filter(|(_, s)| s.contains("WATCHDOG=1"))
+        .count();
+    assert!(
+        pings >= 3,
+        "{pings} watchdog pings in 2.3 s: {:?}",
+        notes.iter().map(|n| &n.1).collect::<Vec<_>>()
+    );
+
+    // Events flow; the metrics endpoint counts frames.
+    sub.wait_for(Duration::from_secs(60), "new events", |m| {
+        m.iter().any(|m| m.payload.contains("\"type\":\"new\""))
+    });
+    let body = http_get(metrics_port, "/metrics");
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(
+        body.contains("inspro_frames_processed_total{camera=\"live\"}"),
+        "{body}"
+    );
+    assert!(body.contains("inspro_mqtt_connected 1"), "{body}");
+    assert!(body.contains("inspro_random_weights 1"), "{body}");
+    assert!(http_get(metrics_port, "/nope").starts_with("HTTP/1.1 404"));
+
+    // SIGHUP: a hot key changes, a cold one is reported, RELOADING=1 then READY=1.
+    std::fs::write(
+        &cfg,
+        text.replace("heartbeat_s = 2.0", "heartbeat_s = 3.0")
+            .replace("client_id = \"inspro-test\"", "client_id = \"other\""),
+    )
+    .unwrap();
+    let n0 = notes.len();
+    d.signal("HUP");
+    recv_until(&mut notes, "RELOADING=1", Duration::from_secs(10));
+    assert!(notes[n0..]
+        .iter()
+        .any(|(_, s)| s.contains("MONOTONIC_USEC=")));
+    let n1 = notes.len();
+    let end = Instant::now() + Duration::from_secs(10);
+    while !notes[n1..].iter().any(|(_, s)| s.contains("READY=1")) {
+        assert!(Instant::now() < end, "no READY=1 after reload");
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = sock.recv(&mut buf) {
+            notes.push((
+                Instant::now(),
+                String::from_utf8_lossy(&buf[..n]).to_string(),
+            ));
+        }
+    }
+
+    // Stats on <prefix>/stats.
+    let msgs = sub.wait_for(Duration::from_secs(10), "stats", |m| {
+        m.iter().any(|m| m.topic == "t/stats")
+    });
+    let stats = msgs
+        .iter()
+        .rev()
+        .find(|m| m.topic == "t/stats")
+        .unwrap()
+        .json();
+    assert!(stats["cameras"]["live"]["fps"].is_f64(), "{stats}");
+    assert!(stats["cameras"]["live"]["ms"]["engine"].is_f64(), "{stats}");
+    assert!(stats["mqtt"]["connected"].as_bool().unwrap(), "{stats}");
+
+    // SIGTERM: every open track ends, then `stopped`; STOPPING=1; exit 0.
+    d.signal("TERM");
+    let status = d.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status:?}\n{}", d.log_text());
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = sock.recv(&mut buf) {
+        notes.push((
+            Instant::now(),
+            String::from_utf8_lossy(&buf[..n]).to_string(),
+        ));
+    }
+    assert!(notes.iter().any(|(_, s)| s.contains("STOPPING=1")));
+    let msgs = sub.wait_for(Duration::from_secs(10), "stopped", |m| {
+        m.iter()
+            .any(|m| m.topic == "t/available" && m.payload == "stopped")
+    });
+    let stopped_at = msgs
+        .iter()
+        .position(|m| m.topic == "t/available" && m.payload == "stopped")
+        .unwrap();
+    let tracks = by_track(&sub.events("live"));
+    assert!(!tracks.is_empty());
+    for (id, evs) in &tracks {
+        assert_eq!(evs.last().unwrap()["type"], "end", "track {id} not ended");
+    }
+    let last_end = msgs
+        .iter()
+        .rposition(|m| m.payload.contains("\"type\":\"end\""))
+        .unwrap();
+    assert!(last_end < stopped_at, "an end came after stopped");
+    let log = d.log_text();
+    assert!(
+        log.contains("need a restart"),
+        "cold key not reported:\n{log}"
+    );
+    assert!(log.contains("configuration reloaded"), "{log}");
+}
+
+fn check(config_text: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, config_text).unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.arg("run").arg("--config").arg(&path);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn bad_config_exits_78_naming_the_field() {
+    let model = repo().join("configs/models/inspro-tiny.toml");
+    let base = format!(
+        "[model]\nconfig = \"{}\"\n[[camera]]\nname = \"c\"\nuri = \"test:ball\"\n",
+        model.display()
+    );
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            format!("{base}[mqtt]\nmax_packet_sise = 1\n"),
+            vec![],
+            "max_packet_sise",
+        ),
+        (
+            base.replace("test:ball", "htp://cam"),
+            vec![],
+            "camera[0].uri",
+        ),
+        (
+            format!("{base}[mqtt.qos]\nlifecycle = 3\n"),
+            vec![],
+            "mqtt.qos.lifecycle",
+        ),
+        (
+            format!("{base}[tracking]\nbirth_score = 0.2\nkeep_score = 0.5\n"),
+            vec![],
+            "tracking.keep_score",
+        ),
+        (
+            base.clone(),
+            vec![("INSPRO__MQTT__URL", "tcp://x")],
+            "mqtt.url",
+        ),
+        (
+            format!("{base}[[camera]]\nname = \"c\"\nuri = \"test:\"\n"),
+            vec![],
+            "camera[1].name",
+        ),
+        (
+            "[model]\nconfig = \"/nonexistent.toml\"\n".into(),
+            vec![],
+            "model.config",
+        ),
+    ];
+    for (text, env, field) in cases {
+        let (code, err) = check(&text, &env);
+        assert_eq!(code, 78, "{field}: {err}");
+        assert!(err.contains(field), "the error should name {field}: {err}");
+    }
+    // The default configuration is valid, and `config check` says so.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["config", "default"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let path = dir.path().join("default.toml");
+    std::fs::write(&path, &out.stdout).unwrap();
+    let st = Command::new(bin())
+        .args(["config", "check"])
+        .arg(&path)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let st = Command::new(bin())
+        .args(["config", "check"])
+        .arg(&path)
+        .current_dir(repo())
+        .env("INSPRO__SERVICE__METRICS_LISTEN", "nope")
+        .output()
+        .unwrap();
+    assert_eq!(st.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&st.stderr).contains("service.metrics_listen"));
+}
+
+#[test]
+fn secrets_are_never_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), false);
+    let cfg = test_config(dir.path(), &broker.url(), live_camera(), "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "topic_prefix = \"t\"",
+        "topic_prefix = \"t\"\nusername = \"u\"",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let creds = dir.path().join("creds");
+    std::fs::create_dir_all(&creds).unwrap();
+    write_file(&creds.join("mqtt-password"), "hunter2-secret\n");
+    let sub = Subscriber::start(broker.port, "t/#", false);
+    let mut d = Daemon::spawn(
+        &cfg,
+        &[],
+        &[
+            ("CREDENTIALS_DIRECTORY", creds.to_str().unwrap()),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    sub.wait_for(Duration::from_secs(60), "online", |m| {
+        m.iter()
+            .any(|m| m.topic == "t/available" && m.payload == "online")
+    });
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(60)).success());
+    let log = d.log_text();
+    assert!(log.contains("MQTT password loaded"), "{log}");
+    assert!(!log.contains("hunter2"), "password leaked into the log");
+}
