@@ -11,6 +11,7 @@ use candle_nn::{Init, VarBuilder};
 
 use super::config::{BackboneKind, ModelConfig};
 use super::inspro::InsPro;
+use super::weights::Shared;
 use super::ModelError;
 
 /// The four parts `inspro info` reports.
@@ -80,25 +81,6 @@ impl SimpleBackend for ShapeRecorder {
 pub fn param_shapes(cfg: &ModelConfig) -> Result<Vec<(String, Vec<usize>)>, ModelError> {
     cfg.validate()?;
     let recorder = std::sync::Arc::new(ShapeRecorder(Mutex::new(Vec::new())));
-    struct Shared(std::sync::Arc<ShapeRecorder>);
-    impl SimpleBackend for Shared {
-        fn get(
-            &self,
-            s: Shape,
-            n: &str,
-            h: Init,
-            d: DType,
-            dev: &Device,
-        ) -> candle_core::Result<Tensor> {
-            self.0.get(s, n, h, d, dev)
-        }
-        fn get_unchecked(&self, n: &str, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
-            self.0.get_unchecked(n, d, dev)
-        }
-        fn contains_tensor(&self, n: &str) -> bool {
-            self.0.contains_tensor(n)
-        }
-    }
     let vb = VarBuilder::from_backend(Box::new(Shared(recorder.clone())), DType::F32, Device::Cpu);
     InsPro::new(cfg, vb)?;
     let shapes = recorder

@@ -15,7 +15,7 @@ use super::fpn::Fpn;
 use super::head::{RcnnHead, StageOutput};
 use super::mask::{DynamicMaskHead, MaskBranch};
 use super::roi_align::RoiPooler;
-use super::weights::{seeded_var_builder, CheckedTensors, SharedChecked};
+use super::weights::{seeded_var_builder, CheckedTensors, Shared};
 use super::ModelError;
 
 /// Which stages run on a frame.
@@ -146,7 +146,7 @@ impl InsPro {
         let path = weights.as_ref();
         let backend = Arc::new(CheckedTensors::open(path, device)?);
         let vb = VarBuilder::from_backend(
-            Box::new(SharedChecked(backend.clone())),
+            Box::new(Shared(backend.clone())),
             DType::F32,
             device.clone(),
         );

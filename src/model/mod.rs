@@ -3,6 +3,7 @@
 
 pub mod backbone;
 pub mod bank;
+pub mod boxes;
 pub mod config;
 pub mod conv;
 pub mod cost;

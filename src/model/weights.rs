@@ -232,10 +232,10 @@ pub fn seeded_var_builder(seed: u64, varmap: &VarMap, device: &Device) -> VarBui
     )
 }
 
-/// Lets the loader keep a handle on the backend after handing it to a `VarBuilder`.
-pub struct SharedChecked(pub std::sync::Arc<CheckedTensors>);
+/// Lets the caller keep a handle on a backend after handing it to a `VarBuilder`.
+pub struct Shared<B>(pub std::sync::Arc<B>);
 
-impl SimpleBackend for SharedChecked {
+impl<B: SimpleBackend> SimpleBackend for Shared<B> {
     fn get(
         &self,
         s: Shape,

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::FrameOutput;
+use crate::model::boxes::iou;
 
 /// Options of the track lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -153,19 +154,6 @@ fn argmax(v: &[f64]) -> (usize, f64) {
         (0, f64::NEG_INFINITY),
         |b, (i, &x)| if x > b.1 { (i, x) } else { b },
     )
-}
-
-fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = iw * ih;
-    let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
-    let union = area(a) + area(b) - inter;
-    if union > 0.0 {
-        inter / union
-    } else {
-        0.0
-    }
 }
 
 impl Tracker {

@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Result, Tensor, D};
 
-use super::boxes::iou;
+use crate::model::boxes::iou;
 
 /// Loss weights and parameters (spec §7 rows 18–21).
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]

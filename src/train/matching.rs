@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use super::assign::linear_sum_assignment;
-use super::boxes::giou;
+use crate::model::boxes::giou;
 
 /// Sparse R-CNN matcher weights and focal parameters.
 #[derive(Debug, Clone, Copy)]

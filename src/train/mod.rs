@@ -2,7 +2,6 @@
 //! losses with the box deduplication loss, clips of YouTube-VIS-layout data, and the trainer.
 
 pub mod assign;
-pub mod boxes;
 pub mod data;
 pub mod loss;
 pub mod matching;
@@ -11,6 +10,8 @@ pub mod trainer;
 
 use std::path::Path;
 
+/// Box arithmetic lives with the model; re-exported for the losses' users.
+pub use crate::model::boxes;
 pub use assign::linear_sum_assignment;
 pub use data::{Clip, ClipConfig, Dataset};
 pub use trainer::{clip_loss, LossParts, Mechanisms, TrainConfig, Trainer};

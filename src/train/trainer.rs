@@ -290,7 +290,7 @@ pub fn clip_loss(
                     .abs()?
                     .sum_all()?
                     / f64::from(num_boxes))?;
-                let giou = ((super::boxes::giou_tensor(&pb, &gt_boxes)?.neg()? + 1.0)?
+                let giou = ((crate::model::boxes::giou_tensor(&pb, &gt_boxes)?.neg()? + 1.0)?
                     .sum_all()?
                     / f64::from(num_boxes))?;
                 let (_, hm, wm) = masks.dims3()?;

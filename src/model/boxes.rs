@@ -1,4 +1,4 @@
-//! Box arithmetic on host values (matching, BDL's choice of negatives) and on tensors (losses).
+//! Box arithmetic on host values (matching, BDL's choice of negatives, track reuse) and on tensors (losses).
 
 use candle_core::{Result, Tensor};
 
