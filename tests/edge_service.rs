@@ -184,6 +184,31 @@ fn notify_watchdog_reload_metrics_and_sigterm() {
         .rposition(|m| m.payload.contains("\"type\":\"end\""))
         .unwrap();
     assert!(last_end < stopped_at, "an end came after stopped");
+    // Latency from building an event (payload `timestamp`) to the subscriber, and the engine's
+    // share per frame (stats), on this live 10 fps source.
+    let mut lat: Vec<f64> = msgs
+        .iter()
+        .filter(|m| m.topic == "t/live/events")
+        .map(|m| {
+            let sent = m.json()["timestamp"].as_f64().unwrap();
+            let got = m
+                .wall
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64();
+            (got - sent) * 1000.0
+        })
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    eprintln!(
+        "event latency build->subscriber: median {:.2} ms, p95 {:.2} ms, max {:.2} ms over {} events; engine {:.1} ms/frame, queue wait {:.1} ms",
+        lat[lat.len() / 2],
+        lat[lat.len() * 95 / 100],
+        lat[lat.len() - 1],
+        lat.len(),
+        stats["cameras"]["live"]["ms"]["engine"].as_f64().unwrap(),
+        stats["cameras"]["live"]["ms"]["queue_wait"].as_f64().unwrap(),
+    );
     let log = d.log_text();
     assert!(
         log.contains("need a restart"),

@@ -365,3 +365,48 @@ fn watch(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every source kind makes a pipeline GStreamer 1.22 can build (not started: no camera or
+    /// RTSP server is needed to check the element names, properties and caps).
+    #[test]
+    fn every_source_kind_builds_a_pipeline() {
+        gst::init().expect("GStreamer");
+        for (uri, fps, pace) in [
+            ("file:///tmp/x.mkv", 0.0, crate::edge::config::Pace::Auto),
+            (
+                "rtsp://127.0.0.1:8554/cam",
+                5.0,
+                crate::edge::config::Pace::Auto,
+            ),
+            ("v4l2:///dev/video0", 0.0, crate::edge::config::Pace::Drop),
+            (
+                "test:smpte?live=false&num_buffers=3",
+                12.5,
+                crate::edge::config::Pace::Block,
+            ),
+        ] {
+            let cam = CameraConfig {
+                name: "c".into(),
+                uri: uri.into(),
+                fps,
+                pace,
+                ..CameraConfig::default()
+            };
+            let src = cam.source().expect("uri");
+            let desc = pipeline_description(&src, &cam, 160, 96);
+            assert!(desc.contains("format=RGB,width=160,height=96"), "{desc}");
+            assert_eq!(desc.contains("max-rate=13"), fps == 12.5, "{desc}");
+            assert!(
+                desc.contains(&format!("drop={}", cam.drops_frames())),
+                "{desc}"
+            );
+            let p = gst::parse::launch(&desc).unwrap_or_else(|e| panic!("{uri}: {e}: {desc}"));
+            let p = p.downcast::<gst::Pipeline>().expect("pipeline");
+            assert!(p.by_name("src").is_some() && p.by_name("sink").is_some());
+        }
+    }
+}

@@ -292,6 +292,8 @@ pub struct Msg {
     pub payload: String,
     pub retain: bool,
     pub at: Instant,
+    /// Wall-clock receive time (to compare with the payload's `timestamp`).
+    pub wall: std::time::SystemTime,
 }
 
 impl Msg {
@@ -352,6 +354,7 @@ impl Subscriber {
                             payload: String::from_utf8_lossy(&p.payload).to_string(),
                             retain: p.retain,
                             at: Instant::now(),
+                            wall: std::time::SystemTime::now(),
                         });
                     }
                     Ok(_) => {}
