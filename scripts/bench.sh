@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# `make bench`: the benchmarks whose numbers docs/perf.md records (with machine and date).
+#   - inspro bench: candle and ONNX Runtime, tiny / lite-R18 / R50 / lite-R50 at 640x360, 1 and 2 threads
+#   - cargo bench: RoIAlign and one training step
+# JSON lines go to out/bench.jsonl. Run it on a quiet machine: other load distorts every number.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+mkdir -p out
+bin=./target/release/inspro
+runs="${RUNS:-20}"
+for engine in candle onnxruntime; do
+  for model in inspro-tiny inspro-lite-r18 inspro-r50 inspro-lite-r50; do
+    echo "bench: $engine $model" >&2
+    "$bin" bench --engine "$engine" --model "configs/models/$model.toml" --size 640x360 \
+      --threads 1,2 --runs "$runs" --json | tee -a out/bench.jsonl
+  done
+done
+cargo bench --bench roi_align
+cargo bench --bench train_step
