@@ -38,8 +38,13 @@ fn main() {
             .sample_clip(&cfg, &clip_cfg, &mut rng, &dev)
             .expect("clip");
         let t0 = Instant::now();
-        let (loss, _) = clip_loss(&model, &clip, &LossConfig::default(), &Mechanisms::default())
-            .expect("loss");
+        let (loss, _) = clip_loss(
+            &model,
+            &clip,
+            &LossConfig::default(),
+            &Mechanisms::default(),
+        )
+        .expect("loss");
         let t1 = Instant::now();
         let _grads = loss.backward().expect("backward");
         if i >= 3 {
