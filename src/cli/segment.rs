@@ -15,8 +15,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use inspro::export::{self, Weights};
 use inspro::model::{FrameRef, InsPro, ModelConfig};
 use inspro::runtime::{CandleEngine, Engine, OrtEngine, OrtOptions, Provider};
+use inspro::tracking::video::category_ids;
 use inspro::tracking::{FrameOutput, ResultOptions, VideoAccumulator};
-use inspro::ytvis::{load_ground_truth, GroundTruth, VideoResult};
+use inspro::ytvis::{load_ground_truth, VideoResult};
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineKind {
@@ -92,31 +93,6 @@ pub struct SegmentArgs {
 
 fn parse_provider(s: &str) -> Result<Provider, String> {
     s.parse()
-}
-
-/// Dataset category id of each model class: by name when every class name is a category name,
-/// else by position in the id-sorted category list.
-pub fn category_ids(cfg: &ModelConfig, gt: &GroundTruth) -> anyhow::Result<Vec<u64>> {
-    let by_name: Option<Vec<u64>> = (0..cfg.num_classes)
-        .map(|k| {
-            let name = cfg.class_names.get(k)?;
-            gt.categories.iter().find(|c| &c.name == name).map(|c| c.id)
-        })
-        .collect();
-    if let Some(ids) = by_name {
-        return Ok(ids);
-    }
-    let mut ids: Vec<u64> = gt.categories.iter().map(|c| c.id).collect();
-    ids.sort_unstable();
-    if ids.len() < cfg.num_classes {
-        bail!(
-            "the model has {} classes but the json lists {} categories",
-            cfg.num_classes,
-            ids.len()
-        );
-    }
-    ids.truncate(cfg.num_classes);
-    Ok(ids)
 }
 
 /// A temporary engine directory, removed on drop.
@@ -227,7 +203,7 @@ fn segment_ytvis(
     let gt_path = args.gt.as_ref().context("--ytvis needs --gt")?;
     let results_path = args.results.as_ref().context("--ytvis needs --results")?;
     let gt = load_ground_truth(gt_path)?;
-    let classes = category_ids(cfg, &gt)?;
+    let classes = category_ids(cfg, &gt).map_err(anyhow::Error::msg)?;
     let videos: Vec<_> = gt
         .videos
         .iter()
@@ -308,7 +284,7 @@ fn segment_file(
                 .first()
                 .map(|v| v.id)
                 .with_context(|| format!("{} lists no video", gt_path.display()))?;
-            (id, category_ids(cfg, &gt)?)
+            (id, category_ids(cfg, &gt).map_err(anyhow::Error::msg)?)
         }
         None => (1, (1..=cfg.num_classes as u64).collect()),
     };

@@ -3,8 +3,9 @@
 //! probabilities; the video keeps the top-k (slot, class) pairs plus any pair above a threshold,
 //! with the slot's masks (sigmoid > 0.5) at the original size on every frame.
 
+use crate::model::ModelConfig;
 use crate::tracking::FrameOutput;
-use crate::ytvis::{Rle, RleJson, VideoResult};
+use crate::ytvis::{GroundTruth, Rle, RleJson, VideoResult};
 
 /// How a video's slots become results.
 #[derive(Debug, Clone, Copy)]
@@ -103,4 +104,29 @@ impl VideoAccumulator {
             })
             .collect()
     }
+}
+
+/// Dataset category id of each model class: by name when every class name is a category name,
+/// else by position in the id-sorted category list.
+pub fn category_ids(cfg: &ModelConfig, gt: &GroundTruth) -> Result<Vec<u64>, String> {
+    let by_name: Option<Vec<u64>> = (0..cfg.num_classes)
+        .map(|k| {
+            let name = cfg.class_names.get(k)?;
+            gt.categories.iter().find(|c| &c.name == name).map(|c| c.id)
+        })
+        .collect();
+    if let Some(ids) = by_name {
+        return Ok(ids);
+    }
+    let mut ids: Vec<u64> = gt.categories.iter().map(|c| c.id).collect();
+    ids.sort_unstable();
+    if ids.len() < cfg.num_classes {
+        return Err(format!(
+            "the model has {} classes but the json lists {} categories",
+            cfg.num_classes,
+            ids.len()
+        ));
+    }
+    ids.truncate(cfg.num_classes);
+    Ok(ids)
 }

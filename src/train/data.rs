@@ -12,6 +12,7 @@ use super::TrainError;
 use crate::model::preprocess::{preprocess, FrameGeometry, FrameRef, SIZE_DIVISIBILITY};
 use crate::model::weights::SplitMix64;
 use crate::model::ModelConfig;
+use crate::tracking::video::category_ids;
 use crate::ytvis::{load_ground_truth, GroundTruth, Rle};
 
 /// One object track of a video.
@@ -42,31 +43,6 @@ pub struct Dataset {
     pub videos: Vec<VideoData>,
     /// Dataset category id of each model class.
     pub category_ids: Vec<u64>,
-}
-
-/// Dataset category id of each model class: by name when every class name is a category name,
-/// else by position in the id-sorted category list.
-pub fn category_ids(cfg: &ModelConfig, gt: &GroundTruth) -> Result<Vec<u64>, String> {
-    let by_name: Option<Vec<u64>> = (0..cfg.num_classes)
-        .map(|k| {
-            let name = cfg.class_names.get(k)?;
-            gt.categories.iter().find(|c| &c.name == name).map(|c| c.id)
-        })
-        .collect();
-    if let Some(ids) = by_name {
-        return Ok(ids);
-    }
-    let mut ids: Vec<u64> = gt.categories.iter().map(|c| c.id).collect();
-    ids.sort_unstable();
-    if ids.len() < cfg.num_classes {
-        return Err(format!(
-            "the model has {} classes but the json lists {} categories",
-            cfg.num_classes,
-            ids.len()
-        ));
-    }
-    ids.truncate(cfg.num_classes);
-    Ok(ids)
 }
 
 impl Dataset {
