@@ -502,7 +502,7 @@ struct GstEncoder {
 
 impl GstEncoder {
     fn open(path: &Path, width: usize, height: usize, fps: u32) -> anyhow::Result<Self> {
-        if width % 2 != 0 || height % 2 != 0 {
+        if !width.is_multiple_of(2) || !height.is_multiple_of(2) {
             bail!(
                 "the overlay video needs an even width and height, the frames are {width}x{height}"
             );
@@ -607,7 +607,7 @@ impl Sinks {
                 enc.write(&img)?;
             }
         }
-        if self.sheet_path.is_some() && out.frame_index % self.sheet_step == 0 {
+        if self.sheet_path.is_some() && out.frame_index.is_multiple_of(self.sheet_step) {
             let tw = THUMB_WIDTH.min(img.width());
             let th = (img.height() * tw / img.width()).max(1);
             let mut thumb = imageops::resize(&img, tw, th, imageops::FilterType::Triangle);

@@ -414,7 +414,11 @@ impl EventBuilder {
         tracks: impl Iterator<Item = &'a Track>,
         f: &FrameInfo,
     ) -> Option<OutMsg> {
-        if !self.cfg.tracks || f.index % u64::from(self.cfg.tracks_every.max(1)) != 0 {
+        if !self.cfg.tracks
+            || !f
+                .index
+                .is_multiple_of(u64::from(self.cfg.tracks_every.max(1)))
+        {
             return None;
         }
         let tracks: Vec<Value> = tracks

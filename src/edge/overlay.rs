@@ -118,7 +118,7 @@ impl ContactSheet {
     }
 
     pub fn offer(&mut self, index: u64, rgb: &[u8], w: usize, h: usize) {
-        if index % self.step != 0 {
+        if !index.is_multiple_of(self.step) {
             return;
         }
         if (w, h) != (self.width, self.height) {
@@ -128,7 +128,7 @@ impl ContactSheet {
         if self.frames.len() == self.cap {
             self.step *= 2;
             self.frames.retain(|(i, _)| i % self.step == 0);
-            if index % self.step != 0 {
+            if !index.is_multiple_of(self.step) {
                 return;
             }
         }

@@ -144,7 +144,11 @@ impl ModelConfig {
                 reason,
             })
         };
-        if self.fpn_channels == 0 || self.fpn_channels % self.num_attention_heads.max(1) != 0 {
+        if self.fpn_channels == 0
+            || !self
+                .fpn_channels
+                .is_multiple_of(self.num_attention_heads.max(1))
+        {
             return bad(
                 "fpn_channels",
                 format!(
@@ -238,7 +242,7 @@ impl ModelConfig {
 
     /// Whether frame `index` (0-based, since the stream's state was created) is a key frame.
     pub fn is_key_frame(&self, index: u64) -> bool {
-        self.key_frame_interval == 0 || index % self.key_frame_interval as u64 == 0
+        self.key_frame_interval == 0 || index.is_multiple_of(self.key_frame_interval as u64)
     }
 }
 

@@ -757,7 +757,7 @@ pub fn write_clip(
         path: path.to_path_buf(),
         reason,
     };
-    if opts.width % 2 != 0 || opts.height % 2 != 0 {
+    if !opts.width.is_multiple_of(2) || !opts.height.is_multiple_of(2) {
         return Err(enc_err(
             "H.264 4:2:0 needs an even width and height".to_string(),
         ));
