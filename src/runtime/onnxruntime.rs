@@ -581,13 +581,8 @@ impl Engine for OrtEngine {
         frame: &FrameRef<'_>,
         state: &mut StreamState,
     ) -> Result<FrameOutput, ModelError> {
+        state.check_frame_size(frame)?;
         let g = state.geometry;
-        if frame.width != g.orig_width || frame.height != g.orig_height {
-            return Err(ModelError::Input(format!(
-                "frame is {}x{} but the stream state was made for {}x{}; reset the state",
-                frame.width, frame.height, g.orig_width, g.orig_height
-            )));
-        }
         if [g.padded_width, g.padded_height] != self.manifest.graph_size {
             return Err(ModelError::Input(format!(
                 "the stream state is for a {}x{} network input but this engine's graphs are {}x{}; make the state with this engine",

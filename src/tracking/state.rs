@@ -160,13 +160,8 @@ impl InsPro {
         frame: &FrameRef<'_>,
         state: &mut StreamState,
     ) -> Result<FrameOutput, ModelError> {
+        state.check_frame_size(frame)?;
         let g = state.geometry;
-        if frame.width != g.orig_width || frame.height != g.orig_height {
-            return Err(ModelError::Input(format!(
-                "frame is {}x{} but the stream state was made for {}x{}; reset the state",
-                frame.width, frame.height, g.orig_width, g.orig_height
-            )));
-        }
         let image = preprocess(&self.cfg, frame, &g, self.device()).map_err(ModelError::Input)?;
         let key_frame = self.cfg.is_key_frame(state.frame_index);
         let t = state.bank_valid.len();
@@ -261,6 +256,18 @@ pub fn clip_box(b: [f32; 4], w: f32, h: f32) -> [f32; 4] {
 }
 
 impl StreamState {
+    /// A frame of another size than the state was made for is an error (the caller resets).
+    pub fn check_frame_size(&self, frame: &FrameRef<'_>) -> Result<(), ModelError> {
+        let g = &self.geometry;
+        if frame.width != g.orig_width || frame.height != g.orig_height {
+            return Err(ModelError::Input(format!(
+                "frame is {}x{} but the stream state was made for {}x{}; reset the state",
+                frame.width, frame.height, g.orig_width, g.orig_height
+            )));
+        }
+        Ok(())
+    }
+
     /// A fresh state (any engine): the learned proposal features (N, C) and boxes (N, 4) xyxy for
     /// this geometry, an empty bank of `bank_size` entries.
     pub fn new(
