@@ -256,6 +256,31 @@ fn a_few_steps_on_one_clip_reduce_the_loss() {
 }
 
 #[test]
+fn optimizer_moments_hold_no_backward_graph() {
+    // Gradients carry their backward graph; a moment built from one would chain every
+    // iteration's activations to the next (training grew ~6 MB per iteration until the OOM
+    // killer stopped it, 2026-11-27).
+    let dev = Device::Cpu;
+    let w = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1., (4, 3), &dev).unwrap()).unwrap();
+    let x = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1., (2, 4), &dev).unwrap()).unwrap();
+    let mut opt = AdamW::new(OptimConfig::default(), vec![("w".into(), w.clone())]);
+    for _ in 0..2 {
+        let y = x.as_tensor().matmul(w.as_tensor()).unwrap().relu().unwrap();
+        let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(
+            grads.get(w.as_tensor()).unwrap().track_op(),
+            "the premise: this gradient carries a graph"
+        );
+        opt.step(&grads, 1e-3).unwrap();
+    }
+    let state = opt.state_tensors();
+    assert_eq!(state.len(), 2);
+    for (k, t) in &state {
+        assert!(!t.track_op(), "{k} keeps a backward graph");
+    }
+}
+
+#[test]
 fn resuming_from_a_checkpoint_reproduces_the_next_step() {
     let dir = tempfile::tempdir().unwrap();
     let (data, _) = tiny_dataset(&dir.path().join("data"), 2, 6);

@@ -112,7 +112,10 @@ impl AdamW {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            let g = (g * clip)?;
+            // Gradients carry the backward graph (their ops reference the iteration's
+            // activations); a moment built from them would keep every iteration's graph alive
+            // through the chain m_t -> m_{t-1} -> ... Detached, the moments are plain data.
+            let g = (g.detach() * clip)?;
             let m = match self.m.get(name) {
                 Some(m) => ((m * b1)? + (&g * (1.0 - b1))?)?,
                 None => (&g * (1.0 - b1))?,
@@ -126,8 +129,8 @@ impl AdamW {
             let denom = ((&v / bc2)?.sqrt()? + self.cfg.eps)?;
             let update = ((&m / bc1)? / denom)?;
             var.set(&(decayed - (update * lr)?)?)?;
-            self.m.insert(name.clone(), m);
-            self.v.insert(name.clone(), v);
+            self.m.insert(name.clone(), m.detach());
+            self.v.insert(name.clone(), v.detach());
         }
         Ok(norm)
     }
