@@ -49,6 +49,12 @@ pub enum ModelError {
     WeightFile { file: String, reason: String },
     #[error("{0}")]
     Input(String),
+    /// An inference engine failed on valid input (ONNX Runtime, a poisoned session lock).
+    #[error("{engine}: {reason}")]
+    Runtime {
+        engine: &'static str,
+        reason: String,
+    },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -435,14 +435,18 @@ impl OrtEngine {
         let m = &self.manifest;
         let [wp, hp] = m.graph_size;
         let (n, c, t) = (m.num_queries, m.hidden_dim, m.bank_size);
-        let err = |e: ort::Error| ModelError::Input(format!("onnxruntime: {e}"));
+        let err = |e: ort::Error| ModelError::Runtime {
+            engine: "onnxruntime",
+            reason: e.to_string(),
+        };
         let session = match (&self.non_key, key_frame) {
             (Some(s), false) => s,
             _ => &self.key,
         };
-        let mut session = session
-            .lock()
-            .map_err(|_| ModelError::Input("onnxruntime session lock poisoned".into()))?;
+        let mut session = session.lock().map_err(|_| ModelError::Runtime {
+            engine: "onnxruntime",
+            reason: "session lock poisoned".into(),
+        })?;
         let frame = TensorRef::from_array_view(([1usize, hp, wp, 3], inputs.frame)).map_err(err)?;
         let size =
             TensorRef::from_array_view(([2usize], &inputs.image_size_hw[..])).map_err(err)?;
@@ -462,9 +466,10 @@ impl OrtEngine {
             ])
             .map_err(err)?;
         let get = |name: &str| -> Result<Vec<f32>, ModelError> {
-            let v = outputs
-                .get(name)
-                .ok_or_else(|| ModelError::Input(format!("onnxruntime: no output `{name}`")))?;
+            let v = outputs.get(name).ok_or_else(|| ModelError::Runtime {
+                engine: "onnxruntime",
+                reason: format!("no output `{name}`"),
+            })?;
             let (_, data) = v.try_extract_tensor::<f32>().map_err(err)?;
             Ok(data.to_vec())
         };
