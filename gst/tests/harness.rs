@@ -89,11 +89,11 @@ fn meta_on_every_buffer_ids_stable_pts_and_pixels_untouched() {
 #[test]
 fn key_frame_interval_overrides_the_model_config_and_stats_count_frames() {
     let frames = synth_frames(W, H, 7, 9);
-    // inspro-tiny.toml says 10; -1 keeps it, 3 and 0 override it.
+    // inspro-tiny.toml says 0 (every frame is a key frame); -1 keeps it, 3 and 5 override it.
     for (k, want) in [
-        (-1, [true, false, false, false, false, false, false]),
+        (-1, [true; 7]),
         (3, [true, false, false, true, false, false, true]),
-        (0, [true; 7]),
+        (5, [true, false, false, false, false, true, false]),
     ] {
         let el = element();
         el.set_property("key-frame-interval", k);
