@@ -96,7 +96,44 @@ impl FrameGeometry {
     }
 }
 
-/// Resize (bilinear, half-pixel centres), normalise and pad. Returns (1, 3, Hp, Wp).
+/// The frame resized to `width` x `height` (bilinear, half-pixel centres, no antialiasing) and
+/// rounded to 8 bits, packed RGB; a copy when the size already matches. Both engines take their
+/// pixels from here, so they see the same input.
+pub fn resize_rgb(frame: &FrameRef<'_>, width: usize, height: usize) -> Vec<u8> {
+    let mut out = vec![0u8; width * height * 3];
+    if frame.width == width && frame.height == height {
+        for y in 0..height {
+            let src = &frame.data[y * frame.stride..y * frame.stride + width * 3];
+            out[y * width * 3..(y + 1) * width * 3].copy_from_slice(src);
+        }
+        return out;
+    }
+    let (sx, sy) = (
+        frame.width as f32 / width as f32,
+        frame.height as f32 / height as f32,
+    );
+    let px = |x: usize, y: usize, c: usize| frame.data[y * frame.stride + x * 3 + c] as f32;
+    for y in 0..height {
+        let fy = ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, (frame.height - 1) as f32);
+        let y0 = fy.floor() as usize;
+        let y1 = (y0 + 1).min(frame.height - 1);
+        let ly = fy - y0 as f32;
+        for x in 0..width {
+            let fx = ((x as f32 + 0.5) * sx - 0.5).clamp(0.0, (frame.width - 1) as f32);
+            let x0 = fx.floor() as usize;
+            let x1 = (x0 + 1).min(frame.width - 1);
+            let lx = fx - x0 as f32;
+            for c in 0..3 {
+                let v = (1.0 - ly) * ((1.0 - lx) * px(x0, y0, c) + lx * px(x1, y0, c))
+                    + ly * ((1.0 - lx) * px(x0, y1, c) + lx * px(x1, y1, c));
+                out[(y * width + x) * 3 + c] = v.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    out
+}
+
+/// Resize ([`resize_rgb`]), normalise and pad. Returns (1, 3, Hp, Wp).
 pub fn preprocess(
     cfg: &ModelConfig,
     frame: &FrameRef<'_>,
@@ -106,26 +143,13 @@ pub fn preprocess(
     frame.check()?;
     let (pw, ph) = (geometry.padded_width, geometry.padded_height);
     let (rw, rh) = (geometry.resized_width, geometry.resized_height);
-    let (sx, sy) = (
-        frame.width as f32 / rw as f32,
-        frame.height as f32 / rh as f32,
-    );
+    let rgb = resize_rgb(frame, rw, rh);
     let mut out = vec![0f32; 3 * ph * pw];
     let inv_std = cfg.pixel_std.map(|s| 1.0 / s);
-    let px = |x: usize, y: usize, c: usize| frame.data[y * frame.stride + x * 3 + c] as f32;
     for y in 0..rh {
-        let fy = ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, (frame.height - 1) as f32);
-        let y0 = fy.floor() as usize;
-        let y1 = (y0 + 1).min(frame.height - 1);
-        let ly = fy - y0 as f32;
         for x in 0..rw {
-            let fx = ((x as f32 + 0.5) * sx - 0.5).clamp(0.0, (frame.width - 1) as f32);
-            let x0 = fx.floor() as usize;
-            let x1 = (x0 + 1).min(frame.width - 1);
-            let lx = fx - x0 as f32;
             for c in 0..3 {
-                let v = (1.0 - ly) * ((1.0 - lx) * px(x0, y0, c) + lx * px(x1, y0, c))
-                    + ly * ((1.0 - lx) * px(x0, y1, c) + lx * px(x1, y1, c));
+                let v = f32::from(rgb[(y * rw + x) * 3 + c]);
                 out[c * ph * pw + y * pw + x] = (v - cfg.pixel_mean[c]) * inv_std[c];
             }
         }

@@ -16,7 +16,7 @@ use ort::value::TensorRef;
 
 use crate::export::manifest::{Manifest, MANIFEST_FILE};
 use crate::export::names;
-use crate::model::preprocess::{FrameGeometry, FrameRef};
+use crate::model::preprocess::{resize_rgb, FrameGeometry, FrameRef};
 use crate::model::{ModelConfig, ModelError};
 use crate::runtime::Engine;
 use crate::tracking::{FrameOutput, StreamState};
@@ -482,41 +482,16 @@ impl OrtEngine {
         })
     }
 
-    /// The frame as the graph's `(1, Hp, Wp, 3)` input: copied when it is already at the resized
-    /// size, else resized as `preprocess` does (bilinear, half-pixel centres) and rounded to 8
-    /// bits; zero elsewhere (the graph zeroes the padding after normalising).
+    /// The frame as the graph's `(1, Hp, Wp, 3)` input: resized as the candle engine does
+    /// ([`resize_rgb`]), zero elsewhere (the graph zeroes the padding after normalising).
     pub fn frame_input(&self, frame: &FrameRef<'_>, g: &FrameGeometry) -> Vec<u8> {
         let (pw, ph) = (g.padded_width, g.padded_height);
         let (rw, rh) = (g.resized_width, g.resized_height);
+        let rgb = resize_rgb(frame, rw, rh);
         let mut out = vec![0u8; ph * pw * 3];
-        if frame.width == rw && frame.height == rh {
-            for y in 0..rh {
-                let src = &frame.data[y * frame.stride..y * frame.stride + rw * 3];
-                out[y * pw * 3..y * pw * 3 + rw * 3].copy_from_slice(src);
-            }
-            return out;
-        }
-        let (sx, sy) = (
-            frame.width as f32 / rw as f32,
-            frame.height as f32 / rh as f32,
-        );
-        let px = |x: usize, y: usize, c: usize| frame.data[y * frame.stride + x * 3 + c] as f32;
         for y in 0..rh {
-            let fy = ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, (frame.height - 1) as f32);
-            let y0 = fy.floor() as usize;
-            let y1 = (y0 + 1).min(frame.height - 1);
-            let ly = fy - y0 as f32;
-            for x in 0..rw {
-                let fx = ((x as f32 + 0.5) * sx - 0.5).clamp(0.0, (frame.width - 1) as f32);
-                let x0 = fx.floor() as usize;
-                let x1 = (x0 + 1).min(frame.width - 1);
-                let lx = fx - x0 as f32;
-                for c in 0..3 {
-                    let v = (1.0 - ly) * ((1.0 - lx) * px(x0, y0, c) + lx * px(x1, y0, c))
-                        + ly * ((1.0 - lx) * px(x0, y1, c) + lx * px(x1, y1, c));
-                    out[(y * pw + x) * 3 + c] = v.round().clamp(0.0, 255.0) as u8;
-                }
-            }
+            out[y * pw * 3..y * pw * 3 + rw * 3]
+                .copy_from_slice(&rgb[y * rw * 3..(y + 1) * rw * 3]);
         }
         out
     }

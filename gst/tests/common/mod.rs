@@ -27,7 +27,15 @@ pub fn init() {
     });
 }
 
-/// The tiny model with random weights (there is no trained model in tests) and
+/// The weights shipped for the tiny model (engines/inspro-tiny/).
+pub fn shipped_weights() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../engines/inspro-tiny/model.safetensors")
+        .display()
+        .to_string()
+}
+
+/// The tiny model with random weights (the same for any checkout) and
 /// `score-threshold=0`: every query slot's best class probability is >= 0, so every slot becomes
 /// a track on its second frame and stays one: 16 tracks with ids 1..=16, deterministically.
 pub fn element() -> gst::Element {
