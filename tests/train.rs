@@ -301,6 +301,7 @@ fn resuming_from_a_checkpoint_reproduces_the_next_step() {
             val_gt: None,
             synth_train: None,
             synth_val: None,
+            synth_stream: None,
         },
         clip: small_clip(),
         optim: OptimConfig {
@@ -310,6 +311,7 @@ fn resuming_from_a_checkpoint_reproduces_the_next_step() {
         },
         loss: LossConfig::default(),
         mechanisms: Mechanisms::default(),
+        probe: None,
     };
     let dev = Device::Cpu;
     let mut a = Trainer::new(cfg.clone(), data.clone(), &dev).unwrap();

@@ -35,6 +35,10 @@ pub enum Command {
     Segment(segment::SegmentArgs),
     /// Train on YouTube-VIS-layout data (TCM, BDL, deep supervision).
     Train(train::TrainArgs),
+    /// Draw a training run's picture (loss parts, validation, probe) from its metrics.jsonl.
+    Plot(train::PlotArgs),
+    /// Linear probe of a model's RoI features at ground-truth boxes (features vs head).
+    Probe(train::ProbeArgs),
     /// Score a YouTube-VIS results json against its ground truth (official video AP/AR).
     Eval(ytvis::EvalArgs),
     /// Generate a synthetic YouTube-VIS-layout benchmark (or one encoded clip).
@@ -72,6 +76,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => export::export(args),
         Command::Segment(args) => segment::segment(args),
         Command::Train(args) => train::train(args),
+        Command::Plot(args) => train::plot(args),
+        Command::Probe(args) => train::probe(args),
         Command::Eval(args) => ytvis::eval(args),
         Command::Synth(args) => ytvis::synth(args),
         #[cfg(feature = "edge")]

@@ -82,8 +82,6 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     }
     let model_cfg = cfg.model_config()?;
     let dev = Device::Cpu;
-    let train_gt = ensure_split(&cfg.data.train, &cfg.data.train_gt, &cfg.data.synth_train)?;
-    let train = Dataset::load(&cfg.data.train, &train_gt, &model_cfg)?;
     let val = match &cfg.data.val {
         Some(dir) => {
             let gt = ensure_split(dir, &cfg.data.val_gt, &cfg.data.synth_val)?;
@@ -102,7 +100,13 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         cfg.eval_every,
         cfg.checkpoint_every.max(1),
     );
-    let mut trainer = Trainer::new(cfg, train, &dev)?;
+    let mut trainer = if cfg.data.synth_stream.is_some() {
+        Trainer::streaming(cfg, &dev)?
+    } else {
+        let train_gt = ensure_split(&cfg.data.train, &cfg.data.train_gt, &cfg.data.synth_train)?;
+        let train = Dataset::load(&cfg.data.train, &train_gt, &model_cfg)?;
+        Trainer::new(cfg, train, &dev)?
+    };
     if args.resume {
         trainer.resume(&out_dir, "last")?;
         tracing::info!(iteration = trainer.iteration, "resumed");
@@ -114,12 +118,24 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         .open(&metrics_path)
         .with_context(|| format!("opening {}", metrics_path.display()))?;
     let eval_videos = args.eval_videos.unwrap_or(usize::MAX);
+    let probe_cfg = trainer.cfg.probe.clone();
+    let probe_fit = match &probe_cfg {
+        Some(p) if val.is_some() => Some(inspro::train::probe::fit_videos(p, &trainer.model)?),
+        _ => None,
+    };
+    let plot_path = out_dir.join("training.png");
+    let plot = || {
+        if let Err(e) = inspro::train::plot::write_plot(&metrics_path, &plot_path) {
+            tracing::warn!(error = %e, "training plot not written");
+        }
+    };
     let evaluate = |trainer: &Trainer, metrics: &mut std::fs::File| -> anyhow::Result<()> {
         if let Some(val) = &val {
             let t0 = Instant::now();
-            let s = evaluate_dataset(&trainer.model, val, eval_videos)?;
+            let (s, q) = evaluate_dataset(&trainer.model, val, eval_videos)?;
             let line = serde_json::json!({
-                "iteration": trainer.iteration, "eval": s, "eval_seconds": t0.elapsed().as_secs_f64()
+                "iteration": trainer.iteration, "eval": s, "tracks": q,
+                "eval_seconds": t0.elapsed().as_secs_f64()
             });
             writeln!(metrics, "{line}")?;
             tracing::info!(
@@ -129,8 +145,26 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
                 ap75 = s.ap75,
                 ar1 = s.ar1,
                 ar10 = s.ar10,
+                class_acc = q.best_track_class_accuracy,
+                dup_per_object = q.duplicates_per_object,
                 "validation"
             );
+            if let (Some(p), Some(fit)) = (&probe_cfg, &probe_fit) {
+                let t0 = Instant::now();
+                let r = inspro::train::probe::probe(p, &trainer.model, fit, &val.videos)?;
+                let line = serde_json::json!({
+                    "iteration": trainer.iteration, "probe": r,
+                    "probe_seconds": t0.elapsed().as_secs_f64()
+                });
+                writeln!(metrics, "{line}")?;
+                tracing::info!(
+                    iteration = trainer.iteration,
+                    test = r.test_accuracy,
+                    fit = r.fit_accuracy,
+                    majority = r.majority_accuracy,
+                    "feature probe"
+                );
+            }
         }
         Ok(())
     };
@@ -158,14 +192,16 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         if it % log_every == 0 {
             let ips = window_iters as f64 / window.elapsed().as_secs_f64();
             bar.set_message(format!(
-                "loss {:.3} cls {:.3} l1 {:.3} giou {:.3} dedup {:.3} dice {:.3} mfocal {:.3}",
+                "loss {:.3} cls {:.3} l1 {:.3} giou {:.3} dedup {:.3} dice {:.3} mfocal {:.3} sem {:.3} dn {:.3}",
                 parts.total,
                 parts.class,
                 parts.l1,
                 parts.giou,
                 parts.dedup,
                 parts.dice,
-                parts.mask_focal
+                parts.mask_focal,
+                parts.semantic,
+                parts.dn_class
             ));
             let line = serde_json::json!({
                 "iteration": it, "lr": lr, "grad_norm": norm, "loss": parts, "iter_per_s": ips,
@@ -180,17 +216,108 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         }
         if eval_every > 0 && it % eval_every == 0 {
             evaluate(&trainer, &mut metrics)?;
+            metrics.flush()?;
+            plot();
         }
     }
     bar.finish_and_clear();
     trainer.save(&out_dir, "last")?;
     let weights = trainer.save(&out_dir, "final")?;
     evaluate(&trainer, &mut metrics)?;
+    metrics.flush()?;
+    plot();
     eprintln!(
         "trained {} iterations in {:.1} min; weights {}",
         trainer.iteration,
         start.elapsed().as_secs_f64() / 60.0,
         weights.display()
     );
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PlotArgs {
+    /// A run folder (its metrics.jsonl) or a metrics.jsonl file.
+    pub run: PathBuf,
+    /// The PNG to write (default: training.png beside the metrics).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn plot(args: PlotArgs) -> anyhow::Result<()> {
+    let metrics = if args.run.is_dir() {
+        args.run.join("metrics.jsonl")
+    } else {
+        args.run.clone()
+    };
+    let out = args
+        .out
+        .unwrap_or_else(|| metrics.with_file_name("training.png"));
+    inspro::train::plot::write_plot(&metrics, &out)?;
+    println!("{}", out.display());
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ProbeArgs {
+    /// Model config (TOML).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Weights (safetensors); `random:SEED` probes a random init.
+    #[arg(long)]
+    pub weights: String,
+    /// Held-out videos to test on (YouTube-VIS layout with instances.json).
+    #[arg(long)]
+    pub val: PathBuf,
+    /// Fresh synthetic videos the probe is fit on, and their seed.
+    #[arg(long, default_value_t = 40)]
+    pub fit_videos: usize,
+    #[arg(long, default_value_t = 3003)]
+    pub fit_seed: u64,
+    /// Every n-th frame gives samples.
+    #[arg(long, default_value_t = 3)]
+    pub frame_step: usize,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+pub fn probe(args: ProbeArgs) -> anyhow::Result<()> {
+    set_threads(args.threads);
+    let cfg = inspro::model::ModelConfig::from_file(&args.model)?;
+    let dev = Device::Cpu;
+    let model = match args.weights.strip_prefix("random:") {
+        Some(seed) => {
+            let seed: u64 = seed
+                .parse()
+                .with_context(|| format!("--weights {}: not a seed", args.weights))?;
+            inspro::model::InsPro::random(&cfg, seed, &dev)?.0
+        }
+        None => inspro::model::InsPro::load(&cfg, &args.weights, &dev)?,
+    };
+    let gt = args.val.join("instances.json");
+    let val = Dataset::load(&args.val, &gt, &cfg)?;
+    let mut p = inspro::train::probe::ProbeConfig {
+        frame_step: args.frame_step,
+        ..Default::default()
+    };
+    p.fit.videos = args.fit_videos;
+    p.fit.seed = args.fit_seed;
+    p.fit.size = [cfg.input_size[0] as u32, cfg.input_size[1] as u32];
+    let fit = inspro::train::probe::fit_videos(&p, &model)?;
+    let r = inspro::train::probe::probe(&p, &model, &fit, &val.videos)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "probe: held-out {:.1} % ({} samples), fit {:.1} % ({} samples), majority class {:.1} %",
+            100.0 * r.test_accuracy,
+            r.test_samples,
+            100.0 * r.fit_accuracy,
+            r.fit_samples,
+            100.0 * r.majority_accuracy
+        );
+    }
     Ok(())
 }

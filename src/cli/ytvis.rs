@@ -17,11 +17,12 @@ pub struct EvalArgs {
     /// Print one json object instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Also count duplicate tracks: result pairs of one video, both scoring at least
-    /// `--dup-score`, with spatio-temporal mask IoU at least `--dup-iou`.
+    /// Also report how tracks relate to objects: the class accuracy of each object's
+    /// best-overlapping track, and duplicate tracks (result pairs of one video, both scoring at
+    /// least `--dup-score`, with spatio-temporal mask IoU at least `--dup-iou`) per object.
     #[arg(long)]
     pub duplicates: bool,
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.5)]
     pub dup_score: f64,
     #[arg(long, default_value_t = 0.5)]
     pub dup_iou: f64,
@@ -98,9 +99,11 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let s = ytvis::evaluate_files(&args.gt, &args.results)?;
     tracing::info!(seconds = start.elapsed().as_secs_f64(), "evaluated");
-    let duplicates = if args.duplicates {
+    let quality = if args.duplicates {
+        let gt = ytvis::load_ground_truth(&args.gt)?;
         let results = ytvis::load_results(&args.results)?;
-        Some(ytvis::eval::count_duplicates(
+        Some(ytvis::eval::track_quality(
+            &gt,
             &results,
             args.dup_score,
             args.dup_iou,
@@ -110,16 +113,26 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     };
     if args.json {
         let mut v = serde_json::to_value(&s).context("serialising the summary")?;
-        if let (Some(d), Some(obj)) = (duplicates, v.as_object_mut()) {
-            obj.insert("duplicates".into(), d.into());
+        if let (Some(q), Some(obj)) = (&quality, v.as_object_mut()) {
+            obj.insert("duplicates".into(), q.duplicate_pairs.into());
+            obj.insert(
+                "tracks".into(),
+                serde_json::to_value(q).context("serialising the track quality")?,
+            );
         }
         println!("{v}");
         return Ok(());
     }
-    if let Some(d) = duplicates {
+    if let Some(q) = &quality {
         println!(
-            "duplicate track pairs (score >= {}, ST-IoU >= {}): {d}",
-            args.dup_score, args.dup_iou
+            "duplicate track pairs (score >= {}, ST-IoU >= {}): {} ({:.3} per object)",
+            args.dup_score, args.dup_iou, q.duplicate_pairs, q.duplicates_per_object
+        );
+        println!(
+            "best-overlapping track of each of {} objects: right class {:.1} %, mean ST-IoU {:.3}",
+            q.objects,
+            100.0 * q.best_track_class_accuracy,
+            q.best_track_iou
         );
     }
     let rows = [

@@ -59,6 +59,13 @@ impl FrameOptions {
     }
 }
 
+/// The dense features of one frame: P2..P5 (C, H/s, W/s) and the mask branch output
+/// (1, 8, Hp/8, Wp/8).
+pub struct Trunk {
+    pub levels: Vec<Tensor>,
+    pub mask_feats: Tensor,
+}
+
 /// One frame's stage outputs (and masks), plus the queries for the next frame.
 pub struct FrameForward {
     /// Outputs of the stages that ran, in order; the last one is the frame's result.
@@ -214,6 +221,54 @@ impl InsPro {
         ))
     }
 
+    /// The dense part of one frame: backbone, FPN and mask branch. `image` is (1, 3, Hp, Wp),
+    /// normalised and padded; `train` freezes what the reference freezes (stem, res2).
+    pub fn forward_trunk(&self, image: &Tensor, train: bool) -> Result<Trunk> {
+        let c = self.backbone.forward(image, train)?;
+        let p = self.fpn.forward(&c)?;
+        let mask_feats = self.mask_branch.forward(&p.p3, &p.p4, &p.p5)?; // (1, 8, Hp/8, Wp/8)
+        let levels: Vec<Tensor> = p
+            .levels()
+            .iter()
+            .map(|l| l.squeeze(0))
+            .collect::<Result<_>>()?; // (C, H/s, W/s) each
+        Ok(Trunk { levels, mask_feats })
+    }
+
+    /// The stages on a frame's trunk: proposal features (N, C) and boxes (N, 4) xyxy in, every
+    /// stage's output (and masks) out. Any N: training runs its denoising queries through here.
+    pub fn forward_stages(
+        &self,
+        trunk: &Trunk,
+        proposal_features: &Tensor,
+        proposal_boxes_xyxy: &Tensor,
+        opts: FrameOptions,
+    ) -> Result<(Vec<StageOutput>, Vec<Tensor>)> {
+        let heads: Vec<&RcnnHead> = match opts.stages {
+            StageSchedule::All => self.head_series.iter().collect(),
+            StageSchedule::LastOnly => self.head_series.last().into_iter().collect(),
+        };
+        let mut features = proposal_features.clone();
+        let mut boxes = proposal_boxes_xyxy.clone();
+        let mut stages = Vec::with_capacity(heads.len());
+        let mut mask_logits = Vec::new();
+        for (i, head) in heads.iter().enumerate() {
+            let out = head.forward(&trunk.levels, &boxes, &features, &self.pooler)?;
+            if opts.masks == MaskSchedule::Every || i + 1 == heads.len() {
+                mask_logits.push(self.mask_head.forward(
+                    &trunk.mask_feats,
+                    &out.mask_head_params,
+                    &out.pred_boxes_xyxy,
+                )?);
+            }
+            // Sparse R-CNN: boxes are detached between stages, features are not.
+            boxes = out.pred_boxes_xyxy.detach();
+            features = out.obj_features.clone();
+            stages.push(out);
+        }
+        Ok((stages, mask_logits))
+    }
+
     /// One frame: image (1, 3, Hp, Wp) normalised and padded; proposal features (N, C) and boxes
     /// (N, 4) xyxy from the previous frame (or the learned init); bank (T, N, C) with bank_valid
     /// (T) marking the entries that stay in the bank after this frame's object features enter it.
@@ -226,38 +281,41 @@ impl InsPro {
         bank_valid: &Tensor,
         opts: FrameOptions,
     ) -> Result<FrameForward> {
-        let c = self.backbone.forward(image, opts.train)?;
-        let p = self.fpn.forward(&c)?;
-        let mask_feats = self.mask_branch.forward(&p.p3, &p.p4, &p.p5)?; // (1, 8, Hp/8, Wp/8)
-        let levels: Vec<Tensor> = p
-            .levels()
-            .iter()
-            .map(|l| l.squeeze(0))
-            .collect::<Result<_>>()?; // (C, H/s, W/s) each
+        let trunk = self.forward_trunk(image, opts.train)?;
+        self.forward_frame_on(
+            &trunk,
+            proposal_features,
+            proposal_boxes_xyxy,
+            bank,
+            bank_valid,
+            opts,
+        )
+    }
 
-        let heads: Vec<&RcnnHead> = match opts.stages {
-            StageSchedule::All => self.head_series.iter().collect(),
-            StageSchedule::LastOnly => self.head_series.last().into_iter().collect(),
-        };
-        let mut features = proposal_features.clone();
-        let mut boxes = proposal_boxes_xyxy.clone();
-        let mut stages = Vec::with_capacity(heads.len());
-        let mut mask_logits = Vec::new();
-        for (i, head) in heads.iter().enumerate() {
-            let out = head.forward(&levels, &boxes, &features, &self.pooler)?;
-            if opts.masks == MaskSchedule::Every || i + 1 == heads.len() {
-                mask_logits.push(self.mask_head.forward(
-                    &mask_feats,
-                    &out.mask_head_params,
-                    &out.pred_boxes_xyxy,
-                )?);
-            }
-            // Sparse R-CNN: boxes are detached between stages, features are not.
-            boxes = out.pred_boxes_xyxy.detach();
-            features = out.obj_features.clone();
-            stages.push(out);
-        }
-        let next_proposal_features = self.intra_query.forward(&features, bank, bank_valid)?;
+    /// RoIAlign features (B, C, 7, 7) of `boxes_xyxy` (B, 4) on a frame's trunk, with the
+    /// heads' own pooler (the linear probe's input).
+    pub fn pool_rois(&self, trunk: &Trunk, boxes_xyxy: &Tensor) -> Result<Tensor> {
+        self.pooler.forward(&trunk.levels, boxes_xyxy)
+    }
+
+    /// `forward_frame` on a trunk already computed.
+    pub fn forward_frame_on(
+        &self,
+        trunk: &Trunk,
+        proposal_features: &Tensor,
+        proposal_boxes_xyxy: &Tensor,
+        bank: &Tensor,
+        bank_valid: &Tensor,
+        opts: FrameOptions,
+    ) -> Result<FrameForward> {
+        let (stages, mask_logits) =
+            self.forward_stages(trunk, proposal_features, proposal_boxes_xyxy, opts)?;
+        let last = stages
+            .last()
+            .ok_or_else(|| candle_core::Error::Msg("no stage ran".into()))?;
+        let next_proposal_features =
+            self.intra_query
+                .forward(&last.obj_features, bank, bank_valid)?;
         Ok(FrameForward {
             stages,
             mask_logits,

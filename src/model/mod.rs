@@ -19,7 +19,7 @@ pub mod weights;
 use std::path::PathBuf;
 
 pub use config::{BackboneKind, ModelConfig};
-pub use inspro::{FrameForward, FrameOptions, InsPro, MaskSchedule, StageSchedule};
+pub use inspro::{FrameForward, FrameOptions, InsPro, MaskSchedule, StageSchedule, Trunk};
 pub use preprocess::{FrameGeometry, FrameRef};
 
 /// Errors of the model library: each names what a user needs to fix it.

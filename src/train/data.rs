@@ -157,6 +157,8 @@ pub struct Clip {
     pub gt_masks: Vec<Tensor>,
     pub video_id: u64,
     pub frame_indices: Vec<usize>,
+    /// Seeds the clip's training noise (denoising-query jitter), drawn with the clip.
+    pub noise_seed: u64,
 }
 
 fn flip_rgb(data: &[u8], w: usize, h: usize) -> Vec<u8> {
@@ -186,6 +188,25 @@ impl Dataset {
             });
         }
         let v = &self.videos[(rng.next_u64() % self.videos.len() as u64) as usize];
+        sample_clip_from(v, cfg, clip, rng, device)
+    }
+}
+
+/// Draw a clip of video `v` (frames, scale, flip); deterministic for the rng's state.
+pub fn sample_clip_from(
+    v: &VideoData,
+    cfg: &ModelConfig,
+    clip: &ClipConfig,
+    rng: &mut SplitMix64,
+    device: &Device,
+) -> Result<Clip, TrainError> {
+    {
+        if v.frames.is_empty() {
+            return Err(TrainError::Data {
+                file: format!("video {}", v.id),
+                reason: "the video has no frames".into(),
+            });
+        }
         let len = v.frames.len();
         let span = clip.max_span.max(clip.frames).min(len);
         let start = (rng.next_u64() % (len - span + 1) as u64) as usize;
@@ -292,6 +313,133 @@ impl Dataset {
             gt_masks,
             video_id: v.id,
             frame_indices: idx,
+            noise_seed: rng.next_u64(),
         })
     }
+}
+
+/// Training videos made on the fly: the i-th clip of a run comes from video `i` of a synthetic
+/// stream (`ytvis::synth::generate_video` with the stream's options), its frames passed through
+/// the same JPEG round trip as the files on disk. No scene is ever seen twice, nothing is decoded
+/// into memory up front, and clip `i` depends only on `i` and the sampler's state, so a resumed
+/// run draws the same clips. A worker thread makes the next videos while the trainer works.
+pub struct SynthStream {
+    opts: crate::ytvis::SynthOptions,
+    /// Dataset category id of each model class (synthetic ids: 1 + index in `CATEGORIES`).
+    category_ids: Vec<u64>,
+    jpeg_quality: u8,
+    next: usize,
+    rx: std::sync::mpsc::Receiver<(usize, Result<VideoData, TrainError>)>,
+}
+
+impl SynthStream {
+    /// A stream whose first video is `start`. `opts.frames` is the length of each video.
+    pub fn new(
+        opts: crate::ytvis::SynthOptions,
+        cfg: &ModelConfig,
+        start: usize,
+    ) -> Result<Self, TrainError> {
+        opts.validate()?;
+        let names = crate::ytvis::synth::CATEGORIES;
+        let category_ids = (0..cfg.num_classes)
+            .map(|k| {
+                let name = cfg.class_names.get(k).map(String::as_str).unwrap_or("");
+                names
+                    .iter()
+                    .position(|n| *n == name)
+                    .map(|i| i as u64 + 1)
+                    .ok_or_else(|| TrainError::Config {
+                        file: "data.synth_stream".into(),
+                        reason: format!(
+                            "model class {k} `{name}` is not a synthetic category ({})",
+                            names.join(", ")
+                        ),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut stream = Self {
+            jpeg_quality: opts.jpeg_quality,
+            opts,
+            category_ids,
+            next: start,
+            rx: std::sync::mpsc::sync_channel(0).1,
+        };
+        stream.restart(start);
+        Ok(stream)
+    }
+
+    fn restart(&mut self, start: usize) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let (opts, ids, q) = (
+            self.opts.clone(),
+            self.category_ids.clone(),
+            self.jpeg_quality,
+        );
+        std::thread::spawn(move || {
+            for i in start.. {
+                let v = make_stream_video(&opts, &ids, q, i);
+                if tx.send((i, v)).is_err() {
+                    break; // the stream was dropped or restarted
+                }
+            }
+        });
+        self.rx = rx;
+        self.next = start;
+    }
+
+    /// Video `index` of the stream.
+    pub fn video(&mut self, index: usize) -> Result<VideoData, TrainError> {
+        if index != self.next {
+            self.restart(index);
+        }
+        let (i, v) = self.rx.recv().map_err(|_| TrainError::Data {
+            file: "data.synth_stream".into(),
+            reason: "the synthetic video worker stopped".into(),
+        })?;
+        debug_assert_eq!(i, index);
+        self.next = index + 1;
+        v
+    }
+}
+
+/// Video `index` of a stream as training data: frames through a JPEG round trip, masks as RLE.
+pub fn make_stream_video(
+    opts: &crate::ytvis::SynthOptions,
+    category_ids: &[u64],
+    jpeg_quality: u8,
+    index: usize,
+) -> Result<VideoData, TrainError> {
+    let v = crate::ytvis::synth::generate_video(opts, index)?;
+    let (w, h) = (v.width as usize, v.height as usize);
+    let mut frames = Vec::with_capacity(v.frames.len());
+    for rgb in &v.frames {
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, jpeg_quality)
+            .encode(rgb, v.width, v.height, image::ExtendedColorType::Rgb8)
+            .and_then(|_| image::load_from_memory(&jpeg))
+            .map(|img| frames.push(img.to_rgb8().into_raw()))
+            .map_err(|e| TrainError::Data {
+                file: format!("synthetic stream video {index}"),
+                reason: e.to_string(),
+            })?;
+    }
+    let objects = v
+        .objects
+        .into_iter()
+        .filter_map(|o| {
+            let class = category_ids.iter().position(|c| *c == o.category_id)?;
+            Some(ObjectTrack {
+                track: o.track as u64,
+                class,
+                masks: o.masks,
+            })
+        })
+        .collect();
+    Ok(VideoData {
+        id: index as u64,
+        width: w,
+        height: h,
+        frames,
+        objects,
+    })
 }

@@ -23,6 +23,14 @@ pub struct LossConfig {
     pub dedup_beta: f32,
     /// BDL k: negatives per ground-truth box.
     pub dedup_k: usize,
+    /// Ours: weight of the auxiliary semantic loss on P2 (0 = off; `train/auxiliary.rs`).
+    pub semantic: f32,
+    /// Ours: groups of denoising queries per frame (0 = off): jittered ground-truth boxes with
+    /// the learned init features, a fixed assignment, class + box + mask losses, run apart from
+    /// the matched queries (DN-DETR).
+    pub dn_groups: usize,
+    /// DN-DETR box noise λ.
+    pub dn_box_noise: f32,
 }
 
 impl Default for LossConfig {
@@ -38,6 +46,9 @@ impl Default for LossConfig {
             focal_gamma: 2.0,
             dedup_beta: 0.1,
             dedup_k: 5,
+            semantic: 0.0,
+            dn_groups: 0,
+            dn_box_noise: 0.4,
         }
     }
 }

@@ -2,10 +2,13 @@
 //! losses with the box deduplication loss, clips of YouTube-VIS-layout data, and the trainer.
 
 pub mod assign;
+pub mod auxiliary;
 pub mod data;
 pub mod loss;
 pub mod matching;
 pub mod optim;
+pub mod plot;
+pub mod probe;
 pub mod trainer;
 
 use std::path::Path;
@@ -14,7 +17,7 @@ use std::path::Path;
 pub use crate::model::boxes;
 pub use assign::linear_sum_assignment;
 pub use data::{Clip, ClipConfig, Dataset};
-pub use trainer::{clip_loss, LossParts, Mechanisms, TrainConfig, Trainer};
+pub use trainer::{clip_loss, clip_loss_with, LossParts, Mechanisms, TrainConfig, Trainer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {

@@ -10,6 +10,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
+use super::auxiliary::{jitter_box, semantic_targets, SemanticHead, AUX_PREFIX};
+use super::data::SynthStream;
 use super::data::{ClipConfig, Dataset};
 use super::loss::{
     dedup_loss_one, dedup_negatives, dice_loss, mask_focal_loss, sigmoid, sigmoid_focal_loss,
@@ -23,6 +25,7 @@ use crate::model::weights::SplitMix64;
 use crate::model::{FrameOptions, FrameRef, InsPro, MaskSchedule, ModelConfig, StageSchedule};
 use crate::tracking::state::clip_box;
 use crate::tracking::{ResultOptions, VideoAccumulator};
+use crate::ytvis::eval::{track_quality, TrackQuality};
 use crate::ytvis::{EvalSummary, SynthOptions};
 
 /// The mechanisms the paper ablates (Table 2a–c).
@@ -99,7 +102,9 @@ impl SynthSpec {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// YouTube-VIS layout folder (JPEGImages/ + `instances.json` unless `train_gt` is given).
+    /// YouTube-VIS layout folder (JPEGImages/ + `instances.json` unless `train_gt` is given);
+    /// unused with `synth_stream`.
+    #[serde(default)]
     pub train: PathBuf,
     pub train_gt: Option<PathBuf>,
     pub val: Option<PathBuf>,
@@ -107,6 +112,10 @@ pub struct DataConfig {
     /// Generate the training split with these options when `train` does not exist.
     pub synth_train: Option<SynthSpec>,
     pub synth_val: Option<SynthSpec>,
+    /// Train on synthetic videos made on the fly instead of `train` (ours): clip i comes from
+    /// video i of this stream (`videos` is ignored).
+    #[serde(default)]
+    pub synth_stream: Option<SynthSpec>,
 }
 
 /// `configs/train/<name>.toml`.
@@ -141,6 +150,9 @@ pub struct TrainConfig {
     pub loss: LossConfig,
     #[serde(default)]
     pub mechanisms: Mechanisms,
+    /// A linear probe of the RoI features at every evaluation (`train/probe.rs`).
+    #[serde(default)]
+    pub probe: Option<super::probe::ProbeConfig>,
 }
 
 fn default_log_every() -> usize {
@@ -192,6 +204,11 @@ pub struct LossParts {
     pub dedup: f32,
     pub dice: f32,
     pub mask_focal: f32,
+    /// Ours (0 when off): the auxiliary semantic loss and the denoising queries' losses.
+    pub semantic: f32,
+    pub dn_class: f32,
+    pub dn_box: f32,
+    pub dn_mask: f32,
 }
 
 fn scalar(t: &Tensor) -> f32 {
@@ -205,7 +222,20 @@ pub fn clip_loss(
     loss: &LossConfig,
     mech: &Mechanisms,
 ) -> Result<(Tensor, LossParts), TrainError> {
+    clip_loss_with(model, None, clip, loss, mech)
+}
+
+/// `clip_loss` plus the training-only signals: the semantic loss when `semantic` is given (and
+/// `loss.semantic > 0`), the denoising queries when `loss.dn_groups > 0`.
+pub fn clip_loss_with(
+    model: &InsPro,
+    semantic: Option<&SemanticHead>,
+    clip: &super::data::Clip,
+    loss: &LossConfig,
+    mech: &Mechanisms,
+) -> Result<(Tensor, LossParts), TrainError> {
     let cfg = &model.cfg;
+    let mut noise = SplitMix64::new(clip.noise_seed);
     let dev = model.device().clone();
     let (n, c, t) = (cfg.num_queries, cfg.fpn_channels, cfg.bank_size);
     let (w, h) = (clip.width, clip.height);
@@ -239,9 +269,34 @@ pub fn clip_loss(
             masks: MaskSchedule::Every,
             train: true,
         };
-        let fwd = model.forward_frame(image, &features, &boxes, &bank_t, &valid, opts)?;
+        let trunk = model.forward_trunk(image, opts.train)?;
+        let fwd = model.forward_frame_on(&trunk, &features, &boxes, &bank_t, &valid, opts)?;
         let gts = &clip.gts[fi];
         let num_boxes = (gts.len() as f32).max(1.0);
+
+        if let (Some(head), true) = (semantic, loss.semantic > 0.0) {
+            let logits = head.forward(&trunk.levels[0])?;
+            let (target, fg) = semantic_targets(&clip.gt_masks[fi], gts, cfg.num_classes)?;
+            let sem = (sigmoid_focal_loss(&logits, &target, loss.focal_alpha, loss.focal_gamma)?
+                / (fg.max(1) as f64))?;
+            total = (total + (&sem * f64::from(loss.semantic))?)?;
+            parts.semantic += scalar(&sem) / frames;
+        }
+        if loss.dn_groups > 0 && !gts.is_empty() {
+            let (dn, p) = denoising_loss(
+                model,
+                &trunk,
+                gts,
+                &clip.gt_masks[fi],
+                loss,
+                &mut noise,
+                (w, h),
+            )?;
+            total = (total + dn)?;
+            parts.dn_class += p.dn_class / frames;
+            parts.dn_box += p.dn_box / frames;
+            parts.dn_mask += p.dn_mask / frames;
+        }
 
         // One assignment per frame from the last stage, shared by every stage (spec §1.4 [REC]).
         let last = fwd.last()?;
@@ -353,6 +408,88 @@ pub fn clip_loss(
     Ok((total, parts))
 }
 
+/// The denoising queries of one frame (DN-DETR, ours): `loss.dn_groups` groups, each holding a
+/// jittered copy of every ground-truth box with learned init features (row j mod N for box j),
+/// bound to that box. Each group runs through every stage on its own (its queries attend only to
+/// each other, never to the matched queries) and gets class + L1 + GIoU on every stage and dice +
+/// mask focal on the last, normalised by the frame's boxes and the group count.
+fn denoising_loss(
+    model: &InsPro,
+    trunk: &crate::model::Trunk,
+    gts: &[super::matching::GtObject],
+    gt_masks: &Tensor,
+    loss: &LossConfig,
+    noise: &mut SplitMix64,
+    (w, h): (usize, usize),
+) -> Result<(Tensor, LossParts), TrainError> {
+    let cfg = &model.cfg;
+    let dev = model.device().clone();
+    let g = gts.len();
+    let norm = f64::from(g.max(1) as f32) * loss.dn_groups as f64;
+    let whwh = Tensor::from_vec(vec![w as f32, h as f32, w as f32, h as f32], (1, 4), &dev)?;
+    let (init, _) = model.initial_proposals(w, h)?;
+    let mut onehot = vec![0f32; g * cfg.num_classes];
+    for (j, o) in gts.iter().enumerate() {
+        onehot[j * cfg.num_classes + o.class] = 1.0;
+    }
+    let targets = Tensor::from_vec(onehot, (g, cfg.num_classes), &dev)?;
+    let gt_boxes: Vec<f32> = gts.iter().flat_map(|o| o.box_xyxy).collect();
+    let gt_boxes = Tensor::from_vec(gt_boxes, (g, 4), &dev)?;
+    let mut total = Tensor::zeros((), DType::F32, &dev)?;
+    let mut parts = LossParts::default();
+    for group in 0..loss.dn_groups {
+        let rows: Vec<u32> = (0..g)
+            .map(|j| ((j + group * g) % cfg.num_queries) as u32)
+            .collect();
+        let feats = init.index_select(&Tensor::from_vec(rows, g, &dev)?, 0)?;
+        let jittered: Vec<f32> = gts
+            .iter()
+            .flat_map(|o| jitter_box(o.box_xyxy, loss.dn_box_noise, noise, w as f32, h as f32))
+            .collect();
+        let boxes = Tensor::from_vec(jittered, (g, 4), &dev)?;
+        let opts = FrameOptions {
+            stages: StageSchedule::All,
+            masks: MaskSchedule::Last,
+            train: true,
+        };
+        let (stages, masks) = model.forward_stages(trunk, &feats, &boxes, opts)?;
+        for stage in &stages {
+            let cls = (sigmoid_focal_loss(
+                &stage.class_logits,
+                &targets,
+                loss.focal_alpha,
+                loss.focal_gamma,
+            )? / norm)?;
+            let pb = &stage.pred_boxes_xyxy;
+            let l1 = ((pb.broadcast_div(&whwh)? - gt_boxes.broadcast_div(&whwh)?)?
+                .abs()?
+                .sum_all()?
+                / norm)?;
+            let giou = ((crate::model::boxes::giou_tensor(pb, &gt_boxes)?.neg()? + 1.0)?
+                .sum_all()?
+                / norm)?;
+            total = (total
+                + (&cls * f64::from(loss.class))?
+                + (&l1 * f64::from(loss.l1))?
+                + (&giou * f64::from(loss.giou))?)?;
+            parts.dn_class += scalar(&cls);
+            parts.dn_box += scalar(&l1) + scalar(&giou);
+        }
+        if let Some(m) = masks.last() {
+            let (_, hm, wm) = m.dims3()?;
+            let pm = m.reshape((g, hm * wm))?;
+            let dice = (dice_loss(&pm, gt_masks)? / norm)?;
+            let mfocal =
+                (mask_focal_loss(&pm, gt_masks, loss.focal_alpha, loss.focal_gamma)? / norm)?;
+            total = (total
+                + (&dice * f64::from(loss.dice))?
+                + (&mfocal * f64::from(loss.mask_focal))?)?;
+            parts.dn_mask += scalar(&dice) + scalar(&mfocal);
+        }
+    }
+    Ok((total, parts))
+}
+
 /// Names of parameters the optimiser updates.
 pub fn trainable_params(cfg: &ModelConfig, varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
     let data = varmap.data().lock().map(|d| d.clone()).unwrap_or_default();
@@ -373,7 +510,7 @@ pub fn evaluate_dataset(
     model: &InsPro,
     data: &Dataset,
     max_videos: usize,
-) -> Result<EvalSummary, TrainError> {
+) -> Result<(EvalSummary, TrackQuality), TrainError> {
     let mut results = Vec::new();
     let mut gt = data.gt.clone();
     let keep: HashSet<u64> = data.videos.iter().take(max_videos).map(|v| v.id).collect();
@@ -388,7 +525,8 @@ pub fn evaluate_dataset(
         }
         results.extend(acc.finish(v.id, &data.category_ids, &ResultOptions::default()));
     }
-    Ok(crate::ytvis::evaluate(&gt, &results)?)
+    let quality = track_quality(&gt, &results, 0.5, 0.5);
+    Ok((crate::ytvis::evaluate(&gt, &results)?, quality))
 }
 
 /// What a checkpoint holds besides the weights.
@@ -411,7 +549,19 @@ pub fn save_checkpoint(
 ) -> Result<PathBuf, TrainError> {
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let weights = dir.join(format!("{name}.safetensors"));
-    varmap.save(&weights)?;
+    // The weights file holds the model's keys only; training-only variables go beside it.
+    let data = varmap.data().lock().map(|d| d.clone()).unwrap_or_default();
+    let (aux, model): (HashMap<_, _>, HashMap<_, _>) = data
+        .into_iter()
+        .map(|(k, v)| (k, v.as_tensor().clone()))
+        .partition(|(k, _)| k.starts_with(AUX_PREFIX));
+    candle_core::safetensors::save(&model, &weights)?;
+    let aux_path = dir.join(format!("{name}.aux.safetensors"));
+    if aux.is_empty() {
+        std::fs::remove_file(&aux_path).ok();
+    } else {
+        candle_core::safetensors::save(&aux, &aux_path)?;
+    }
     candle_core::safetensors::save(
         &opt.state_tensors(),
         dir.join(format!("{name}.optim.safetensors")),
@@ -434,16 +584,57 @@ pub struct Trainer {
     pub opt: AdamW,
     pub rng: SplitMix64,
     pub iteration: usize,
-    pub train: Dataset,
+    pub train: ClipSource,
+    /// The auxiliary semantic head (ours) when `loss.semantic > 0`.
+    pub semantic: Option<SemanticHead>,
     pub device: Device,
+}
+
+/// Where training clips come from.
+pub enum ClipSource {
+    /// A fixed set of videos in memory.
+    Videos(Dataset),
+    /// Synthetic videos made on the fly, one per clip.
+    Stream(SynthStream),
 }
 
 impl Trainer {
     pub fn new(cfg: TrainConfig, train: Dataset, device: &Device) -> Result<Self, TrainError> {
+        Self::with_source(cfg, ClipSource::Videos(train), device)
+    }
+
+    /// A trainer whose clips come from the config's `data.synth_stream`.
+    pub fn streaming(cfg: TrainConfig, device: &Device) -> Result<Self, TrainError> {
+        let spec = cfg
+            .data
+            .synth_stream
+            .clone()
+            .ok_or_else(|| TrainError::Config {
+                file: "data.synth_stream".into(),
+                reason: "the config has no synth_stream section".into(),
+            })?;
+        let mut opts = spec.options();
+        opts.frames = opts.frames.max(cfg.clip.frames);
+        let stream = SynthStream::new(opts, &cfg.model_config()?, 0)?;
+        Self::with_source(cfg, ClipSource::Stream(stream), device)
+    }
+
+    pub fn with_source(
+        cfg: TrainConfig,
+        train: ClipSource,
+        device: &Device,
+    ) -> Result<Self, TrainError> {
         let model_cfg = cfg.model_config()?;
         let (model, varmap) = InsPro::random(&model_cfg, cfg.seed, device)?;
+        let semantic = if cfg.loss.semantic > 0.0 {
+            let vb = crate::model::weights::seeded_var_builder(cfg.seed ^ 0xa0c5, &varmap, device);
+            Some(SemanticHead::new(&model_cfg, vb)?)
+        } else {
+            None
+        };
         let opt = AdamW::new(cfg.optim, trainable_params(&model_cfg, &varmap));
         Ok(Self {
+            semantic,
             rng: SplitMix64::new(cfg.seed ^ 0x5eed_c11b),
             cfg,
             model_cfg,
@@ -459,7 +650,11 @@ impl Trainer {
     /// Continue from `dir/<name>` written by `save_checkpoint`.
     pub fn resume(&mut self, dir: &Path, name: &str) -> Result<(), TrainError> {
         let weights = dir.join(format!("{name}.safetensors"));
-        let tensors = candle_core::safetensors::load(&weights, &self.device)?;
+        let mut tensors = candle_core::safetensors::load(&weights, &self.device)?;
+        let aux_path = dir.join(format!("{name}.aux.safetensors"));
+        if aux_path.exists() {
+            tensors.extend(candle_core::safetensors::load(&aux_path, &self.device)?);
+        }
         {
             let vars = self.varmap.data().lock().map_err(|_| TrainError::Config {
                 file: name.into(),
@@ -500,10 +695,28 @@ impl Trainer {
     /// One iteration: sample a clip, loss, backward, clip, AdamW. Returns the parts, the gradient
     /// norm and the lr used.
     pub fn step(&mut self) -> Result<(LossParts, f64, f64), TrainError> {
-        let clip =
-            self.train
-                .sample_clip(&self.model_cfg, &self.cfg.clip, &mut self.rng, &self.device)?;
-        let (loss, parts) = clip_loss(&self.model, &clip, &self.cfg.loss, &self.cfg.mechanisms)?;
+        let clip = match &mut self.train {
+            ClipSource::Videos(data) => {
+                data.sample_clip(&self.model_cfg, &self.cfg.clip, &mut self.rng, &self.device)?
+            }
+            ClipSource::Stream(stream) => {
+                let video = stream.video(self.iteration)?;
+                super::data::sample_clip_from(
+                    &video,
+                    &self.model_cfg,
+                    &self.cfg.clip,
+                    &mut self.rng,
+                    &self.device,
+                )?
+            }
+        };
+        let (loss, parts) = clip_loss_with(
+            &self.model,
+            self.semantic.as_ref(),
+            &clip,
+            &self.cfg.loss,
+            &self.cfg.mechanisms,
+        )?;
         if !parts.total.is_finite() {
             return Err(TrainError::NonFinite {
                 iteration: self.iteration,

@@ -715,3 +715,87 @@ pub fn count_duplicates(results: &[VideoResult], min_score: f64, min_iou: f64) -
         })
         .sum()
 }
+
+/// How tracks relate to objects, beyond AP: for every ground-truth object, the result of its
+/// video with the highest spatio-temporal mask IoU (any score) and whether its class is right;
+/// and the duplicate pairs ([`count_duplicates`]) per object.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrackQuality {
+    pub objects: usize,
+    /// Share of objects whose best-overlapping track has the object's category.
+    pub best_track_class_accuracy: f64,
+    /// Mean spatio-temporal IoU of each object's best-overlapping track.
+    pub best_track_iou: f64,
+    pub duplicate_min_score: f64,
+    pub duplicate_min_iou: f64,
+    pub duplicate_pairs: usize,
+    pub duplicates_per_object: f64,
+}
+
+/// [`TrackQuality`] of `results` against `gt`. Masks that do not decode count as empty.
+pub fn track_quality(
+    gt: &GroundTruth,
+    results: &[VideoResult],
+    dup_score: f64,
+    dup_iou: f64,
+) -> TrackQuality {
+    let decode_results = |video: u64| -> Vec<(u64, Vec<Option<Rle>>)> {
+        results
+            .iter()
+            .filter(|r| r.video_id == video)
+            .map(|r| {
+                let seq = r
+                    .segmentations
+                    .iter()
+                    .map(|s| s.as_ref().and_then(|j| j.to_rle().ok()))
+                    .collect();
+                (r.category_id, seq)
+            })
+            .collect()
+    };
+    let (mut objects, mut right, mut iou_sum) = (0usize, 0usize, 0f64);
+    for v in &gt.videos {
+        let tracks = decode_results(v.id);
+        for a in gt.annotations.iter().filter(|a| a.video_id == v.id) {
+            let g: Vec<Option<Rle>> = a
+                .segmentations
+                .iter()
+                .map(|s| {
+                    s.as_ref()
+                        .and_then(|s| s.to_rle(v.height, v.width).ok().flatten())
+                })
+                .collect();
+            objects += 1;
+            let best = tracks.iter().map(|(c, d)| (iou_seq(d, &g), *c)).fold(
+                None,
+                |acc: Option<(f64, u64)>, x| match acc {
+                    Some(a) if a.0 >= x.0 => Some(a),
+                    _ => Some(x),
+                },
+            );
+            if let Some((iou, class)) = best {
+                iou_sum += iou;
+                if class == a.category_id && iou > 0.0 {
+                    right += 1;
+                }
+            }
+        }
+    }
+    let duplicate_pairs = count_duplicates(results, dup_score, dup_iou);
+    let per = |x: f64| {
+        if objects == 0 {
+            0.0
+        } else {
+            x / objects as f64
+        }
+    };
+    TrackQuality {
+        objects,
+        best_track_class_accuracy: per(right as f64),
+        best_track_iou: per(iou_sum),
+        duplicate_min_score: dup_score,
+        duplicate_min_iou: dup_iou,
+        duplicate_pairs,
+        duplicates_per_object: per(duplicate_pairs as f64),
+    }
+}

@@ -1,0 +1,95 @@
+//! Training-only signals beyond the paper (ours, docs/model.md): denoising queries (DN-DETR) and
+//! an auxiliary semantic loss on P2 (CondInst's auxiliary semantic branch, moved to P2). Neither
+//! changes inference, export or the keys of the shipped weights: the semantic head's variables
+//! live under [`AUX_PREFIX`] and are kept out of the weights file.
+
+use candle_core::{Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+use super::matching::GtObject;
+use crate::model::head::PRIOR_BIAS;
+use crate::model::nn::{xavier_uniform, Linear};
+use crate::model::weights::SplitMix64;
+use crate::model::ModelConfig;
+
+/// Checkpoint keys of training-only variables start with this.
+pub const AUX_PREFIX: &str = "aux.";
+
+/// A 1x1 convolution from P2 to per-pixel class logits (sigmoid per class, no background).
+pub struct SemanticHead {
+    proj: Linear,
+}
+
+impl SemanticHead {
+    /// Variables under `aux.semantic.proj` of `vb`'s root.
+    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let (c, k) = (cfg.fpn_channels, cfg.num_classes);
+        Ok(Self {
+            proj: Linear::new(
+                c,
+                k,
+                true,
+                xavier_uniform(&[k, c]),
+                Some(Init::Const(PRIOR_BIAS)),
+                vb.pp("aux").pp("semantic").pp("proj"),
+            )?,
+        })
+    }
+
+    /// p2: (C, H, W) → logits (H·W, K).
+    pub fn forward(&self, p2: &Tensor) -> Result<Tensor> {
+        let (c, h, w) = p2.dims3()?;
+        let x = p2.reshape((c, h * w))?.t()?.contiguous()?;
+        candle_nn::Module::forward(&self.proj, &x)
+    }
+}
+
+/// Per-pixel class targets (P, K) from a frame's ground-truth masks (G, P) on the stride-4 grid
+/// and their classes; also the number of foreground pixels (the loss's normaliser).
+pub fn semantic_targets(
+    gt_masks: &Tensor,
+    gts: &[GtObject],
+    num_classes: usize,
+) -> Result<(Tensor, usize)> {
+    let (g, p) = gt_masks.dims2()?;
+    let mut out = vec![0f32; p * num_classes];
+    if g > 0 {
+        let m = gt_masks.to_vec2::<f32>()?;
+        for (obj, row) in gts.iter().zip(&m) {
+            for (i, v) in row.iter().enumerate() {
+                if *v > 0.5 && obj.class < num_classes {
+                    out[i * num_classes + obj.class] = 1.0;
+                }
+            }
+        }
+    }
+    let fg = (0..p)
+        .filter(|i| {
+            out[i * num_classes..(i + 1) * num_classes]
+                .iter()
+                .any(|v| *v > 0.5)
+        })
+        .count();
+    Ok((
+        Tensor::from_vec(out, (p, num_classes), gt_masks.device())?,
+        fg,
+    ))
+}
+
+/// DN-DETR box noise: the centre moves by up to `lambda`·size/2 and the width and height change
+/// by up to `lambda`·size, uniformly; the result is clipped to the `w` x `h` image and kept at
+/// least one pixel wide.
+pub fn jitter_box(b: [f32; 4], lambda: f32, rng: &mut SplitMix64, w: f32, h: f32) -> [f32; 4] {
+    let (bw, bh) = ((b[2] - b[0]).max(1.0), (b[3] - b[1]).max(1.0));
+    let (cx, cy) = (0.5 * (b[0] + b[2]), 0.5 * (b[1] + b[3]));
+    let mut u = || (rng.next_f64() as f32) * 2.0 - 1.0;
+    let cx = cx + u() * lambda * bw * 0.5;
+    let cy = cy + u() * lambda * bh * 0.5;
+    let nw = (bw + u() * lambda * bw).max(1.0);
+    let nh = (bh + u() * lambda * bh).max(1.0);
+    let x1 = (cx - nw * 0.5).clamp(0.0, (w - 1.0).max(0.0));
+    let y1 = (cy - nh * 0.5).clamp(0.0, (h - 1.0).max(0.0));
+    let x2 = (cx + nw * 0.5).clamp(x1 + 1.0, w.max(x1 + 1.0));
+    let y2 = (cy + nh * 0.5).clamp(y1 + 1.0, h.max(y1 + 1.0));
+    [x1, y1, x2, y2]
+}

@@ -1,0 +1,276 @@
+//! The training picture: loss parts, validation AP and class accuracy, and the feature probe over
+//! iterations, drawn from `metrics.jsonl` into one PNG (`inspro train` writes it next to the
+//! metrics at every evaluation and at the end).
+
+use std::path::Path;
+
+use plotters::prelude::*;
+use serde_json::Value;
+
+use super::TrainError;
+
+/// Series read from `metrics.jsonl`.
+#[derive(Debug, Default)]
+pub struct Curves {
+    /// (iteration, loss part name, value) of the log lines.
+    pub losses: Vec<(f64, Vec<(String, f64)>)>,
+    /// (iteration, AP, AP50, best-track class accuracy), percent.
+    pub evals: Vec<(f64, f64, f64, f64)>,
+    /// (iteration, probe test accuracy, majority baseline), percent.
+    pub probes: Vec<(f64, f64, f64)>,
+}
+
+const PARTS: [&str; 8] = [
+    "total",
+    "class",
+    "giou",
+    "dice",
+    "mask_focal",
+    "semantic",
+    "dn_class",
+    "l1",
+];
+
+/// Reads the lines `inspro train` writes; lines it does not know are skipped.
+pub fn read_metrics(path: &Path) -> Result<Curves, TrainError> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    let mut c = Curves::default();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let Some(it) = v.get("iteration").and_then(Value::as_f64) else {
+            continue;
+        };
+        if let Some(loss) = v.get("loss").and_then(Value::as_object) {
+            let parts = PARTS
+                .iter()
+                .filter_map(|p| Some((p.to_string(), loss.get(*p)?.as_f64()?)))
+                .collect();
+            c.losses.push((it, parts));
+        }
+        if let Some(e) = v.get("eval") {
+            let get = |k: &str| e.get(k).and_then(Value::as_f64).unwrap_or(0.0) * 100.0;
+            let acc = v
+                .pointer("/tracks/best_track_class_accuracy")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0)
+                * 100.0;
+            c.evals.push((it, get("ap"), get("ap50"), acc));
+        }
+        if let Some(p) = v.get("probe") {
+            let get = |k: &str| p.get(k).and_then(Value::as_f64).unwrap_or(0.0) * 100.0;
+            c.probes
+                .push((it, get("test_accuracy"), get("majority_accuracy")));
+        }
+    }
+    Ok(c)
+}
+
+/// Registers the first TrueType font found among the usual system paths; false when none.
+fn register_system_font() -> bool {
+    static DONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DONE.get_or_init(|| {
+        let candidates = [
+            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+            "/usr/share/fonts/TTF/DejaVuSans.ttf",
+            "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+            "/usr/share/fonts/truetype/freefont/FreeSans.ttf",
+        ];
+        for p in candidates {
+            if let Ok(bytes) = std::fs::read(p) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+/// A moving average over `k` points (the batch-1 losses are noisy).
+fn smooth(points: &[(f64, f64)], k: usize) -> Vec<(f64, f64)> {
+    let k = k.max(1);
+    (0..points.len())
+        .map(|i| {
+            let lo = i.saturating_sub(k - 1);
+            let w = &points[lo..=i];
+            (
+                points[i].0,
+                w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64,
+            )
+        })
+        .collect()
+}
+
+fn draw_err<E: std::fmt::Debug>(out: &Path) -> impl Fn(E) -> TrainError + '_ {
+    move |e| TrainError::Data {
+        file: out.display().to_string(),
+        reason: format!("drawing the training plot: {e:?}"),
+    }
+}
+
+/// Draws `metrics` into `out` (PNG, 1000x1000): loss parts (log scale, smoothed), validation AP,
+/// AP50 and class accuracy, and probe accuracy against its majority baseline.
+pub fn write_plot(metrics: &Path, out: &Path) -> Result<(), TrainError> {
+    let c = read_metrics(metrics)?;
+    let text = register_system_font();
+    let err = draw_err(out);
+    let root = BitMapBackend::new(out, (1000, 1000)).into_drawing_area();
+    root.fill(&WHITE).map_err(&err)?;
+    let panels = root.split_evenly((2, 1));
+    let (top, bottom) = (&panels[0], &panels[1]);
+    let lower = bottom.split_evenly((1, 2));
+    let max_it = c
+        .losses
+        .iter()
+        .map(|l| l.0)
+        .chain(c.evals.iter().map(|e| e.0))
+        .fold(1.0f64, f64::max);
+    let palette = [
+        &BLACK,
+        &RED,
+        &BLUE,
+        &GREEN,
+        &MAGENTA,
+        &CYAN,
+        &RGBColor(230, 140, 0),
+        &RGBColor(120, 120, 120),
+    ];
+
+    // Loss parts.
+    let series: Vec<(&str, Vec<(f64, f64)>)> = PARTS
+        .iter()
+        .map(|p| {
+            let pts: Vec<(f64, f64)> = c
+                .losses
+                .iter()
+                .filter_map(|(it, parts)| {
+                    parts.iter().find(|(n, _)| n == p).map(|(_, v)| (*it, *v))
+                })
+                .filter(|(_, v)| *v > 0.0 && v.is_finite())
+                .collect();
+            (*p, smooth(&pts, 10))
+        })
+        .filter(|(_, pts)| !pts.is_empty())
+        .collect();
+    let (lo, hi) = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.1))
+        .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    let (lo, hi) = if lo < hi {
+        (lo * 0.8, hi * 1.2)
+    } else {
+        (0.01, 100.0)
+    };
+    let mut b = ChartBuilder::on(top);
+    b.margin(10);
+    if text {
+        b.caption(
+            "training loss parts (moving average of 10 logs)",
+            ("sans-serif", 20),
+        )
+        .x_label_area_size(30)
+        .y_label_area_size(50);
+    }
+    let mut chart = b
+        .build_cartesian_2d(0f64..max_it, (lo..hi).log_scale())
+        .map_err(&err)?;
+    if text {
+        chart
+            .configure_mesh()
+            .x_desc("iteration")
+            .draw()
+            .map_err(&err)?;
+    }
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let colour = palette[i % palette.len()];
+        let s = chart
+            .draw_series(LineSeries::new(pts.iter().copied(), colour))
+            .map_err(&err)?;
+        if text {
+            s.label(*name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour));
+        }
+    }
+    if text {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(&err)?;
+    }
+
+    // Validation and probe, in percent.
+    let panels: [(&str, Vec<(&str, Vec<(f64, f64)>)>); 2] = [
+        (
+            "validation (held-out videos), %",
+            vec![
+                ("video AP", c.evals.iter().map(|e| (e.0, e.1)).collect()),
+                ("AP50", c.evals.iter().map(|e| (e.0, e.2)).collect()),
+                (
+                    "best track's class right",
+                    c.evals.iter().map(|e| (e.0, e.3)).collect(),
+                ),
+            ],
+        ),
+        (
+            "linear probe of RoI features, %",
+            vec![
+                (
+                    "held-out accuracy",
+                    c.probes.iter().map(|p| (p.0, p.1)).collect(),
+                ),
+                (
+                    "majority class",
+                    c.probes.iter().map(|p| (p.0, p.2)).collect(),
+                ),
+            ],
+        ),
+    ];
+    for (area, (title, lines)) in lower.iter().zip(panels) {
+        let mut b = ChartBuilder::on(area);
+        b.margin(10);
+        if text {
+            b.caption(title, ("sans-serif", 18))
+                .x_label_area_size(30)
+                .y_label_area_size(40);
+        }
+        let mut chart = b
+            .build_cartesian_2d(0f64..max_it, 0f64..100f64)
+            .map_err(&err)?;
+        if text {
+            chart
+                .configure_mesh()
+                .x_desc("iteration")
+                .draw()
+                .map_err(&err)?;
+        }
+        for (i, (name, pts)) in lines.into_iter().enumerate() {
+            let colour = palette[(i + 1) % palette.len()];
+            chart
+                .draw_series(pts.iter().map(|p| Circle::new(*p, 3, colour.filled())))
+                .map_err(&err)?;
+            let s = chart
+                .draw_series(LineSeries::new(pts.clone(), colour))
+                .map_err(&err)?;
+            if text {
+                s.label(name)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour));
+            }
+        }
+        if text {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(&err)?;
+        }
+    }
+    root.present().map_err(&err)?;
+    Ok(())
+}

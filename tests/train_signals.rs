@@ -1,0 +1,286 @@
+//! Issue 11 tests: the training-only signals (denoising queries, the semantic loss on P2), the
+//! synthetic stream, the feature probe and the track-quality measures.
+
+use candle_core::Device;
+use inspro::model::weights::SplitMix64;
+use inspro::model::{InsPro, ModelConfig};
+use inspro::train::auxiliary::{jitter_box, SemanticHead};
+use inspro::train::data::{make_stream_video, sample_clip_from, ClipConfig, SynthStream};
+use inspro::train::loss::LossConfig;
+use inspro::train::probe::{fit_and_score, ProbeConfig};
+use inspro::train::trainer::{snapshot, trainable_params, DataConfig, SynthSpec};
+use inspro::train::{clip_loss_with, Mechanisms, TrainConfig, Trainer};
+
+fn tiny() -> ModelConfig {
+    ModelConfig::from_file("configs/models/inspro-tiny.toml").unwrap()
+}
+
+fn small_synth(seed: u64) -> inspro::ytvis::SynthOptions {
+    inspro::ytvis::SynthOptions {
+        videos: 1,
+        frames: 5,
+        width: 128,
+        height: 96,
+        seed,
+        min_objects: 2,
+        max_objects: 3,
+        ..Default::default()
+    }
+}
+
+fn small_clip() -> ClipConfig {
+    ClipConfig {
+        frames: 3,
+        max_span: 4,
+        min_size: [96, 96],
+        max_size: 160,
+        hflip: true,
+    }
+}
+
+fn signals() -> LossConfig {
+    LossConfig {
+        semantic: 1.0,
+        dn_groups: 2,
+        ..LossConfig::default()
+    }
+}
+
+#[test]
+fn every_parameter_gets_a_gradient_with_denoising_and_the_semantic_loss() {
+    let cfg = tiny();
+    let dev = Device::Cpu;
+    let (model, vars) = InsPro::random(&cfg, 2, &dev).unwrap();
+    let vb = inspro::model::weights::seeded_var_builder(9, &vars, &dev);
+    let semantic = SemanticHead::new(&cfg, vb).unwrap();
+    let video = make_stream_video(&small_synth(3), &[1, 2, 3, 4, 5, 6], 90, 0).unwrap();
+    let mut rng = SplitMix64::new(1);
+    let clip = sample_clip_from(&video, &cfg, &small_clip(), &mut rng, &dev).unwrap();
+    assert!(
+        clip.gts.iter().all(|g| !g.is_empty()),
+        "objects on every frame"
+    );
+    let (loss, parts) = clip_loss_with(
+        &model,
+        Some(&semantic),
+        &clip,
+        &signals(),
+        &Mechanisms::default(),
+    )
+    .unwrap();
+    assert!(parts.semantic > 0.0 && parts.dn_class > 0.0 && parts.dn_box > 0.0);
+    assert!(parts.dn_mask > 0.0);
+    let grads = loss.backward().unwrap();
+    let params = trainable_params(&cfg, &vars);
+    assert!(params.iter().any(|(k, _)| k.starts_with("aux.semantic")));
+    let mut missing = Vec::new();
+    for (name, var) in &params {
+        match grads.get(var.as_tensor()) {
+            Some(g) => {
+                let norm = g
+                    .sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(norm.is_finite(), "{name}: gradient not finite");
+                if norm == 0.0 {
+                    missing.push(format!("{name} (zero)"));
+                }
+            }
+            None => missing.push(name.clone()),
+        }
+    }
+    assert!(missing.is_empty(), "no gradient for {missing:?}");
+}
+
+#[test]
+fn denoising_boxes_stay_in_the_image_and_near_the_box() {
+    let mut rng = SplitMix64::new(4);
+    for i in 0..2000 {
+        let x = (i % 90) as f32;
+        let b = [x, 10.0, x + 30.0, 40.0];
+        let j = jitter_box(b, 0.4, &mut rng, 100.0, 60.0);
+        assert!(
+            j[0] >= 0.0 && j[1] >= 0.0 && j[2] <= 100.0 && j[3] <= 60.0,
+            "{j:?}"
+        );
+        assert!(j[2] - j[0] >= 1.0 && j[3] - j[1] >= 1.0, "{j:?}");
+        let (cx, cy) = (0.5 * (j[0] + j[2]), 0.5 * (j[1] + j[3]));
+        // Clipping can only pull the centre inwards; unclipped it moves by at most 0.2 size.
+        assert!(
+            cy >= 25.0 - 0.2 * 30.0 - 1e-3 && cy <= 25.0 + 0.2 * 30.0 + 1e-3,
+            "{j:?}"
+        );
+        assert!(cx <= (x + 15.0) + 0.2 * 30.0 + 1e-3, "{j:?}");
+    }
+}
+
+#[test]
+fn the_synthetic_stream_is_reproducible_and_every_video_is_new() {
+    let cfg = tiny();
+    let mut a = SynthStream::new(small_synth(11), &cfg, 0).unwrap();
+    let v0 = a.video(0).unwrap();
+    let v1 = a.video(1).unwrap();
+    assert_ne!(v0.frames[0], v1.frames[0], "two indices, two scenes");
+    // Jumping back (a resume) restarts the worker at that index.
+    let again = a.video(0).unwrap();
+    assert_eq!(again.frames, v0.frames);
+    let mut b = SynthStream::new(small_synth(11), &cfg, 1).unwrap();
+    let w1 = b.video(1).unwrap();
+    assert_eq!(w1.frames, v1.frames);
+    assert_eq!(w1.objects.len(), v1.objects.len());
+    for (o, p) in w1.objects.iter().zip(&v1.objects) {
+        assert_eq!((o.class, &o.masks), (p.class, &p.masks));
+    }
+    // Another seed, another stream.
+    let mut c = SynthStream::new(small_synth(12), &cfg, 0).unwrap();
+    assert_ne!(c.video(0).unwrap().frames[0], v0.frames[0]);
+}
+
+fn stream_config(dir: &std::path::Path) -> TrainConfig {
+    TrainConfig {
+        model: "configs/models/inspro-tiny.toml".into(),
+        model_bank_size: None,
+        model_propagate: None,
+        out_dir: dir.join("run"),
+        iterations: 10,
+        seed: 4,
+        log_every: 1,
+        eval_every: 0,
+        checkpoint_every: 1,
+        data: DataConfig {
+            train: Default::default(),
+            train_gt: None,
+            val: None,
+            val_gt: None,
+            synth_train: None,
+            synth_val: None,
+            synth_stream: Some(SynthSpec {
+                frames: 5,
+                size: [128, 96],
+                seed: 21,
+                objects: [2, 3],
+                ..SynthSpec::default()
+            }),
+        },
+        clip: small_clip(),
+        optim: inspro::train::optim::OptimConfig {
+            lr: 1e-3,
+            warmup_iters: 2,
+            ..Default::default()
+        },
+        loss: signals(),
+        mechanisms: Mechanisms::default(),
+        probe: None,
+    }
+}
+
+#[test]
+fn resuming_a_streamed_run_with_training_signals_reproduces_the_next_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = stream_config(dir.path());
+    let dev = Device::Cpu;
+    let mut a = Trainer::streaming(cfg.clone(), &dev).unwrap();
+    a.step().unwrap();
+    a.save(&cfg.out_dir, "last").unwrap();
+    let (pa, _, _) = a.step().unwrap();
+    let wa = snapshot(&a.varmap);
+
+    let mut b = Trainer::streaming(cfg.clone(), &dev).unwrap();
+    b.resume(&cfg.out_dir, "last").unwrap();
+    assert_eq!(b.iteration, 1);
+    let (pb, _, _) = b.step().unwrap();
+    let wb = snapshot(&b.varmap);
+    assert_eq!(pa.total, pb.total);
+    assert_eq!(pa.dn_class, pb.dn_class);
+    assert_eq!(wa.len(), wb.len());
+    for (k, v) in &wa {
+        assert_eq!(v, &wb[k], "weight {k} differs after resume");
+    }
+}
+
+#[test]
+fn training_only_variables_stay_out_of_the_weights_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = stream_config(dir.path());
+    let dev = Device::Cpu;
+    let t = Trainer::streaming(cfg.clone(), &dev).unwrap();
+    let weights = t.save(&cfg.out_dir, "final").unwrap();
+    let saved = candle_core::safetensors::load(&weights, &dev).unwrap();
+    assert!(saved.keys().all(|k| !k.starts_with("aux.")));
+    let aux =
+        candle_core::safetensors::load(cfg.out_dir.join("final.aux.safetensors"), &dev).unwrap();
+    assert!(aux.keys().all(|k| k.starts_with("aux.semantic")) && !aux.is_empty());
+    // The inference model loads the file as it is: every key it needs, none left over.
+    let model_cfg = tiny();
+    InsPro::load(&model_cfg, &weights, &dev).unwrap();
+    let (_, vars) = InsPro::random(&model_cfg, 0, &dev).unwrap();
+    let expected: Vec<String> = vars.data().lock().unwrap().keys().cloned().collect();
+    assert_eq!(saved.len(), expected.len());
+}
+
+#[test]
+fn the_probe_reads_separable_features_and_not_noise() {
+    let mut rng = SplitMix64::new(8);
+    let mut gauss = || {
+        let (u, v) = (rng.next_f64().max(1e-12), rng.next_f64());
+        ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
+    };
+    let (d, k) = (40, 4);
+    let centres: Vec<Vec<f32>> = (0..k)
+        .map(|_| (0..d).map(|_| 2.0 * gauss()).collect())
+        .collect();
+    let mut make = |n: usize, noise_labels: bool| {
+        let mut rows = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..n {
+            let c = i % k;
+            rows.push(centres[c].iter().map(|m| m + gauss()).collect::<Vec<f32>>());
+            labels.push(if noise_labels { (i * 7 + i / 3) % k } else { c });
+        }
+        (rows, labels)
+    };
+    let (fx, fy) = make(400, false);
+    let (tx, ty) = make(200, false);
+    let cfg = ProbeConfig::default();
+    let r = fit_and_score(&cfg, (&fx, &fy), (&tx, &ty), k).unwrap();
+    assert!(r.test_accuracy > 0.95, "{r:?}");
+    let (nx, ny) = make(400, true);
+    let (mx, my) = make(200, true);
+    let r = fit_and_score(&cfg, (&nx, &ny), (&mx, &my), k).unwrap();
+    assert!(
+        r.test_accuracy < 0.45,
+        "labels unrelated to the features: {r:?}"
+    );
+}
+
+#[test]
+fn the_ground_truth_as_results_has_perfect_track_quality() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = small_synth(31);
+    opts.videos = 3;
+    opts.frames = 6;
+    let gt = inspro::ytvis::synth::write_dataset(dir.path(), &opts).unwrap();
+    let results = inspro::ytvis::results_from_ground_truth(&gt).unwrap();
+    let q = inspro::ytvis::eval::track_quality(&gt, &results, 0.5, 0.5);
+    assert_eq!(q.objects, gt.annotations.len());
+    assert_eq!(q.best_track_class_accuracy, 1.0);
+    assert!((q.best_track_iou - 1.0).abs() < 1e-9);
+    // Every result doubled: one duplicate pair per object.
+    let doubled: Vec<_> = results.iter().chain(&results).cloned().collect();
+    let q = inspro::ytvis::eval::track_quality(&gt, &doubled, 0.5, 0.5);
+    assert!(q.duplicate_pairs >= gt.annotations.len(), "{q:?}");
+    // Wrong classes everywhere: no object's best track is right.
+    let wrong: Vec<_> = results
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.category_id = r.category_id % 6 + 1;
+            r
+        })
+        .collect();
+    let q = inspro::ytvis::eval::track_quality(&gt, &wrong, 0.5, 0.5);
+    assert_eq!(q.best_track_class_accuracy, 0.0);
+}
