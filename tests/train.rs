@@ -311,6 +311,7 @@ fn resuming_from_a_checkpoint_reproduces_the_next_step() {
         },
         loss: LossConfig::default(),
         mechanisms: Mechanisms::default(),
+        init: None,
         probe: None,
     };
     let dev = Device::Cpu;

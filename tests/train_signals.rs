@@ -173,6 +173,7 @@ fn stream_config(dir: &std::path::Path) -> TrainConfig {
         },
         loss: signals(),
         mechanisms: Mechanisms::default(),
+        init: None,
         probe: None,
     }
 }
@@ -283,4 +284,41 @@ fn the_ground_truth_as_results_has_perfect_track_quality() {
         .collect();
     let q = inspro::ytvis::eval::track_quality(&gt, &wrong, 0.5, 0.5);
     assert_eq!(q.best_track_class_accuracy, 0.0);
+}
+
+#[test]
+fn a_trunk_trained_alone_changes_only_the_trunk_and_seeds_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = stream_config(dir.path());
+    cfg.loss.heads = false;
+    cfg.loss.dn_groups = 0;
+    let dev = Device::Cpu;
+    let mut t = Trainer::streaming(cfg.clone(), &dev).unwrap();
+    let before = snapshot(&t.varmap);
+    let (parts, _, _) = t.step().unwrap();
+    assert!(parts.semantic > 0.0 && parts.class == 0.0 && parts.dn_class == 0.0);
+    let after = snapshot(&t.varmap);
+    let trunk = |k: &str| k.starts_with("backbone.") || k.starts_with("aux.");
+    for (k, v) in &after {
+        if trunk(k) {
+            continue;
+        }
+        assert_eq!(v, &before[k], "{k} changed without the stages running");
+    }
+    assert!(
+        after.iter().any(|(k, v)| trunk(k) && v != &before[k]),
+        "the trunk learned nothing"
+    );
+    let weights = t.save(&cfg.out_dir, "final").unwrap();
+
+    let mut next = stream_config(&dir.path().join("next"));
+    next.seed = 77;
+    next.init = Some(weights);
+    let n = Trainer::streaming(next, &dev).unwrap();
+    let seeded = snapshot(&n.varmap);
+    for (k, v) in &after {
+        if trunk(k) {
+            assert_eq!(v, &seeded[k], "{k} not taken from the pre-trained trunk");
+        }
+    }
 }

@@ -132,23 +132,27 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     let evaluate = |trainer: &Trainer, metrics: &mut std::fs::File| -> anyhow::Result<()> {
         if let Some(val) = &val {
             let t0 = Instant::now();
-            let (s, q) = evaluate_dataset(&trainer.model, val, eval_videos)?;
-            let line = serde_json::json!({
-                "iteration": trainer.iteration, "eval": s, "tracks": q,
-                "eval_seconds": t0.elapsed().as_secs_f64()
-            });
-            writeln!(metrics, "{line}")?;
-            tracing::info!(
-                iteration = trainer.iteration,
-                ap = s.ap,
-                ap50 = s.ap50,
-                ap75 = s.ap75,
-                ar1 = s.ar1,
-                ar10 = s.ar10,
-                class_acc = q.best_track_class_accuracy,
-                dup_per_object = q.duplicates_per_object,
-                "validation"
-            );
+            // A trunk trained alone (`loss.heads = false`) has random stages: only the probe
+            // says anything about it.
+            if trainer.cfg.loss.heads {
+                let (s, q) = evaluate_dataset(&trainer.model, val, eval_videos)?;
+                let line = serde_json::json!({
+                    "iteration": trainer.iteration, "eval": s, "tracks": q,
+                    "eval_seconds": t0.elapsed().as_secs_f64()
+                });
+                writeln!(metrics, "{line}")?;
+                tracing::info!(
+                    iteration = trainer.iteration,
+                    ap = s.ap,
+                    ap50 = s.ap50,
+                    ap75 = s.ap75,
+                    ar1 = s.ar1,
+                    ar10 = s.ar10,
+                    class_acc = q.best_track_class_accuracy,
+                    dup_per_object = q.duplicates_per_object,
+                    "validation"
+                );
+            }
             if let (Some(p), Some(fit)) = (&probe_cfg, &probe_fit) {
                 let t0 = Instant::now();
                 let r = inspro::train::probe::probe(p, &trainer.model, fit, &val.videos)?;

@@ -31,6 +31,9 @@ pub struct LossConfig {
     pub dn_groups: usize,
     /// DN-DETR box noise λ.
     pub dn_box_noise: f32,
+    /// Ours: false trains the trunk alone with the semantic loss (dense pre-training; the
+    /// stages, matching and their losses are skipped).
+    pub heads: bool,
 }
 
 impl Default for LossConfig {
@@ -49,6 +52,7 @@ impl Default for LossConfig {
             semantic: 0.0,
             dn_groups: 0,
             dn_box_noise: 0.4,
+            heads: true,
         }
     }
 }

@@ -51,7 +51,7 @@ pub struct ProbeResult {
     pub test_samples: usize,
     pub fit_accuracy: f64,
     pub test_accuracy: f64,
-    /// Always guessing the fit set's most common class, on the test set.
+    /// Always guessing the test set's most common class (the chance level to beat).
     pub majority_accuracy: f64,
 }
 
@@ -192,7 +192,7 @@ pub fn fit_and_score(
     };
     let xt_test = standardise(&matrix(test.0)?)?;
     let mut counts = vec![0usize; num_classes.max(1)];
-    for &c in fit.1 {
+    for &c in test.1 {
         if c < counts.len() {
             counts[c] += 1;
         }

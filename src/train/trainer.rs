@@ -150,6 +150,11 @@ pub struct TrainConfig {
     pub loss: LossConfig,
     #[serde(default)]
     pub mechanisms: Mechanisms,
+    /// Start from these weights instead of the random init (e.g. a trunk pre-trained with
+    /// `loss.heads = false`): every variable the file holds with the same shape is taken, the
+    /// rest stay random. Training-only variables come from `<stem>.aux.safetensors` beside it.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
     /// A linear probe of the RoI features at every evaluation (`train/probe.rs`).
     #[serde(default)]
     pub probe: Option<super::probe::ProbeConfig>,
@@ -270,7 +275,6 @@ pub fn clip_loss_with(
             train: true,
         };
         let trunk = model.forward_trunk(image, opts.train)?;
-        let fwd = model.forward_frame_on(&trunk, &features, &boxes, &bank_t, &valid, opts)?;
         let gts = &clip.gts[fi];
         let num_boxes = (gts.len() as f32).max(1.0);
 
@@ -281,6 +285,9 @@ pub fn clip_loss_with(
                 / (fg.max(1) as f64))?;
             total = (total + (&sem * f64::from(loss.semantic))?)?;
             parts.semantic += scalar(&sem) / frames;
+        }
+        if !loss.heads {
+            continue;
         }
         if loss.dn_groups > 0 && !gts.is_empty() {
             let (dn, p) = denoising_loss(
@@ -298,6 +305,7 @@ pub fn clip_loss_with(
             parts.dn_mask += p.dn_mask / frames;
         }
 
+        let fwd = model.forward_frame_on(&trunk, &features, &boxes, &bank_t, &valid, opts)?;
         // One assignment per frame from the last stage, shared by every stage (spec §1.4 [REC]).
         let last = fwd.last()?;
         let probs = sigmoid(&last.class_logits)?.detach().to_vec2::<f32>()?;
@@ -490,6 +498,34 @@ fn denoising_loss(
     Ok((total, parts))
 }
 
+/// Sets every variable of `varmap` that `path` (and its `.aux.safetensors` sibling) holds with
+/// the same shape; returns how many were set.
+pub fn init_from(varmap: &VarMap, path: &Path, device: &Device) -> Result<usize, TrainError> {
+    let mut tensors =
+        candle_core::safetensors::load(path, device).map_err(|e| TrainError::Data {
+            file: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    let aux = path.with_extension("aux.safetensors");
+    if aux.exists() {
+        tensors.extend(candle_core::safetensors::load(&aux, device)?);
+    }
+    let vars = varmap.data().lock().map_err(|_| TrainError::Config {
+        file: path.display().to_string(),
+        reason: "variable map lock poisoned".into(),
+    })?;
+    let mut taken = 0;
+    for (k, var) in vars.iter() {
+        if let Some(t) = tensors.get(k) {
+            if t.dims() == var.dims() {
+                var.set(t)?;
+                taken += 1;
+            }
+        }
+    }
+    Ok(taken)
+}
+
 /// Names of parameters the optimiser updates.
 pub fn trainable_params(cfg: &ModelConfig, varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
     let data = varmap.data().lock().map(|d| d.clone()).unwrap_or_default();
@@ -632,6 +668,10 @@ impl Trainer {
         } else {
             None
         };
+        if let Some(path) = &cfg.init {
+            let taken = init_from(&varmap, path, device)?;
+            tracing::info!(file = %path.display(), variables = taken, "initialised from weights");
+        }
         let opt = AdamW::new(cfg.optim, trainable_params(&model_cfg, &varmap));
         Ok(Self {
             semantic,
