@@ -88,3 +88,40 @@ pub fn client_config(t: &TlsConfig) -> Result<ClientConfig, ConfigError> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_store_when_no_ca_file() {
+        // Debian's ca-certificates (scripts/setup.sh) fills /etc/ssl/certs.
+        client_config(&TlsConfig::default()).expect("the system CA store loads");
+    }
+
+    #[test]
+    fn bad_files_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
+        let e = client_config(&TlsConfig {
+            ca_file: Some(junk.clone()),
+            ..TlsConfig::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.field, "mqtt.tls.ca_file", "{e}");
+        let e = client_config(&TlsConfig {
+            ca_file: Some(dir.path().join("missing.pem")),
+            ..TlsConfig::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.field, "mqtt.tls.ca_file", "{e}");
+        let e = client_config(&TlsConfig {
+            client_cert: Some(junk),
+            client_key: None,
+            ..TlsConfig::default()
+        })
+        .unwrap_err();
+        assert!(e.field.starts_with("mqtt.tls.client"), "{e}");
+    }
+}
