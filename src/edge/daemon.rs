@@ -146,19 +146,18 @@ struct EngineThread {
 }
 
 impl EngineThread {
-    /// Persist the open tracks (at once when `now`, else when due).
+    /// Persist the open tracks when a write is due (`StateFile::update`).
     fn persist(&mut self, info: &FrameInfo) {
         let (seq, run, open) = self.builder.open_state();
         let ids: Vec<u64> = open.iter().map(|(id, _)| *id).collect();
-        let state = OpenTracks {
+        self.state.update(ids, || OpenTracks {
             topic_prefix: self.topic_prefix.clone(),
             camera: self.name.clone(),
             run: run.to_string(),
             seq,
             frame: EventBuilder::frame_json(info),
             tracks: open.into_iter().map(|(_, v)| v.clone()).collect(),
-        };
-        self.state.update(&state, ids);
+        });
     }
 
     fn run(mut self) {

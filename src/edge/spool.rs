@@ -298,7 +298,9 @@ impl Spool {
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) => {
+                // Gone or unreadable: its messages are lost, and counted.
                 self.bytes -= seg.bytes;
+                self.dropped += seg.count;
                 return Err(e);
             }
         };

@@ -73,14 +73,15 @@ impl StateFile {
 
     /// Write the open tracks when the set of ids changed (or nothing was written yet), or when
     /// `REFRESH` passed with tracks open.
-    pub fn update(&mut self, state: &OpenTracks, ids: Vec<u64>) {
+    /// `state` is only built when a write is due.
+    pub fn update(&mut self, ids: Vec<u64>, state: impl FnOnce() -> OpenTracks) {
         let changed = ids != self.last_ids || self.last_write.is_none();
         let stale = !ids.is_empty() && self.last_write.is_none_or(|t| t.elapsed() >= REFRESH);
         if !changed && !stale {
             return;
         }
         // Written with no tracks too: the file says "this camera ran and did not stop cleanly".
-        let res = serde_json::to_vec(state)
+        let res = serde_json::to_vec(&state())
             .map_err(io::Error::other)
             .and_then(|b| write_atomic(&self.path, &b));
         match res {
@@ -212,7 +213,7 @@ mod tests {
             ],
         };
         let mut f = StateFile::new(dir.path(), "cam");
-        f.update(&st, vec![3, 7]);
+        f.update(vec![3, 7], || st.clone());
         assert!(path(dir.path(), "cam").exists());
         let spool_dir = dir.path().join("spool");
         let mut spool = Spool::open(&spool_dir, 1 << 20).unwrap();
