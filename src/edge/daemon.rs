@@ -87,7 +87,7 @@ pub fn load_config(path: Option<&std::path::Path>) -> Result<EdgeConfig, ConfigE
 
 /// What `run` checks before it loads the model, and `config check` too (so they agree): the
 /// values, the credentials (a user name needs a password, and the other way round), TLS files,
-/// and that the spool directory is writable. Returns the MQTT password and where it came from.
+/// and that the spool directory (and a TensorRT engine cache) is writable. Returns the MQTT password and where it came from.
 pub fn preflight(
     cfg: &EdgeConfig,
     env: &std::collections::BTreeMap<String, String>,
@@ -104,6 +104,17 @@ pub fn preflight(
         ));
     }
     crate::edge::mqtt::mqtt_options(&cfg.mqtt, password.as_ref().map(|(p, _)| p))?;
+    if let (config::EngineKind::Onnxruntime, Some(cache)) = (cfg.engine.kind, &cfg.engine.cache_dir)
+    {
+        if cfg.engine.provider == "tensorrt" {
+            Spool::check_writable(cache).map_err(|e| {
+                ConfigError::new(
+                    "engine.cache_dir",
+                    format!("{} is not a writable directory: {e}", cache.display()),
+                )
+            })?;
+        }
+    }
     let dir = cfg.service.spool_path();
     Spool::check_writable(&dir).map_err(|e| {
         ConfigError::new(
