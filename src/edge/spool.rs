@@ -211,7 +211,8 @@ impl Spool {
         Ok(())
     }
 
-    /// Put messages back in front of everything spooled (they are older), in order.
+    /// Put messages back in front of everything spooled (they are older), in order. On a full
+    /// disk they are dropped (they are the oldest) and counted.
     pub fn push_front(&mut self, msgs: &[OutMsg]) -> io::Result<()> {
         if msgs.is_empty() {
             return Ok(());
@@ -232,6 +233,11 @@ impl Spool {
         })();
         if let Err(e) = written {
             let _ = fs::remove_file(&path);
+            if is_disk_full(&e) {
+                // These are the oldest messages of all: on a full disk they are the ones to go.
+                self.dropped += msgs.len() as u64;
+                return Ok(());
+            }
             return Err(e);
         }
         let was_empty = self.segments.is_empty();
