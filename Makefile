@@ -25,6 +25,7 @@ test: setup
 	$(CARGO) test --workspace
 	$(CARGO) test --features edge --lib edge::
 	$(CARGO) test --features edge --test edge_service --test edge_mqtt --test edge_unit --test edge_soak
+	$(CARGO) test --features edge --test edge_faults --test edge_tls --test fuzz_parsers -- --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what InsPro Edge needs on Debian 12, idempotently: Debian packages (GStreamer 1.22 dev
-# and plugins, mosquitto, pkg-config), a Rust toolchain check, and a Python venv with the
-# onnxruntime wheel whose libonnxruntime.so the ONNX Runtime engine loads.
+# and plugins, mosquitto with mosquitto_passwd for the TLS tests, the system CA store,
+# pkg-config), a Rust toolchain check, and a Python venv with the onnxruntime wheel whose
+# libonnxruntime.so the ONNX Runtime engine loads.
 #
 #   scripts/setup.sh            # everything
 #   scripts/setup.sh apt        # Debian packages only
@@ -19,6 +20,7 @@ apt_packages=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   mosquitto mosquitto-clients
+  ca-certificates
   systemd procps
   python3-venv
   python3-gi gir1.2-gstreamer-1.0

@@ -217,12 +217,20 @@ fn notify_watchdog_reload_metrics_and_sigterm() {
     assert!(log.contains("configuration reloaded"), "{log}");
 }
 
-fn check(config_text: &str, env: &[(&str, &str)]) -> (i32, String) {
+/// `inspro run` (when `run`) or `inspro config check` on a config text: exit code and stderr.
+fn check_with(config_text: &str, env: &[(&str, &str)], run: bool) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, config_text).unwrap();
     let mut cmd = Command::new(bin());
-    cmd.arg("run").arg("--config").arg(&path);
+    if run {
+        cmd.arg("run").arg("--config").arg(&path);
+    } else {
+        cmd.args(["config", "check"]).arg(&path);
+    }
+    cmd.env_remove("INSPRO_MQTT_PASSWORD")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .current_dir(dir.path());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -231,6 +239,10 @@ fn check(config_text: &str, env: &[(&str, &str)]) -> (i32, String) {
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
+}
+
+fn check(config_text: &str, env: &[(&str, &str)]) -> (i32, String) {
+    check_with(config_text, env, true)
 }
 
 #[test]
@@ -283,6 +295,8 @@ fn bad_config_exits_78_naming_the_field() {
         assert_eq!(code, 78, "{field}: {err}");
         assert!(err.contains(field), "the error should name {field}: {err}");
     }
+    bad_values_paths_and_credentials_exit_78_in_run_and_check(&base);
+
     // The default configuration is valid, and `config check` says so.
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(bin())
@@ -312,6 +326,107 @@ fn bad_config_exits_78_naming_the_field() {
         .unwrap();
     assert_eq!(st.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&st.stderr).contains("service.metrics_listen"));
+}
+
+/// Every bound, path and credential that `run` needs is refused by `config check` too, and both
+/// exit 78 naming the field (issue 12: no value passes the check and then panics or exits 1).
+fn bad_values_paths_and_credentials_exit_78_in_run_and_check(base: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_ok = dir.path().join("spool");
+    let base = format!(
+        "{base}[service]\nmetrics_listen = \"\"\nspool_dir = \"{}\"\n",
+        spool_ok.display()
+    );
+    // Weights: empty, truncated (the header promises more than the file holds), and the tiny
+    // model's weights with the r50 model config (wrong shapes).
+    let empty = dir.path().join("empty.safetensors");
+    std::fs::write(&empty, b"").unwrap();
+    let truncated = dir.path().join("truncated.safetensors");
+    let header = br#"{"w":{"dtype":"F32","shape":[1000],"data_offsets":[0,4000]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&[0u8; 16]);
+    std::fs::write(&truncated, bytes).unwrap();
+    let tiny = repo().join("engines/inspro-tiny/model.safetensors");
+    let r50 = repo().join("configs/models/inspro-r50.toml");
+    let weights = |w: &std::path::Path| {
+        base.replace(
+            "[model]\n",
+            &format!("[model]\nweights = \"{}\"\n", w.display()),
+        )
+    };
+    let plain_file = dir.path().join("plain");
+    std::fs::write(&plain_file, "x").unwrap();
+    type Case = (String, Vec<(&'static str, &'static str)>, &'static str);
+    let mut cases: Vec<Case> = vec![
+        (
+            base.replace(
+                "metrics_listen",
+                "shutdown_timeout_s = 1e300\nmetrics_listen",
+            ),
+            vec![],
+            "service.shutdown_timeout_s",
+        ),
+        (
+            base.replace("metrics_listen", "stats_interval_s = 1e300\nmetrics_listen"),
+            vec![],
+            "service.stats_interval_s",
+        ),
+        (
+            base.clone(),
+            vec![("INSPRO__MQTT__BACKOFF__MAX_S", "1e300")],
+            "mqtt.backoff.max_s",
+        ),
+        (
+            base.replace(
+                "test:ball",
+                "test:ball num-buffers=3 ! filesink location=x.bin videotestsrc?live=false",
+            ),
+            vec![],
+            "camera[0].uri",
+        ),
+        (
+            format!("{base}[mqtt]\nusername = \"u\"\n"),
+            vec![],
+            "mqtt.username",
+        ),
+        (
+            base.clone(),
+            vec![("INSPRO_MQTT_PASSWORD", "pw")],
+            "mqtt.username",
+        ),
+        (
+            base.replace(
+                &spool_ok.display().to_string(),
+                &plain_file.join("spool").display().to_string(),
+            ),
+            vec![],
+            "service.spool_dir",
+        ),
+        (weights(&empty), vec![], "model.weights"),
+        (weights(&truncated), vec![], "model.weights"),
+    ];
+    if tiny.exists() {
+        let wrong = weights(&tiny).replace(
+            &repo()
+                .join("configs/models/inspro-tiny.toml")
+                .display()
+                .to_string(),
+            &r50.display().to_string(),
+        );
+        cases.push((wrong, vec![], "model.weights"));
+    }
+    for (text, env, field) in cases {
+        for run in [false, true] {
+            let what = if run { "run" } else { "config check" };
+            let (code, err) = check_with(&text, &env, run);
+            assert_eq!(code, 78, "{what}, {field}: {err}");
+            assert!(
+                err.contains(field),
+                "{what}: the error should name {field}: {err}"
+            );
+        }
+    }
 }
 
 #[test]

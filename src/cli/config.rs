@@ -8,8 +8,9 @@ use inspro::edge::config::{self, DEFAULT_CONFIG_TOML, EX_CONFIG};
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigCmd {
-    /// Load FILE (plus `INSPRO__SECTION__KEY` environment overrides) and validate it: exit 0, or
-    /// 78 with the field and the reason.
+    /// Load FILE (plus `INSPRO__SECTION__KEY` environment overrides) and check it as `inspro run`
+    /// would (values, paths, credentials, TLS files, the spool directory, the model weights):
+    /// exit 0, or 78 with the field and the reason.
     Check {
         file: PathBuf,
         /// Print the resolved configuration (TOML, without secrets).
@@ -28,10 +29,14 @@ pub fn run(cmd: ConfigCmd) -> anyhow::Result<()> {
         }
         ConfigCmd::Check { file, print } => {
             let env = config::process_env();
+            // The same checks as `inspro run` before it starts, the model weights included.
             let checked = config::load(Some(&file), &env).and_then(|c| {
-                c.validate()?;
-                config::mqtt_password(&c.mqtt, &env)?;
-                Ok(c)
+                inspro::edge::daemon::preflight(&c, &env)?;
+                match inspro::edge::engine::build_engine(&c.model, &c.engine) {
+                    Ok(_) => Ok(c),
+                    Err(inspro::edge::engine::EngineBuildError::Config(e)) => Err(e),
+                    Err(e) => Err(config::ConfigError::new("model", e.to_string())),
+                }
             });
             match checked {
                 Ok(c) => {

@@ -156,6 +156,47 @@ impl Default for CameraConfig {
     }
 }
 
+/// The nicks of videotestsrc's `pattern` enum (GStreamer 1.22); a test against the installed
+/// element keeps this list true. Only these reach the element (as a property, never pipeline text).
+pub const VIDEOTESTSRC_PATTERNS: &[&str] = &[
+    "smpte",
+    "snow",
+    "black",
+    "white",
+    "red",
+    "green",
+    "blue",
+    "checkers-1",
+    "checkers-2",
+    "checkers-4",
+    "checkers-8",
+    "circular",
+    "blink",
+    "smpte75",
+    "zone-plate",
+    "gamut",
+    "chroma-zone-plate",
+    "solid-color",
+    "ball",
+    "smpte100",
+    "bar",
+    "pinwheel",
+    "spokes",
+    "gradient",
+    "colors",
+    "smpte-rp-219",
+];
+
+/// Largest frame side accepted anywhere (8K).
+pub const MAX_SIDE: u32 = 8192;
+
+/// Upper bounds of durations, seconds: large enough for any real use, small enough that every
+/// conversion to a `Duration` or a deadline stays exact.
+pub const MAX_DURATION_S: f64 = 86_400.0;
+/// `service.shutdown_timeout_s` at most: systemd's `TimeoutStopSec=120` covers the camera join
+/// (30 s) plus this flush.
+pub const MAX_SHUTDOWN_S: f64 = 60.0;
+
 /// A parsed camera URI.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceUri {
@@ -224,8 +265,20 @@ impl SourceUri {
                     }
                 }
             }
+            if !VIDEOTESTSRC_PATTERNS.contains(&t.pattern.as_str()) {
+                return Err(format!(
+                    "unknown test pattern `{}` (videotestsrc patterns: {})",
+                    t.pattern.escape_debug(),
+                    VIDEOTESTSRC_PATTERNS.join(", ")
+                ));
+            }
             if t.width == 0 || t.height == 0 || t.fps == 0 {
                 return Err("test source width, height and fps must be positive".into());
+            }
+            if t.width > MAX_SIDE || t.height > MAX_SIDE || t.fps > 1000 {
+                return Err(format!(
+                    "test source width and height must be at most {MAX_SIDE}, fps at most 1000"
+                ));
             }
             return Ok(SourceUri::Test(t));
         }
@@ -629,12 +682,22 @@ fn positive(field: &str, v: f64) -> Result<(), ConfigError> {
     }
 }
 
-fn non_negative(field: &str, v: f64) -> Result<(), ConfigError> {
-    if v.is_finite() && v >= 0.0 {
+/// A finite number in `lo..=hi`.
+fn within(field: &str, v: f64, lo: f64, hi: f64) -> Result<(), ConfigError> {
+    if v.is_finite() && v >= lo && v <= hi {
         Ok(())
     } else {
-        Err(ConfigError::new(field, format!("{v} must be >= 0")))
+        Err(ConfigError::new(
+            field,
+            format!("{v} is not in {lo}..={hi}"),
+        ))
     }
+}
+
+/// A finite number in `(0, hi]`.
+fn positive_upto(field: &str, v: f64, hi: f64) -> Result<(), ConfigError> {
+    positive(field, v)?;
+    within(field, v, 0.0, hi)
 }
 
 fn readable(field: &str, p: &Path) -> Result<(), ConfigError> {
@@ -687,7 +750,19 @@ impl EdgeConfig {
                 ));
             }
             c.source().map_err(|r| ConfigError::new(f("uri"), r))?;
-            non_negative(&f("fps"), c.fps)?;
+            within(&f("fps"), c.fps, 0.0, 1000.0)?;
+            if c.width > MAX_SIDE || c.height > MAX_SIDE {
+                return Err(ConfigError::new(
+                    f("width"),
+                    format!("{}x{} is larger than {MAX_SIDE}", c.width, c.height),
+                ));
+            }
+            if c.rtsp_latency_ms > 60_000 {
+                return Err(ConfigError::new(
+                    f("rtsp_latency_ms"),
+                    format!("{} is above 60000", c.rtsp_latency_ms),
+                ));
+            }
             if (c.width == 0) != (c.height == 0) {
                 return Err(ConfigError::new(
                     f("width"),
@@ -708,8 +783,8 @@ impl EdgeConfig {
                     format!("{} is not in 1..=64", c.queue),
                 ));
             }
-            positive(&f("stall_timeout_s"), c.stall_timeout_s)?;
-            positive(&f("jump_threshold_s"), c.jump_threshold_s)?;
+            positive_upto(&f("stall_timeout_s"), c.stall_timeout_s, 3600.0)?;
+            positive_upto(&f("jump_threshold_s"), c.jump_threshold_s, MAX_DURATION_S)?;
         }
 
         self.tracking
@@ -777,8 +852,8 @@ impl EdgeConfig {
                 format!("{} is not in 1..=1000", m.inflight),
             ));
         }
-        positive("mqtt.backoff.initial_s", m.backoff.initial_s)?;
-        positive("mqtt.backoff.max_s", m.backoff.max_s)?;
+        positive_upto("mqtt.backoff.initial_s", m.backoff.initial_s, 3600.0)?;
+        positive_upto("mqtt.backoff.max_s", m.backoff.max_s, 3600.0)?;
         if m.backoff.max_s < m.backoff.initial_s {
             return Err(ConfigError::new(
                 "mqtt.backoff.max_s",
@@ -792,6 +867,15 @@ impl EdgeConfig {
             return Err(ConfigError::new(
                 "mqtt.backoff.jitter",
                 format!("{} is not in [0, 1]", m.backoff.jitter),
+            ));
+        }
+        if m.username
+            .as_deref()
+            .is_some_and(|u| u.is_empty() || u.len() > 65535)
+        {
+            return Err(ConfigError::new(
+                "mqtt.username",
+                "must be 1..65535 bytes (leave it out for no login)",
             ));
         }
         if m.password_file.is_some() && m.username.is_none() {
@@ -833,17 +917,8 @@ impl EdgeConfig {
                 "TLS files are set: use an mqtts:// URL",
             ));
         }
-        if wants_tls && !cfg!(feature = "edge-tls") {
-            return Err(ConfigError::new(
-                "mqtt.url",
-                "TLS needs the daemon built with `--features edge-tls`",
-            ));
-        }
-        if broker.tls && t.ca_file.is_none() {
-            return Err(ConfigError::new(
-                "mqtt.tls.ca_file",
-                "mqtts:// needs the CA bundle that signs the broker's certificate",
-            ));
+        if broker.tls {
+            crate::edge::tls::client_config(t)?;
         }
 
         let p = &self.publish;
@@ -853,8 +928,19 @@ impl EdgeConfig {
                 "must be >= 0",
             ));
         }
-        non_negative("publish.update_interval_s", p.update_interval_s)?;
-        non_negative("publish.heartbeat_s", p.heartbeat_s)?;
+        within(
+            "publish.polygon_tolerance",
+            p.polygon_tolerance,
+            0.0,
+            1000.0,
+        )?;
+        within(
+            "publish.update_interval_s",
+            p.update_interval_s,
+            0.0,
+            MAX_DURATION_S,
+        )?;
+        within("publish.heartbeat_s", p.heartbeat_s, 0.0, MAX_DURATION_S)?;
         if p.heartbeat_s > 0.0 && p.heartbeat_s < p.update_interval_s {
             return Err(ConfigError::new(
                 "publish.heartbeat_s",
@@ -870,16 +956,25 @@ impl EdgeConfig {
                 format!("{} is not in [0, 1]", p.significant_iou),
             ));
         }
-        if p.tracks_every == 0 {
+        if p.tracks_every == 0 || p.tracks_every > 100_000 {
             return Err(ConfigError::new(
                 "publish.tracks_every",
-                "must be at least 1",
+                format!("{} is not in 1..=100000", p.tracks_every),
             ));
         }
 
         let s = &self.service;
-        positive("service.stats_interval_s", s.stats_interval_s)?;
-        non_negative("service.shutdown_timeout_s", s.shutdown_timeout_s)?;
+        positive_upto(
+            "service.stats_interval_s",
+            s.stats_interval_s,
+            MAX_DURATION_S,
+        )?;
+        within(
+            "service.shutdown_timeout_s",
+            s.shutdown_timeout_s,
+            0.0,
+            MAX_SHUTDOWN_S,
+        )?;
         if !s.metrics_listen.is_empty() {
             s.metrics_listen.parse::<SocketAddr>().map_err(|e| {
                 ConfigError::new(
@@ -888,10 +983,10 @@ impl EdgeConfig {
                 )
             })?;
         }
-        if s.spool_max_bytes < 64 * 1024 {
+        if s.spool_max_bytes < 64 * 1024 || s.spool_max_bytes > 1 << 40 {
             return Err(ConfigError::new(
                 "service.spool_max_bytes",
-                format!("{} is below 65536", s.spool_max_bytes),
+                format!("{} is not in 65536..=1099511627776", s.spool_max_bytes),
             ));
         }
         Ok(())

@@ -21,6 +21,7 @@ use crate::edge::mqtt::{MqttTask, MqttTaskOptions, Outbox};
 use crate::edge::overlay::{draw, OverlayWriter};
 use crate::edge::queue::FrameQueue;
 use crate::edge::spool::Spool;
+use crate::edge::state::{OpenTracks, StateFile};
 use crate::runtime::Engine;
 use crate::tracking::{StreamProcessor, TrackEvent, TrackerConfig};
 
@@ -73,11 +74,55 @@ impl HotSettings {
     }
 }
 
+/// How long shutdown waits for the camera threads (a stuck pipeline); systemd's
+/// `TimeoutStopSec` covers this plus `service.shutdown_timeout_s`.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Load and validate the configuration (exit 78 on error).
 pub fn load_config(path: Option<&std::path::Path>) -> Result<EdgeConfig, ConfigError> {
     let cfg = config::load(path, &config::process_env())?;
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// What `run` checks before it loads the model, and `config check` too (so they agree): the
+/// values, the credentials (a user name needs a password, and the other way round), TLS files,
+/// and that the spool directory (and a TensorRT engine cache) is writable. Returns the MQTT password and where it came from.
+pub fn preflight(
+    cfg: &EdgeConfig,
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<Option<(config::Secret, String)>, ConfigError> {
+    cfg.validate()?;
+    let password = config::mqtt_password(&cfg.mqtt, env)?;
+    if password
+        .as_ref()
+        .is_some_and(|(p, _)| p.expose().is_empty())
+    {
+        return Err(ConfigError::new(
+            "mqtt.password_file",
+            "the MQTT password is empty",
+        ));
+    }
+    crate::edge::mqtt::mqtt_options(&cfg.mqtt, password.as_ref().map(|(p, _)| p))?;
+    if let (config::EngineKind::Onnxruntime, Some(cache)) = (cfg.engine.kind, &cfg.engine.cache_dir)
+    {
+        if cfg.engine.provider == "tensorrt" {
+            Spool::check_writable(cache).map_err(|e| {
+                ConfigError::new(
+                    "engine.cache_dir",
+                    format!("{} is not a writable directory: {e}", cache.display()),
+                )
+            })?;
+        }
+    }
+    let dir = cfg.service.spool_path();
+    Spool::check_writable(&dir).map_err(|e| {
+        ConfigError::new(
+            "service.spool_dir",
+            format!("{} is not a writable directory: {e}", dir.display()),
+        )
+    })?;
+    Ok(password)
 }
 
 fn notify(states: &[sd_notify::NotifyState<'_>]) {
@@ -107,9 +152,25 @@ struct EngineThread {
     jump_ns: u64,
     overlay: Option<OverlayWriter>,
     token: CancellationToken,
+    state: StateFile,
+    topic_prefix: String,
 }
 
 impl EngineThread {
+    /// Persist the open tracks when a write is due (`StateFile::update`).
+    fn persist(&mut self, info: &FrameInfo) {
+        let (seq, run, open) = self.builder.open_state();
+        let ids: Vec<u64> = open.iter().map(|(id, _)| *id).collect();
+        self.state.update(ids, || OpenTracks {
+            topic_prefix: self.topic_prefix.clone(),
+            camera: self.name.clone(),
+            run: run.to_string(),
+            seq,
+            frame: EventBuilder::frame_json(info),
+            tracks: open.into_iter().map(|(_, v)| v.clone()).collect(),
+        });
+    }
+
     fn run(mut self) {
         let span = tracing::info_span!("stream", camera = %self.name);
         let _g = span.enter();
@@ -151,6 +212,7 @@ impl EngineThread {
                     self.cam.state_resets.fetch_add(1, Relaxed);
                     tracing::info!(reason = %reason, ended = ended.len(), "stream restarted: state reset");
                     self.emit(&ended, None, &last_info);
+                    self.persist(&last_info);
                 }
                 Item::Eos => {
                     tracing::info!(frames = frame_index, "end of stream");
@@ -238,6 +300,7 @@ impl EngineThread {
                             self.overlay = None;
                         }
                     }
+                    self.persist(&info);
                     last_info = info;
                 }
             }
@@ -245,6 +308,7 @@ impl EngineThread {
         // End every open track: these go out before `stopped`.
         let ended = proc.reset();
         self.emit(&ended, None, &last_info);
+        self.state.remove();
         self.cam.tracks_active.store(0, Relaxed);
         if let Some(ov) = self.overlay.take() {
             match ov.finish() {
@@ -272,6 +336,10 @@ impl EngineThread {
         self.cam.tracks_total.fetch_add(born as u64, Relaxed);
         let before = self.builder.suppressed;
         let msgs = self.builder.on_events(events, out, info);
+        if born > 0 {
+            // On disk before the `new` events can be: a crash never leaves a track unended.
+            self.persist(info);
+        }
         self.cam
             .events_suppressed
             .fetch_add(self.builder.suppressed - before, Relaxed);
@@ -287,14 +355,33 @@ impl EngineThread {
 pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let cfg = load_config(opts.config.as_deref())?;
     let env = config::process_env();
-    let password = config::mqtt_password(&cfg.mqtt, &env)?;
+    let password = preflight(&cfg, &env)?;
     gstreamer::init().map_err(|e| anyhow::anyhow!("GStreamer init: {e}"))?;
     notify(&[sd_notify::NotifyState::Status("loading the model")]);
     let built = build_engine(&cfg.model, &cfg.engine)?;
     tracing::info!(engine = %built.description, cameras = cfg.cameras.len(), "engine ready");
     let spool_dir = cfg.service.spool_path();
-    let spool = Spool::open(&spool_dir, cfg.service.spool_max_bytes)
-        .map_err(|e| anyhow::anyhow!("opening the spool {}: {e}", spool_dir.display()))?;
+    let spool_err = |e: std::io::Error| {
+        ConfigError::new("service.spool_dir", format!("{}: {e}", spool_dir.display()))
+    };
+    let mut spool = Spool::open(&spool_dir, cfg.service.spool_max_bytes).map_err(spool_err)?;
+    // Tracks left open by a crash: their `end` events (reason `restart`) go to the spool first.
+    let recovered =
+        crate::edge::state::recover(&spool_dir, &mut spool, cfg.mqtt.qos.lifecycle.max(1))
+            .map_err(spool_err)?;
+    if !recovered.cameras.is_empty() {
+        tracing::warn!(
+            tracks = recovered.ended,
+            cameras = recovered.cameras.len(),
+            "the last run did not stop cleanly: its open tracks end now (reason restart)"
+        );
+    }
+    let gone_status_topics: Vec<String> = recovered
+        .cameras
+        .iter()
+        .filter(|(name, _)| !cfg.cameras.iter().any(|c| &c.name == name))
+        .map(|(_, topic)| topic.clone())
+        .collect();
     let names: Vec<String> = cfg.cameras.iter().map(|c| c.name.clone()).collect();
     let metrics = Arc::new(Metrics::new(
         &names,
@@ -319,6 +406,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         built.model.class_names.clone(),
         password.map(|(s, _)| s),
         spool,
+        gone_status_topics,
         metrics,
     ))
 }
@@ -332,6 +420,7 @@ async fn async_main(
     class_names: Vec<String>,
     password: Option<config::Secret>,
     spool: Spool,
+    gone_status_topics: Vec<String>,
     metrics: Arc<Metrics>,
 ) -> Result<(), DaemonError> {
     let root = CancellationToken::new();
@@ -358,6 +447,7 @@ async fn async_main(
             stats_interval: Duration::from_secs_f64(cfg.service.stats_interval_s),
             shutdown_timeout: Duration::from_secs_f64(cfg.service.shutdown_timeout_s),
             cameras: cfg.cameras.iter().map(|c| c.name.clone()).collect(),
+            gone_status_topics,
         },
         outbox.clone(),
         spool,
@@ -435,6 +525,8 @@ async fn async_main(
                 .as_ref()
                 .map(|d| OverlayWriter::new(d, &cam_cfg.name)),
             token: root.clone(),
+            state: StateFile::new(&cfg.service.spool_path(), &cam_cfg.name),
+            topic_prefix: cfg.mqtt.topic_prefix.clone(),
         };
         let running = running.clone();
         let done = engines_done.clone();
@@ -540,11 +632,11 @@ async fn async_main(
             let _ = t.join();
         }
     });
-    if tokio::time::timeout(Duration::from_secs(30), joined)
-        .await
-        .is_err()
-    {
-        tracing::error!("camera threads did not stop within 30 s");
+    if tokio::time::timeout(JOIN_TIMEOUT, joined).await.is_err() {
+        tracing::error!(
+            timeout_s = JOIN_TIMEOUT.as_secs(),
+            "camera threads did not stop in time"
+        );
     }
     mqtt_stop.cancel();
     tracker.close();

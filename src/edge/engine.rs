@@ -51,7 +51,17 @@ pub fn build_engine(
             let device = Device::Cpu;
             let (inspro, random, weights) = match find_weights(model, &cfg) {
                 Some(w) => (
-                    InsPro::load(&cfg, &w, &device)?,
+                    // Missing, empty, truncated or of another model: a configuration error.
+                    InsPro::load(&cfg, &w, &device).map_err(|e| {
+                        ConfigError::new(
+                            "model.weights",
+                            format!(
+                                "{} does not load with {}: {e}",
+                                w.display(),
+                                model.config.display()
+                            ),
+                        )
+                    })?,
                     false,
                     w.display().to_string(),
                 ),

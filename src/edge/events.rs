@@ -197,6 +197,15 @@ impl EventBuilder {
         self.seen.len()
     }
 
+    /// The tracks published as open (a `new` went out, no `end` yet): id -> the last published
+    /// `after` block (without its mask). With `seq` and `run`, what a restart needs to end them.
+    pub fn open_state(&self) -> (u64, &str, Vec<(u64, &Value)>) {
+        let mut open: Vec<(u64, &Value)> =
+            self.last.iter().map(|(id, p)| (*id, &p.after)).collect();
+        open.sort_by_key(|(id, _)| *id);
+        (self.seq, &self.run, open)
+    }
+
     fn label_name(&self, i: usize) -> String {
         self.class_names
             .get(i)
@@ -260,7 +269,7 @@ impl EventBuilder {
         }
     }
 
-    fn frame_json(f: &FrameInfo) -> Value {
+    pub fn frame_json(f: &FrameInfo) -> Value {
         json!({
             "index": f.index,
             "pts": f.pts_ns.map(|p| p as f64 / 1e9),

@@ -87,8 +87,8 @@ pub fn pipeline_description(src: &SourceUri, cam: &CameraConfig, w: u32, h: u32)
         ),
         SourceUri::V4l2(_) => "v4l2src name=src ! decodebin".to_string(),
         SourceUri::Test(t) => format!(
-            "videotestsrc name=src pattern={} is-live={} num-buffers={} ! video/x-raw,width={},height={},framerate={}/1",
-            t.pattern, t.live, t.num_buffers, t.width, t.height, t.fps
+            "videotestsrc name=src is-live={} num-buffers={} ! video/x-raw,width={},height={},framerate={}/1",
+            t.live, t.num_buffers, t.width, t.height, t.fps
         ),
     };
     let rate = if cam.fps > 0.0 {
@@ -238,7 +238,17 @@ fn run_once(
             SourceUri::File(p) => el.set_property("location", p.to_string_lossy().to_string()),
             SourceUri::Rtsp(u) => el.set_property("location", u.as_str()),
             SourceUri::V4l2(d) => el.set_property("device", d.to_string_lossy().to_string()),
-            SourceUri::Test(_) => {}
+            // A validated enum nick, set as a property: never pipeline text.
+            SourceUri::Test(t) => {
+                let value = el
+                    .find_property("pattern")
+                    .and_then(|p| p.downcast::<gst::glib::ParamSpecEnum>().ok())
+                    .and_then(|p| p.enum_class().to_value_by_nick(&t.pattern));
+                match value {
+                    Some(v) => el.set_property_from_value("pattern", &v),
+                    None => return Outcome::Error(format!("no test pattern `{}`", t.pattern)),
+                }
+            }
         }
     }
     let Some(sink) = pipeline
@@ -369,6 +379,37 @@ fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `test:` patterns the config accepts are exactly the nicks of the installed
+    /// videotestsrc's `pattern` enum, and each one can be set as the property.
+    #[test]
+    fn test_patterns_match_videotestsrc() {
+        gst::init().expect("GStreamer");
+        let el = gst::ElementFactory::make("videotestsrc")
+            .build()
+            .expect("videotestsrc (gstreamer1.0-plugins-base)");
+        let pspec = el.find_property("pattern").expect("pattern property");
+        let spec = pspec
+            .downcast_ref::<gst::glib::ParamSpecEnum>()
+            .expect("an enum");
+        let mut nicks: Vec<String> = spec
+            .enum_class()
+            .values()
+            .iter()
+            .map(|v| v.nick().to_string())
+            .collect();
+        nicks.sort();
+        let mut ours: Vec<String> = crate::edge::config::VIDEOTESTSRC_PATTERNS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        ours.sort();
+        assert_eq!(ours, nicks);
+        for p in crate::edge::config::VIDEOTESTSRC_PATTERNS {
+            let v = spec.enum_class().to_value_by_nick(p).expect("a nick");
+            el.set_property_from_value("pattern", &v);
+        }
+    }
 
     /// Every source kind makes a pipeline GStreamer 1.22 can build (not started: no camera or
     /// RTSP server is needed to check the element names, properties and caps).

@@ -11,6 +11,8 @@ pub mod mqtt;
 pub mod overlay;
 pub mod queue;
 pub mod spool;
+pub mod state;
+pub mod tls;
 
 pub use config::{ConfigError, EdgeConfig, EX_CONFIG};
 pub use daemon::{run, DaemonError, RunOptions};

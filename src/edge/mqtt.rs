@@ -1,23 +1,31 @@
-//! The one task that owns the rumqttc `EventLoop`. Camera threads hand messages to an [`Outbox`]
-//! (never blocking); this task hands them to rumqttc in order (`try_publish`, never blocking),
-//! learns each one's packet id from the `Outgoing::Publish` event that follows in the same order,
-//! keeps every QoS >= 1 message in a ledger until its PUBACK, and on any reconnect sends the
-//! unacknowledged ones again (rumqttc's own replay list is cleared: it drops it anyway when the
-//! session is not resumed). While the
-//! broker is away QoS >= 1 messages go to the on-disk [`Spool`] and are replayed in order after
-//! the next ConnAck; QoS 0 ones are dropped and counted. Reconnects back off exponentially with
-//! jitter. Retained state (`available`, camera `status`) is republished on every ConnAck.
+//! MQTT publishing in two tasks. The link task owns rumqttc's `EventLoop` and does nothing but
+//! `poll()` it, so nothing ever cancels a connect in progress (slow links need seconds for TCP,
+//! TLS and CONNACK); it backs off after failed connects and after connections that drop soon
+//! after connecting (a flapping broker), longer after a rejected login or a TLS failure, and logs
+//! one line per change of state, not per attempt. The publisher task owns everything else:
+//! camera threads hand it messages through an [`Outbox`] (never blocking); it hands them to
+//! rumqttc in order (`try_publish`, never blocking), learns each one's packet id from the
+//! `Outgoing::Publish` event that follows in the same order, and keeps every QoS >= 1 message in
+//! a ledger until its PUBACK. While the broker is away QoS >= 1 messages go to the on-disk
+//! [`Spool`] (the unacknowledged ones too, so a crash during an outage loses nothing) and are
+//! replayed in order after the next ConnAck; a replayed spool segment is deleted only once every
+//! message in it was acknowledged. QoS 0 ones are dropped and counted. Retained state
+//! (`available`, camera `status`) is republished on every ConnAck.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
+    Outgoing, Packet, QoS,
+};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::edge::config::{BackoffConfig, MqttConfig, Secret};
+use crate::edge::config::{BackoffConfig, ConfigError, MqttConfig, Secret};
 use crate::edge::events::{wall_time_now, OutMsg};
 use crate::edge::metrics::{Metrics, Snapshot, SourceStatus};
 use crate::edge::spool::Spool;
@@ -128,6 +136,205 @@ impl Backoff {
     }
 }
 
+/// A connection that lasted less than this was not a success: the backoff keeps growing.
+pub const STABLE: Duration = Duration::from_secs(10);
+
+/// Why the link is down, for logging once per change and for the backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DownKind {
+    /// TCP, timeouts, the broker closing the connection.
+    Unreachable,
+    /// CONNACK refused the login (bad user name or password, not authorised, bad client id).
+    Rejected,
+    /// The TLS handshake failed (e.g. the broker's certificate is not trusted).
+    Tls,
+}
+
+fn classify(e: &ConnectionError) -> DownKind {
+    match e {
+        ConnectionError::ConnectionRefused(_) => DownKind::Rejected,
+        ConnectionError::Tls(_) => DownKind::Tls,
+        // With TLS 1.3 the broker's verdict on our client certificate comes as an alert after
+        // the handshake, while reading the CONNACK; rumqttc passes it on as text.
+        other if is_tls_alert(other) => DownKind::Tls,
+        _ => DownKind::Unreachable,
+    }
+}
+
+fn is_tls_alert(e: &ConnectionError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    e.to_string().contains("received fatal alert")
+}
+
+fn refused_reason(code: ConnectReturnCode) -> &'static str {
+    match code {
+        ConnectReturnCode::BadUserNamePassword => "bad user name or password",
+        ConnectReturnCode::NotAuthorized => "not authorised",
+        ConnectReturnCode::BadClientId => "client id rejected (mqtt.client_id)",
+        ConnectReturnCode::RefusedProtocolVersion => "protocol version refused",
+        ConnectReturnCode::ServiceUnavailable => "service unavailable",
+        ConnectReturnCode::Success => "success",
+    }
+}
+
+/// What the link task tells the publisher task.
+enum LinkEvent {
+    /// ConnAck. `quiet` while the link flaps (said once by the link task, not per connect).
+    Up { session_present: bool, quiet: bool },
+    /// rumqttc wrote a publish with this packet id (in the order they were handed over).
+    Sent(u16),
+    /// The broker acknowledged a packet id (PUBACK, or PUBCOMP for QoS 2).
+    Acked(u16),
+    /// The connection was lost. The link task waits for `resume` before it empties the request
+    /// channel and reconnects: nothing handed over before then is sent on the next connection.
+    Down { resume: oneshot::Sender<()> },
+    /// Our DISCONNECT went out.
+    Closed,
+}
+
+/// The task that owns rumqttc's `EventLoop`.
+struct Link {
+    eventloop: EventLoop,
+    backoff: Backoff,
+    max_backoff: Duration,
+    broker: String,
+    metrics: Arc<Metrics>,
+    tx: mpsc::Sender<LinkEvent>,
+}
+
+impl Link {
+    async fn run(mut self) {
+        let mut up_since: Option<Instant> = None;
+        let mut down: Option<DownKind> = None;
+        // Connections in a row that dropped within STABLE; from the second on, the link flaps:
+        // one line says so, and connects and drops are quiet until a connection holds.
+        let mut short_drops = 0u32;
+        let mut flapping = false;
+        let mut failed = 0u64;
+        loop {
+            let ev = self.eventloop.poll().await;
+            if short_drops > 0 && up_since.is_some_and(|t| t.elapsed() >= STABLE) {
+                short_drops = 0;
+                if flapping {
+                    flapping = false;
+                    tracing::info!(broker = %self.broker, "MQTT connection stable again");
+                }
+            }
+            match ev {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    // Our ledger, not rumqttc's replay list, decides what is sent again.
+                    self.eventloop.pending.clear();
+                    up_since = Some(Instant::now());
+                    if down.take().is_some() && !flapping {
+                        tracing::debug!(failed, "connect attempts before this one");
+                    }
+                    failed = 0;
+                    let ev = LinkEvent::Up {
+                        session_present: ack.session_present,
+                        quiet: flapping,
+                    };
+                    if self.tx.send(ev).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    if self.tx.send(LinkEvent::Sent(pkid)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Event::Incoming(Packet::PubAck(a))) => {
+                    if self.tx.send(LinkEvent::Acked(a.pkid)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Event::Incoming(Packet::PubComp(a))) => {
+                    if self.tx.send(LinkEvent::Acked(a.pkid)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                    let _ = self.tx.send(LinkEvent::Closed).await;
+                    return;
+                }
+                Ok(_) => {}
+                Err(ConnectionError::RequestsDone) => return,
+                Err(e) => {
+                    self.metrics.mqtt.connection_errors.fetch_add(1, Relaxed);
+                    failed += 1;
+                    let kind = classify(&e);
+                    if let Some(since) = up_since.take() {
+                        let lasted = since.elapsed();
+                        if lasted >= STABLE {
+                            // A connection that held: the next wait starts short again.
+                            self.backoff.reset();
+                            short_drops = 0;
+                        } else {
+                            // Too short to count as a success: the backoff keeps growing.
+                            short_drops += 1;
+                        }
+                        if short_drops <= 1 {
+                            tracing::warn!(broker = %self.broker, error = %e, "lost the MQTT broker; spooling");
+                        } else if !flapping {
+                            flapping = true;
+                            tracing::warn!(
+                                broker = %self.broker,
+                                error = %e,
+                                lasted_s = lasted.as_secs_f64(),
+                                "lost the MQTT broker soon after connecting (flapping); spooling and backing off"
+                            );
+                        }
+                        let (resume, wait) = oneshot::channel();
+                        if self.tx.send(LinkEvent::Down { resume }).await.is_err() {
+                            return;
+                        }
+                        let _ = wait.await;
+                        down = Some(kind);
+                    } else if down != Some(kind) {
+                        match &e {
+                            ConnectionError::ConnectionRefused(code) => tracing::error!(
+                                broker = %self.broker,
+                                reason = refused_reason(*code),
+                                "the MQTT broker rejected the login; retrying slowly"
+                            ),
+                            _ if kind == DownKind::Tls => tracing::error!(
+                                broker = %self.broker,
+                                error = %e,
+                                "TLS with the MQTT broker failed; retrying slowly"
+                            ),
+                            _ => {
+                                tracing::warn!(broker = %self.broker, error = %e, "cannot reach the MQTT broker; spooling and retrying")
+                            }
+                        }
+                        down = Some(kind);
+                    }
+                    // Whatever was handed to rumqttc is the publisher's to send again.
+                    self.eventloop.clean();
+                    self.eventloop.pending.clear();
+                    let mut delay = self.backoff.next_delay();
+                    if kind != DownKind::Unreachable {
+                        delay = delay.max(self.max_backoff);
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}
+
 /// What the MQTT task needs to run.
 pub struct MqttTaskOptions {
     pub cfg: MqttConfig,
@@ -136,20 +343,36 @@ pub struct MqttTaskOptions {
     pub shutdown_timeout: Duration,
     /// Camera names, for the retained `<prefix>/<camera>/status` topics.
     pub cameras: Vec<String>,
+    /// Retained status topics of cameras that the last run had and this one has not: set to
+    /// `ended` on connect (a crash left them `online`).
+    pub gone_status_topics: Vec<String>,
+}
+
+/// A message in memory, and the spool segment it was read from (its file stays until the ack).
+struct Queued {
+    msg: OutMsg,
+    seg: Option<u64>,
+}
+
+impl Queued {
+    fn fresh(msg: OutMsg) -> Self {
+        Self { msg, seg: None }
+    }
 }
 
 pub struct MqttTask {
     opts: MqttTaskOptions,
     client: AsyncClient,
-    eventloop: EventLoop,
+    link: Option<Link>,
+    link_rx: mpsc::Receiver<LinkEvent>,
     outbox: Arc<Outbox>,
     spool: Spool,
     metrics: Arc<Metrics>,
-    queue: VecDeque<OutMsg>,
+    queue: VecDeque<Queued>,
     /// Handed to rumqttc, packet id not yet known (rumqttc emits `Outgoing::Publish` in order).
-    submitted: VecDeque<OutMsg>,
+    submitted: VecDeque<Queued>,
     /// QoS >= 1 messages sent, not yet acknowledged: packet id -> (local order, message).
-    ledger: HashMap<u16, (u64, OutMsg)>,
+    ledger: HashMap<u16, (u64, Queued)>,
     next_local: u64,
     connected: bool,
     /// Retained state, republished on every ConnAck: topic -> message.
@@ -158,12 +381,61 @@ pub struct MqttTask {
     stats_topic: String,
     stats_prev: Snapshot,
     stats_interval: Duration,
+    /// Rate limit of the "spool dropped" line.
+    spool_logged: Option<(Instant, u64)>,
 }
 
 /// Messages kept in memory before newer ones go to the spool.
 const MEMORY_QUEUE: usize = 2048;
 /// Requests handed to rumqttc ahead of the network (its request channel holds this many).
 const PIPELINE: usize = 64;
+/// At most one "spool dropped messages" line this often.
+const SPOOL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// rumqttc's options for `cfg` (TLS included); errors name the field.
+pub fn mqtt_options(
+    cfg: &MqttConfig,
+    password: Option<&Secret>,
+) -> Result<MqttOptions, ConfigError> {
+    let broker = cfg.broker().map_err(|r| ConfigError::new("mqtt.url", r))?;
+    let available_topic = format!("{}/available", cfg.topic_prefix);
+    let mut mo = MqttOptions::new(cfg.client_id.clone(), broker.host.clone(), broker.port);
+    mo.set_keep_alive(Duration::from_secs(cfg.keep_alive_s));
+    mo.set_clean_session(cfg.clean_session);
+    // rumqttc's default is 10 KiB both ways, and an oversize publish silently kills the
+    // connection with everything queued (docs/edge.md).
+    mo.set_max_packet_size(cfg.max_packet_size, cfg.max_packet_size);
+    mo.set_inflight(cfg.inflight);
+    mo.set_last_will(LastWill::new(
+        available_topic,
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
+    match (&cfg.username, password) {
+        (Some(user), Some(p)) => mo.set_credentials(user.clone(), p.expose().to_string()),
+        (None, None) => &mut mo,
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "mqtt.username",
+                "is set without a password (mqtt.password_file, INSPRO_MQTT_PASSWORD or the credential mqtt-password)",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "mqtt.username",
+                "a password is set but no user name",
+            ))
+        }
+    };
+    if broker.tls {
+        let tls = crate::edge::tls::client_config(&cfg.tls)?;
+        mo.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(Arc::new(tls)),
+        ));
+    }
+    Ok(mo)
+}
 
 impl MqttTask {
     pub fn new(
@@ -171,58 +443,21 @@ impl MqttTask {
         outbox: Arc<Outbox>,
         spool: Spool,
         metrics: Arc<Metrics>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, ConfigError> {
         let cfg = &opts.cfg;
-        let broker = cfg.broker().map_err(anyhow::Error::msg)?;
+        let mo = mqtt_options(cfg, opts.password.as_ref())?;
         let prefix = &cfg.topic_prefix;
         let available_topic = format!("{prefix}/available");
-        let mut mo = MqttOptions::new(cfg.client_id.clone(), broker.host.clone(), broker.port);
-        mo.set_keep_alive(Duration::from_secs(cfg.keep_alive_s));
-        mo.set_clean_session(cfg.clean_session);
-        // rumqttc's default is 10 KiB both ways, and an oversize publish silently kills the
-        // connection with everything queued (docs/edge.md).
-        mo.set_max_packet_size(cfg.max_packet_size, cfg.max_packet_size);
-        mo.set_inflight(cfg.inflight);
-        mo.set_last_will(LastWill::new(
-            available_topic.clone(),
-            "offline",
-            QoS::AtLeastOnce,
-            true,
-        ));
-        if let Some(user) = &cfg.username {
-            mo.set_credentials(
-                user.clone(),
-                opts.password
-                    .as_ref()
-                    .map_or(String::new(), |p| p.expose().to_string()),
-            );
-        }
-        #[cfg(feature = "edge-tls")]
-        if broker.tls {
-            let read = |p: &std::path::Path| {
-                std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
-            };
-            let ca =
-                read(cfg.tls.ca_file.as_deref().ok_or_else(|| {
-                    anyhow::anyhow!("mqtt.tls.ca_file is required for mqtts://")
-                })?)?;
-            let client_auth = match (&cfg.tls.client_cert, &cfg.tls.client_key) {
-                (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
-                _ => None,
-            };
-            mo.set_transport(rumqttc::Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Simple {
-                    ca,
-                    alpn: None,
-                    client_auth,
-                },
-            ));
-        }
-        #[cfg(not(feature = "edge-tls"))]
-        if broker.tls {
-            anyhow::bail!("mqtts:// needs the daemon built with --features edge-tls");
-        }
         let (client, eventloop) = AsyncClient::new(mo, PIPELINE);
+        let (tx, link_rx) = mpsc::channel(1024);
+        let link = Link {
+            eventloop,
+            backoff: Backoff::new(cfg.backoff.clone()),
+            max_backoff: Duration::from_secs_f64(cfg.backoff.max_s),
+            broker: cfg.url.clone(),
+            metrics: metrics.clone(),
+            tx,
+        };
         let mut retained = BTreeMap::new();
         retained.insert(
             available_topic.clone(),
@@ -233,12 +468,34 @@ impl MqttTask {
                 retain: true,
             },
         );
+        // Correct what a crash left retained: this run's cameras are starting, gone ones ended.
+        for c in &opts.cameras {
+            let topic = format!("{prefix}/{c}/status");
+            retained.insert(
+                topic.clone(),
+                OutMsg {
+                    topic,
+                    payload: SourceStatus::Starting.as_str().into(),
+                    qos: 1,
+                    retain: true,
+                },
+            );
+        }
+        for topic in &opts.gone_status_topics {
+            retained.entry(topic.clone()).or_insert_with(|| OutMsg {
+                topic: topic.clone(),
+                payload: SourceStatus::Ended.as_str().into(),
+                qos: 1,
+                retain: true,
+            });
+        }
         let stats_interval = opts.stats_interval;
         Ok(Self {
             stats_topic: format!("{prefix}/stats"),
             opts,
             client,
-            eventloop,
+            link: Some(link),
+            link_rx,
             outbox,
             spool,
             metrics,
@@ -251,6 +508,7 @@ impl MqttTask {
             available_topic,
             stats_prev: Snapshot::default(),
             stats_interval,
+            spool_logged: None,
         })
     }
 
@@ -259,7 +517,7 @@ impl MqttTask {
         self.stats_interval = d;
     }
 
-    fn update_gauges(&self) {
+    fn update_gauges(&mut self) {
         let m = &self.metrics.mqtt;
         m.connected.store(self.connected, Relaxed);
         m.queued.store(self.queue.len() as u64, Relaxed);
@@ -267,12 +525,29 @@ impl MqttTask {
         m.spool_messages.store(self.spool.len(), Relaxed);
         m.spool_bytes.store(self.spool.bytes(), Relaxed);
         m.spool_dropped.store(self.spool.dropped, Relaxed);
+        // One line per minute at most when the spool had to drop messages.
+        let dropped = self.spool.dropped;
+        let (due, logged) = match self.spool_logged {
+            None => (true, 0),
+            Some((at, n)) => (at.elapsed() >= SPOOL_LOG_EVERY, n),
+        };
+        if dropped > logged && due {
+            tracing::warn!(
+                dropped = dropped - logged,
+                total = dropped,
+                spool = %self.spool.dir().display(),
+                bytes = self.spool.bytes(),
+                "spool full (service.spool_max_bytes or the disk): dropped the oldest messages"
+            );
+            self.spool_logged = Some((Instant::now(), dropped));
+        }
     }
 
     fn spool_msg(&mut self, m: &OutMsg) {
         if let Err(e) = self.spool.push(m) {
-            tracing::error!(error = %e, spool = %self.spool.dir().display(), "cannot write the spool; message lost");
-            self.metrics.mqtt.dropped.fetch_add(1, Relaxed);
+            // Not even after dropping older segments: counted with the spool's drops.
+            self.spool.dropped += 1;
+            tracing::debug!(error = %e, "cannot write the spool; message lost");
         } else {
             self.metrics.mqtt.spooled_total.fetch_add(1, Relaxed);
         }
@@ -285,12 +560,12 @@ impl MqttTask {
         if m.retain {
             self.retained.insert(m.topic.clone(), m.clone());
             if self.connected {
-                self.queue.push_front(m);
+                self.queue.push_front(Queued::fresh(m));
             }
             return;
         }
         if self.connected && self.spool.is_empty() && self.queue.len() < MEMORY_QUEUE {
-            self.queue.push_back(m);
+            self.queue.push_back(Queued::fresh(m));
         } else if m.qos > 0 {
             self.spool_msg(&m);
         } else {
@@ -324,14 +599,18 @@ impl MqttTask {
 
     fn refill_from_spool(&mut self) {
         while self.connected && self.queue.len() < PIPELINE * 4 && !self.spool.is_empty() {
-            match self.spool.pop_oldest() {
-                Ok(msgs) => {
+            match self.spool.take_oldest() {
+                Ok(Some((seg, msgs))) => {
                     self.metrics
                         .mqtt
                         .replayed_total
                         .fetch_add(msgs.len() as u64, Relaxed);
-                    self.queue.extend(msgs);
+                    self.queue.extend(msgs.into_iter().map(|msg| Queued {
+                        msg,
+                        seg: Some(seg),
+                    }));
                 }
+                Ok(None) => break,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the spool");
                     break;
@@ -344,9 +623,10 @@ impl MqttTask {
     fn feed(&mut self) {
         let window = usize::from(self.opts.cfg.inflight) + PIPELINE / 2;
         while self.connected && self.submitted.len() + self.ledger.len() < window {
-            let Some(m) = self.queue.pop_front() else {
+            let Some(q) = self.queue.pop_front() else {
                 break;
             };
+            let m = &q.msg;
             match self.client.try_publish(
                 m.topic.clone(),
                 qos(m.qos),
@@ -354,12 +634,12 @@ impl MqttTask {
                 m.payload.clone().into_bytes(),
             ) {
                 Ok(()) => {
-                    self.submitted.push_back(m);
+                    self.submitted.push_back(q);
                     self.metrics.mqtt.published.fetch_add(1, Relaxed);
                 }
                 Err(_) => {
                     // The request channel is full: try again after the next event.
-                    self.queue.push_front(m);
+                    self.queue.push_front(q);
                     break;
                 }
             }
@@ -368,30 +648,43 @@ impl MqttTask {
 
     /// rumqttc took the next submitted message and gave it packet id `pkid` (0 for QoS 0).
     fn sent(&mut self, pkid: u16) {
-        let Some(m) = self.submitted.pop_front() else {
+        let Some(q) = self.submitted.pop_front() else {
             return;
         };
-        if m.qos > 0 {
+        if q.msg.qos > 0 {
             self.next_local += 1;
-            self.ledger.insert(pkid, (self.next_local, m));
+            self.ledger.insert(pkid, (self.next_local, q));
         }
     }
 
     fn acked(&mut self, pkid: u16) {
-        if self.ledger.remove(&pkid).is_some() {
+        if let Some((_, q)) = self.ledger.remove(&pkid) {
             self.metrics.mqtt.acked.fetch_add(1, Relaxed);
+            if let Some(seg) = q.seg {
+                if let Err(e) = self.spool.ack(seg) {
+                    tracing::warn!(error = %e, "cannot remove a replayed spool segment");
+                }
+            }
         }
     }
 
-    /// Unacknowledged QoS >= 1 messages, oldest first: the ledger, then what was handed over but
-    /// not yet sent. QoS 0 ones among the latter are dropped (counted).
-    fn take_unacked(&mut self) -> Vec<OutMsg> {
-        let mut ledger: Vec<(u64, OutMsg)> = self.ledger.drain().map(|(_, v)| v).collect();
+    /// Every QoS >= 1 message not acknowledged, oldest first: the ledger, what was handed over
+    /// but not yet sent, then the queue. QoS 0 ones are dropped (counted); retained ones are
+    /// left out (republished on connect).
+    fn take_unacked(&mut self) -> Vec<Queued> {
+        let mut ledger: Vec<(u64, Queued)> = self.ledger.drain().map(|(_, v)| v).collect();
         ledger.sort_by_key(|(order, _)| *order);
-        let mut out: Vec<OutMsg> = ledger.into_iter().map(|(_, m)| m).collect();
-        for m in self.submitted.drain(..) {
-            if m.qos > 0 {
-                out.push(m);
+        let mut out: Vec<Queued> = ledger.into_iter().map(|(_, q)| q).collect();
+        let rest: Vec<Queued> = self
+            .submitted
+            .drain(..)
+            .chain(self.queue.drain(..))
+            .collect();
+        for q in rest {
+            if q.msg.retain {
+                continue;
+            } else if q.msg.qos > 0 {
+                out.push(q);
             } else {
                 self.metrics.mqtt.dropped.fetch_add(1, Relaxed);
             }
@@ -399,45 +692,64 @@ impl MqttTask {
         out
     }
 
-    fn on_connack(&mut self, session_present: bool) {
+    /// Move everything unacknowledged to disk: replayed segments go back to the spool's front
+    /// (their files never left), the others are written in front of them. Kept in memory only
+    /// if the spool cannot be written.
+    fn persist_unacked(&mut self) {
+        let unacked = self.take_unacked();
+        let fresh: Vec<OutMsg> = unacked
+            .iter()
+            .filter(|q| q.seg.is_none())
+            .map(|q| q.msg.clone())
+            .collect();
+        self.spool.requeue_inflight();
+        if let Err(e) = self.spool.push_front(&fresh) {
+            tracing::error!(error = %e, messages = fresh.len(), "cannot write the spool; keeping the messages in memory");
+            self.queue
+                .extend(unacked.into_iter().filter(|q| q.seg.is_none()));
+        }
+    }
+
+    fn on_up(&mut self, session_present: bool, quiet: bool) {
         self.connected = true;
         self.metrics.mqtt.connects.fetch_add(1, Relaxed);
-        // Our ledger, not rumqttc's replay list, decides what is sent again (the request channel
-        // is empty: rumqttc moved it into `pending` when the connection failed, and nothing was
-        // handed over since).
-        self.eventloop.pending.clear();
-        let unacked = self.take_unacked();
-        let resent = unacked.len();
-        for m in unacked.into_iter().rev() {
-            self.queue.push_front(m);
-        }
         // Retained state first: `online`, then camera status.
         let retained: Vec<OutMsg> = self.retained.values().cloned().collect();
         for m in retained.into_iter().rev() {
             if m.topic != self.available_topic {
-                self.queue.push_front(m);
+                self.queue.push_front(Queued::fresh(m));
             }
         }
         if let Some(m) = self.retained.get(&self.available_topic) {
-            self.queue.push_front(m.clone());
+            self.queue.push_front(Queued::fresh(m.clone()));
         }
-        tracing::info!(
-            session_present,
-            resent,
-            spooled = self.spool.len(),
-            "connected to the MQTT broker"
-        );
+        if !quiet {
+            tracing::info!(
+                session_present,
+                spooled = self.spool.len(),
+                "connected to the MQTT broker"
+            );
+        }
+    }
+
+    fn on_down(&mut self) {
+        self.connected = false;
+        self.persist_unacked();
+        if let Err(e) = self.spool.sync() {
+            tracing::warn!(error = %e, "cannot sync the spool");
+        }
     }
 
     /// Run until `stop` is cancelled, then publish `stopped`, flush what is queued (bounded by
     /// the shutdown timeout), spool the rest and disconnect.
     pub async fn run(mut self, stop: CancellationToken, reload: tokio::sync::watch::Receiver<f64>) {
         let mut reload = reload;
-        let mut backoff = Backoff::new(self.opts.cfg.backoff.clone());
-        let mut retry_at: Option<Instant> = None;
+        let link_task = match self.link.take() {
+            Some(link) => tokio::spawn(link.run()),
+            None => return,
+        };
         let mut stats_at = Instant::now() + self.stats_interval;
         let mut drain_until: Option<Instant> = None;
-        let mut logged_down = false;
         if !self.spool.is_empty() {
             tracing::info!(
                 messages = self.spool.len(),
@@ -445,6 +757,7 @@ impl MqttTask {
                 "spool holds messages from before; they go out first"
             );
         }
+        let far = Duration::from_secs(3600);
         loop {
             self.check_status();
             self.drain_outbox();
@@ -456,13 +769,12 @@ impl MqttTask {
                     && self.ledger.is_empty()
                     && self.submitted.is_empty()
                     && self.spool.is_empty()
+                    && self.spool.inflight_segments() == 0
                     && self.outbox.is_empty();
                 if idle || Instant::now() >= until {
                     break;
                 }
             }
-            let can_poll = retry_at.is_none_or(|t| Instant::now() >= t);
-            let far = Instant::now() + Duration::from_secs(3600);
             tokio::select! {
                 biased;
                 _ = stop.cancelled(), if drain_until.is_none() => {
@@ -476,44 +788,31 @@ impl MqttTask {
                         retain: true,
                     });
                     // `route` puts retained messages first; `stopped` must come last.
-                    if let Some(pos) = self.queue.iter().position(|m| m.topic == self.available_topic && m.payload == "stopped") {
-                        if let Some(m) = self.queue.remove(pos) {
-                            self.queue.push_back(m);
+                    if let Some(pos) = self.queue.iter().position(|q| q.msg.topic == self.available_topic && q.msg.payload == "stopped") {
+                        if let Some(q) = self.queue.remove(pos) {
+                            self.queue.push_back(q);
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(drain_until.unwrap_or(far)), if drain_until.is_some() => {}
-                ev = self.eventloop.poll(), if can_poll => {
+                _ = tokio::time::sleep_until(drain_until.unwrap_or(Instant::now() + far)), if drain_until.is_some() => {}
+                ev = self.link_rx.recv() => {
                     match ev {
-                        Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                            backoff.reset();
-                            retry_at = None;
-                            logged_down = false;
-                            self.on_connack(ack.session_present);
+                        Some(LinkEvent::Up { session_present, quiet }) => self.on_up(session_present, quiet),
+                        Some(LinkEvent::Sent(pkid)) => self.sent(pkid),
+                        Some(LinkEvent::Acked(pkid)) => self.acked(pkid),
+                        Some(LinkEvent::Down { resume }) => {
+                            self.on_down();
+                            let _ = resume.send(());
                         }
-                        Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => self.sent(pkid),
-                        Ok(Event::Incoming(Packet::PubAck(a))) => self.acked(a.pkid),
-                        Ok(Event::Incoming(Packet::PubComp(a))) => self.acked(a.pkid),
-                        Ok(_) => {}
-                        Err(e) => {
-                            let was = self.connected;
+                        Some(LinkEvent::Closed) | None => {
                             self.connected = false;
-                            self.metrics.mqtt.connection_errors.fetch_add(1, Relaxed);
-                            let delay = backoff.next_delay();
-                            retry_at = Some(Instant::now() + delay);
-                            if was {
-                                tracing::warn!(error = %e, unacked = self.ledger.len(), retry_in_s = delay.as_secs_f64(), "lost the MQTT broker; spooling");
-                            } else if !logged_down || backoff.attempts().is_power_of_two() {
-                                tracing::warn!(error = %e, attempt = backoff.attempts(), retry_in_s = delay.as_secs_f64(), "cannot reach the MQTT broker");
+                            if drain_until.is_none() {
+                                tracing::error!("the MQTT link task ended");
                             }
-                            logged_down = true;
-                            if matches!(e, ConnectionError::RequestsDone) {
-                                break;
-                            }
+                            break;
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(retry_at.unwrap_or(far)), if !can_poll => {}
                 _ = self.outbox.notify.notified() => {}
                 _ = tokio::time::sleep_until(stats_at) => {
                     stats_at = Instant::now() + self.stats_interval;
@@ -528,7 +827,7 @@ impl MqttTask {
                 changed = reload.changed() => {
                     if changed.is_ok() {
                         let s = *reload.borrow_and_update();
-                        if s > 0.0 {
+                        if s > 0.0 && s.is_finite() {
                             self.stats_interval = Duration::from_secs_f64(s);
                             stats_at = Instant::now() + self.stats_interval;
                         }
@@ -536,45 +835,32 @@ impl MqttTask {
                 }
             }
         }
-        self.finish().await;
+        self.finish(link_task).await;
     }
 
     /// Spool what was not acknowledged and disconnect cleanly (no last will: we said `stopped`).
-    async fn finish(mut self) {
+    async fn finish(mut self, link_task: tokio::task::JoinHandle<()>) {
         self.drain_outbox();
-        let mut left = self.take_unacked();
-        let mut qos0 = 0u64;
-        for m in std::mem::take(&mut self.queue) {
-            if m.retain {
-                continue;
-            } else if m.qos > 0 {
-                left.push(m);
-            } else {
-                qos0 += 1;
-            }
-        }
-        self.metrics.mqtt.dropped.fetch_add(qos0, Relaxed);
-        if !left.is_empty() {
-            if let Err(e) = self.spool.push_front(&left) {
-                tracing::error!(error = %e, lost = left.len(), "cannot write the spool at shutdown");
-            }
-        }
+        self.persist_unacked();
         if let Err(e) = self.spool.sync() {
             tracing::error!(error = %e, "cannot sync the spool");
         }
         self.update_gauges();
         if self.connected {
-            self.eventloop.pending.clear();
             let _ = self.client.try_disconnect();
             let deadline = Instant::now() + Duration::from_millis(500);
             loop {
-                match tokio::time::timeout_at(deadline, self.eventloop.poll()).await {
-                    Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) => break,
-                    Ok(Ok(_)) => {}
-                    _ => break,
+                match tokio::time::timeout_at(deadline, self.link_rx.recv()).await {
+                    Ok(Some(LinkEvent::Closed)) | Ok(None) | Err(_) => break,
+                    Ok(Some(LinkEvent::Down { resume })) => {
+                        let _ = resume.send(());
+                        break;
+                    }
+                    Ok(Some(_)) => {}
                 }
             }
         }
+        link_task.abort();
         tracing::info!(
             spooled = self.spool.len(),
             at = %wall_time_now(),
