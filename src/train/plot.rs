@@ -89,6 +89,9 @@ fn register_system_font() -> bool {
     })
 }
 
+/// A named line of (iteration, value) points.
+type Series<'a> = (&'a str, Vec<(f64, f64)>);
+
 /// A moving average over `k` points (the batch-1 losses are noisy).
 fn smooth(points: &[(f64, f64)], k: usize) -> Vec<(f64, f64)> {
     let k = k.max(1);
@@ -140,7 +143,7 @@ pub fn write_plot(metrics: &Path, out: &Path) -> Result<(), TrainError> {
     ];
 
     // Loss parts.
-    let series: Vec<(&str, Vec<(f64, f64)>)> = PARTS
+    let series: Vec<Series> = PARTS
         .iter()
         .map(|p| {
             let pts: Vec<(f64, f64)> = c
@@ -204,7 +207,7 @@ pub fn write_plot(metrics: &Path, out: &Path) -> Result<(), TrainError> {
     }
 
     // Validation and probe, in percent.
-    let panels: [(&str, Vec<(&str, Vec<(f64, f64)>)>); 2] = [
+    let panels: [(&str, Vec<Series>); 2] = [
         (
             "validation (held-out videos), %",
             vec![
