@@ -689,8 +689,17 @@ fn within(field: &str, v: f64, lo: f64, hi: f64) -> Result<(), ConfigError> {
     } else {
         Err(ConfigError::new(
             field,
-            format!("{v} is not in {lo}..={hi}"),
+            format!("{} is not in {lo}..={hi}", short_number(v)),
         ))
+    }
+}
+
+/// `v` as written by a person: plain up to 1e9, in exponent form beyond (1e300, not 301 digits).
+fn short_number(v: f64) -> String {
+    if v.is_finite() && v.abs() >= 1e9 {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
     }
 }
 
