@@ -24,6 +24,7 @@ apt_packages=(
   systemd procps
   python3-venv
   python3-gi gir1.2-gstreamer-1.0
+  fonts-dejavu-core
 )
 
 as_root() {
