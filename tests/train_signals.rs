@@ -320,3 +320,33 @@ fn a_trunk_trained_alone_changes_only_the_trunk_and_seeds_the_next_run() {
         }
     }
 }
+
+#[test]
+fn the_training_picture_is_drawn_from_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = dir.path().join("metrics.jsonl");
+    let mut lines = String::new();
+    for it in (20..=400).step_by(20) {
+        let v = 10.0 / f64::from(it);
+        lines.push_str(&format!(
+            "{{\"iteration\":{it},\"loss\":{{\"total\":{},\"class\":{v},\"giou\":{v},\"dice\":{v},\"semantic\":{v}}}}}\n",
+            5.0 * v
+        ));
+    }
+    lines.push_str("{\"iteration\":400,\"eval\":{\"ap\":0.1,\"ap50\":0.2},\"tracks\":{\"best_track_class_accuracy\":0.5}}\n");
+    lines.push_str(
+        "{\"iteration\":400,\"probe\":{\"test_accuracy\":0.6,\"majority_accuracy\":0.3}}\n",
+    );
+    lines.push_str("not json\n");
+    std::fs::write(&metrics, lines).unwrap();
+    let curves = inspro::train::plot::read_metrics(&metrics).unwrap();
+    assert_eq!(curves.losses.len(), 20);
+    assert_eq!(curves.evals, vec![(400.0, 10.0, 20.0, 50.0)]);
+    assert_eq!(curves.probes, vec![(400.0, 60.0, 30.0)]);
+    let png = dir.path().join("training.png");
+    inspro::train::plot::write_plot(&metrics, &png).unwrap();
+    let img = image::open(&png).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (1000, 1000));
+    // Lines were drawn: not every pixel is the white background.
+    assert!(img.pixels().filter(|p| p.0 != [255, 255, 255]).count() > 5000);
+}
