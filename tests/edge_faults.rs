@@ -16,10 +16,6 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-fn camera(name: &str, uri: &str, extra: &str) -> String {
-    format!("[[camera]]\nname = \"{name}\"\nuri = \"{uri}\"\nwidth = 160\nheight = 96\n{extra}\n")
-}
-
 /// A TCP proxy on a free loopback port in front of `upstream`: every chunk is delivered `delay`
 /// after it was read, in each direction (a link with that one-way latency, not a throttle). With
 /// `cut_after`, each connection is closed that long after the broker's first reply (a flapping

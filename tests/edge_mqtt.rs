@@ -11,10 +11,6 @@ use edge_common::*;
 use inspro::ytvis::Rle;
 use serde_json::Value;
 
-fn camera(name: &str, uri: &str, extra: &str) -> String {
-    format!("[[camera]]\nname = \"{name}\"\nuri = \"{uri}\"\nwidth = 160\nheight = 96\n{extra}\n")
-}
-
 /// Every field a consumer relies on, with its type.
 fn check_schema(e: &Value, camera: &str) {
     for k in ["type", "reason", "run", "camera", "wall_time"] {

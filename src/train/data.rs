@@ -340,23 +340,7 @@ impl SynthStream {
         start: usize,
     ) -> Result<Self, TrainError> {
         opts.validate()?;
-        let names = crate::ytvis::synth::CATEGORIES;
-        let category_ids = (0..cfg.num_classes)
-            .map(|k| {
-                let name = cfg.class_names.get(k).map(String::as_str).unwrap_or("");
-                names
-                    .iter()
-                    .position(|n| *n == name)
-                    .map(|i| i as u64 + 1)
-                    .ok_or_else(|| TrainError::Config {
-                        file: "data.synth_stream".into(),
-                        reason: format!(
-                            "model class {k} `{name}` is not a synthetic category ({})",
-                            names.join(", ")
-                        ),
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let category_ids = synth_category_ids(cfg, "data.synth_stream")?;
         let mut stream = Self {
             jpeg_quality: opts.jpeg_quality,
             opts,
@@ -400,6 +384,28 @@ impl SynthStream {
         self.next = index + 1;
         v
     }
+}
+
+/// The synthetic category id (1 + index in `synth::CATEGORIES`) of each model class, by name;
+/// an error naming `field` when a class is not a synthetic category.
+pub fn synth_category_ids(cfg: &ModelConfig, field: &str) -> Result<Vec<u64>, TrainError> {
+    let names = crate::ytvis::synth::CATEGORIES;
+    (0..cfg.num_classes)
+        .map(|k| {
+            let name = cfg.class_names.get(k).map(String::as_str).unwrap_or("");
+            names
+                .iter()
+                .position(|n| *n == name)
+                .map(|i| i as u64 + 1)
+                .ok_or_else(|| TrainError::Config {
+                    file: field.into(),
+                    reason: format!(
+                        "model class {k} `{name}` is not a synthetic category ({})",
+                        names.join(", ")
+                    ),
+                })
+        })
+        .collect()
 }
 
 /// Video `index` of a stream as training data: frames through a JPEG round trip, masks as RLE.

@@ -6,7 +6,7 @@
 use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use super::data::{make_stream_video, VideoData};
+use super::data::{make_stream_video, synth_category_ids, VideoData};
 use super::trainer::SynthSpec;
 use super::TrainError;
 use crate::model::preprocess::{preprocess, FrameGeometry, FrameRef};
@@ -58,15 +58,7 @@ pub struct ProbeResult {
 /// The probe's fit videos for a model (made once per run).
 pub fn fit_videos(cfg: &ProbeConfig, model: &InsPro) -> Result<Vec<VideoData>, TrainError> {
     let opts = cfg.fit.options();
-    let ids: Vec<u64> = (0..model.cfg.num_classes)
-        .map(|k| {
-            let name = model.cfg.class_names.get(k).cloned().unwrap_or_default();
-            crate::ytvis::synth::CATEGORIES
-                .iter()
-                .position(|n| *n == name)
-                .map_or(0, |i| i as u64 + 1)
-        })
-        .collect();
+    let ids = synth_category_ids(&model.cfg, "probe")?;
     (0..opts.videos)
         .map(|i| make_stream_video(&opts, &ids, opts.jpeg_quality, i))
         .collect()

@@ -173,6 +173,11 @@ pub fn synth_clip(dir: &Path, name: &str, frames: usize, size: &str, seed: u64) 
     clip
 }
 
+/// A `[[camera]]` table of 160x96 frames, with `extra` lines appended.
+pub fn camera(name: &str, uri: &str, extra: &str) -> String {
+    format!("[[camera]]\nname = \"{name}\"\nuri = \"{uri}\"\nwidth = 160\nheight = 96\n{extra}\n")
+}
+
 /// A config for tests: the tiny model (random weights) and thresholds at zero, so that every
 /// query slot of the random-weight model becomes a track on the first frame, deterministically
 /// (there are no trained weights yet; the point is the plumbing, not the detections).
