@@ -313,6 +313,7 @@ fn resuming_from_a_checkpoint_reproduces_the_next_step() {
         mechanisms: Mechanisms::default(),
         init: None,
         probe: None,
+        workers: 1,
     };
     let dev = Device::Cpu;
     let mut a = Trainer::new(cfg.clone(), data.clone(), &dev).unwrap();

@@ -38,6 +38,10 @@ pub struct TrainArgs {
     /// Override the config's iteration count (the lr steps stay where the config puts them).
     #[arg(long)]
     pub iterations: Option<usize>,
+    /// Override the config's data-parallel workers (one clip each per iteration, gradients
+    /// averaged; docs/training.md "Both cores").
+    #[arg(long)]
+    pub workers: Option<usize>,
 }
 
 /// Must run before candle or rayon start their thread pools.
@@ -79,6 +83,9 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.iterations {
         cfg.iterations = n.max(1);
+    }
+    if let Some(n) = args.workers {
+        cfg.workers = n.max(1);
     }
     let model_cfg = cfg.model_config()?;
     let dev = Device::Cpu;
@@ -196,7 +203,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         if it % log_every == 0 {
             let ips = window_iters as f64 / window.elapsed().as_secs_f64();
             bar.set_message(format!(
-                "loss {:.3} cls {:.3} l1 {:.3} giou {:.3} dedup {:.3} dice {:.3} mfocal {:.3} sem {:.3} dn {:.3}",
+                "loss {:.3} cls {:.3} l1 {:.3} giou {:.3} dedup {:.3} dice {:.3} mfocal {:.3} sem {:.3} roi {:.3} dn {:.3}",
                 parts.total,
                 parts.class,
                 parts.l1,
@@ -205,6 +212,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
                 parts.dice,
                 parts.mask_focal,
                 parts.semantic,
+                parts.roi_class,
                 parts.dn_class
             ));
             let line = serde_json::json!({
@@ -227,7 +235,8 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     trainer.save(&out_dir, "last")?;
     let weights = trainer.save(&out_dir, "final")?;
-    evaluate(&trainer, &mut metrics)?;
+    let (scored, averaged) = trainer.with_average(|t| evaluate(t, &mut metrics))?;
+    scored?;
     metrics.flush()?;
     plot();
     eprintln!(
@@ -236,6 +245,12 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         start.elapsed().as_secs_f64() / 60.0,
         weights.display()
     );
+    if averaged {
+        eprintln!(
+            "averaged weights (scored above): {}",
+            weights.with_extension("ema.safetensors").display()
+        );
+    }
     Ok(())
 }
 

@@ -44,6 +44,37 @@ impl SemanticHead {
     }
 }
 
+/// A linear classifier on the heads' own RoI features (C x R x R from the pooler) at jittered
+/// ground-truth boxes, trained with softmax cross-entropy (ours): the direct, many-sample class
+/// signal into the trunk that the feature probe measures, without going through the stages.
+pub struct RoiClassifier {
+    proj: Linear,
+}
+
+impl RoiClassifier {
+    /// Variables under `aux.roi_class.proj` of `vb`'s root.
+    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let r = cfg.pooler_resolution;
+        let (d, k) = (cfg.fpn_channels * r * r, cfg.num_classes);
+        Ok(Self {
+            proj: Linear::new(
+                d,
+                k,
+                true,
+                xavier_uniform(&[k, d]),
+                Some(Init::Const(0.0)),
+                vb.pp("aux").pp("roi_class").pp("proj"),
+            )?,
+        })
+    }
+
+    /// rois: (G, C, R, R) → logits (G, K).
+    pub fn forward(&self, rois: &Tensor) -> Result<Tensor> {
+        let g = rois.dim(0)?;
+        candle_nn::Module::forward(&self.proj, &rois.reshape((g, ()))?)
+    }
+}
+
 /// Per-pixel class targets (P, K) from a frame's ground-truth masks (G, P) on the stride-4 grid
 /// and their classes; also the number of foreground pixels (the loss's normaliser).
 pub fn semantic_targets(

@@ -31,6 +31,9 @@ pub struct LossConfig {
     pub dn_groups: usize,
     /// DN-DETR box noise λ.
     pub dn_box_noise: f32,
+    /// Ours: weight of the RoI classifier's cross-entropy at jittered ground-truth boxes (0 =
+    /// off; `train/auxiliary.rs`), two jittered boxes per object with λ `dn_box_noise / 2`.
+    pub roi_class: f32,
     /// Ours: false trains the trunk alone with the semantic loss (dense pre-training; the
     /// stages, matching and their losses are skipped).
     pub heads: bool,
@@ -52,6 +55,7 @@ impl Default for LossConfig {
             semantic: 0.0,
             dn_groups: 0,
             dn_box_noise: 0.4,
+            roi_class: 0.0,
             heads: true,
         }
     }

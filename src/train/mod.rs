@@ -17,7 +17,9 @@ use std::path::Path;
 pub use crate::model::boxes;
 pub use assign::linear_sum_assignment;
 pub use data::{Clip, ClipConfig, Dataset};
-pub use trainer::{clip_loss, clip_loss_with, LossParts, Mechanisms, TrainConfig, Trainer};
+pub use trainer::{
+    clip_loss, clip_loss_with, AuxHeads, LossParts, Mechanisms, TrainConfig, Trainer,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {

@@ -20,13 +20,14 @@ pub struct Curves {
     pub probes: Vec<(f64, f64, f64)>,
 }
 
-const PARTS: [&str; 8] = [
+const PARTS: [&str; 9] = [
     "total",
     "class",
     "giou",
     "dice",
     "mask_focal",
     "semantic",
+    "roi_class",
     "dn_class",
     "l1",
 ];

@@ -6,11 +6,12 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
-use super::auxiliary::{jitter_box, semantic_targets, SemanticHead, AUX_PREFIX};
+use super::auxiliary::{jitter_box, semantic_targets, RoiClassifier, SemanticHead, AUX_PREFIX};
 use super::data::SynthStream;
 use super::data::{ClipConfig, Dataset};
 use super::loss::{
@@ -18,7 +19,7 @@ use super::loss::{
     LossConfig,
 };
 use super::matching::{cost_matrix, MatchCost, TemporalMatcher};
-use super::optim::{AdamW, OptimConfig};
+use super::optim::{AdamW, Ema, OptimConfig};
 use super::TrainError;
 use crate::model::backbone::is_frozen_param;
 use crate::model::weights::SplitMix64;
@@ -158,6 +159,15 @@ pub struct TrainConfig {
     /// A linear probe of the RoI features at every evaluation (`train/probe.rs`).
     #[serde(default)]
     pub probe: Option<super::probe::ProbeConfig>,
+    /// Data-parallel workers (ours): each iteration takes one clip per worker, computes the
+    /// workers' losses and gradients on their own threads, averages the gradients and makes one
+    /// optimiser step. Clip j of iteration i is clip `i·workers + j` of the run.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+}
+
+fn default_workers() -> usize {
+    1
 }
 
 fn default_log_every() -> usize {
@@ -211,9 +221,64 @@ pub struct LossParts {
     pub mask_focal: f32,
     /// Ours (0 when off): the auxiliary semantic loss and the denoising queries' losses.
     pub semantic: f32,
+    pub roi_class: f32,
     pub dn_class: f32,
     pub dn_box: f32,
     pub dn_mask: f32,
+}
+
+impl LossParts {
+    /// The mean of each part over `parts` (the workers of one iteration).
+    pub fn mean<'a>(parts: impl Iterator<Item = &'a LossParts>) -> LossParts {
+        let mut out = LossParts::default();
+        let mut n = 0f32;
+        for p in parts {
+            n += 1.0;
+            for (o, v) in out.fields_mut().into_iter().zip(p.fields()) {
+                *o += v;
+            }
+        }
+        if n > 0.0 {
+            for o in out.fields_mut() {
+                *o /= n;
+            }
+        }
+        out
+    }
+
+    fn fields(&self) -> [f32; 12] {
+        [
+            self.total,
+            self.class,
+            self.l1,
+            self.giou,
+            self.dedup,
+            self.dice,
+            self.mask_focal,
+            self.semantic,
+            self.roi_class,
+            self.dn_class,
+            self.dn_box,
+            self.dn_mask,
+        ]
+    }
+
+    fn fields_mut(&mut self) -> [&mut f32; 12] {
+        [
+            &mut self.total,
+            &mut self.class,
+            &mut self.l1,
+            &mut self.giou,
+            &mut self.dedup,
+            &mut self.dice,
+            &mut self.mask_focal,
+            &mut self.semantic,
+            &mut self.roi_class,
+            &mut self.dn_class,
+            &mut self.dn_box,
+            &mut self.dn_mask,
+        ]
+    }
 }
 
 fn scalar(t: &Tensor) -> f32 {
@@ -227,14 +292,22 @@ pub fn clip_loss(
     loss: &LossConfig,
     mech: &Mechanisms,
 ) -> Result<(Tensor, LossParts), TrainError> {
-    clip_loss_with(model, None, clip, loss, mech)
+    clip_loss_with(model, AuxHeads::default(), clip, loss, mech)
 }
 
-/// `clip_loss` plus the training-only signals: the semantic loss when `semantic` is given (and
-/// `loss.semantic > 0`), the denoising queries when `loss.dn_groups > 0`.
+/// The training-only heads (ours) a loss may use; none by default.
+#[derive(Clone, Copy, Default)]
+pub struct AuxHeads<'a> {
+    pub semantic: Option<&'a SemanticHead>,
+    pub roi_class: Option<&'a RoiClassifier>,
+}
+
+/// `clip_loss` plus the training-only signals: the semantic loss when `aux.semantic` is given
+/// (and `loss.semantic > 0`), the RoI classifier's loss when `aux.roi_class` is given (and
+/// `loss.roi_class > 0`), the denoising queries when `loss.dn_groups > 0`.
 pub fn clip_loss_with(
     model: &InsPro,
-    semantic: Option<&SemanticHead>,
+    aux: AuxHeads<'_>,
     clip: &super::data::Clip,
     loss: &LossConfig,
     mech: &Mechanisms,
@@ -278,7 +351,12 @@ pub fn clip_loss_with(
         let gts = &clip.gts[fi];
         let num_boxes = (gts.len() as f32).max(1.0);
 
-        if let (Some(head), true) = (semantic, loss.semantic > 0.0) {
+        if let (Some(head), true) = (aux.roi_class, loss.roi_class > 0.0 && !gts.is_empty()) {
+            let ce = roi_class_loss(model, head, &trunk, gts, loss, &mut noise, (w, h))?;
+            total = (total + (&ce * f64::from(loss.roi_class))?)?;
+            parts.roi_class += scalar(&ce) / frames;
+        }
+        if let (Some(head), true) = (aux.semantic, loss.semantic > 0.0) {
             let logits = head.forward(&trunk.levels[0])?;
             let (target, fg) = semantic_targets(&clip.gt_masks[fi], gts, cfg.num_classes)?;
             let sem = (sigmoid_focal_loss(&logits, &target, loss.focal_alpha, loss.focal_gamma)?
@@ -414,6 +492,41 @@ pub fn clip_loss_with(
     let total = (total / f64::from(frames))?;
     parts.total = scalar(&total);
     Ok((total, parts))
+}
+
+/// The RoI classifier's mean cross-entropy on one frame (ours): two jittered copies of every
+/// ground-truth box (λ `dn_box_noise / 2`), pooled from the trunk exactly as the heads pool.
+fn roi_class_loss(
+    model: &InsPro,
+    head: &RoiClassifier,
+    trunk: &crate::model::Trunk,
+    gts: &[super::matching::GtObject],
+    loss: &LossConfig,
+    noise: &mut SplitMix64,
+    (w, h): (usize, usize),
+) -> Result<Tensor, TrainError> {
+    let dev = model.device().clone();
+    let copies = 2;
+    let boxes: Vec<f32> = (0..copies)
+        .flat_map(|_| gts.iter())
+        .flat_map(|o| {
+            jitter_box(
+                o.box_xyxy,
+                0.5 * loss.dn_box_noise,
+                noise,
+                w as f32,
+                h as f32,
+            )
+        })
+        .collect();
+    let n = boxes.len() / 4;
+    let boxes = Tensor::from_vec(boxes, (n, 4), &dev)?;
+    let labels: Vec<u32> = (0..copies)
+        .flat_map(|_| gts.iter().map(|o| o.class as u32))
+        .collect();
+    let labels = Tensor::from_vec(labels, n, &dev)?;
+    let logits = head.forward(&model.pool_rois(trunk, &boxes)?)?;
+    Ok(candle_nn::loss::cross_entropy(&logits, &labels)?)
 }
 
 /// The denoising queries of one frame (DN-DETR, ours): `loss.dn_groups` groups, each holding a
@@ -623,6 +736,10 @@ pub struct Trainer {
     pub train: ClipSource,
     /// The auxiliary semantic head (ours) when `loss.semantic > 0`.
     pub semantic: Option<SemanticHead>,
+    /// The auxiliary RoI classifier (ours) when `loss.roi_class > 0`.
+    pub roi_class: Option<RoiClassifier>,
+    /// The moving average of the weights (ours) when `optim.ema > 0`.
+    pub ema: Option<Ema>,
     pub device: Device,
 }
 
@@ -668,13 +785,33 @@ impl Trainer {
         } else {
             None
         };
+        let roi_class = if cfg.loss.roi_class > 0.0 {
+            let vb = crate::model::weights::seeded_var_builder(cfg.seed ^ 0x0c1a, &varmap, device);
+            Some(RoiClassifier::new(&model_cfg, vb)?)
+        } else {
+            None
+        };
         if let Some(path) = &cfg.init {
             let taken = init_from(&varmap, path, device)?;
             tracing::info!(file = %path.display(), variables = taken, "initialised from weights");
         }
         let opt = AdamW::new(cfg.optim, trainable_params(&model_cfg, &varmap));
+        // The average covers the model's weights; the training-only heads are never scored.
+        let ema = if cfg.optim.ema > 0.0 {
+            let model_params: Vec<_> = opt
+                .params()
+                .iter()
+                .filter(|(k, _)| !k.starts_with(AUX_PREFIX))
+                .cloned()
+                .collect();
+            Some(Ema::new(cfg.optim.ema, &model_params)?)
+        } else {
+            None
+        };
         Ok(Self {
             semantic,
+            roi_class,
+            ema,
             rng: SplitMix64::new(cfg.seed ^ 0x5eed_c11b),
             cfg,
             model_cfg,
@@ -719,6 +856,15 @@ impl Trainer {
             reason: e.to_string(),
         })?;
         self.opt.load_state_tensors(optim, st.optimizer_step);
+        if let Some(ema) = &mut self.ema {
+            let p = dir.join(format!("{name}.ema.safetensors"));
+            let avg =
+                candle_core::safetensors::load(&p, &self.device).map_err(|e| TrainError::Data {
+                    file: p.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            ema.load(&avg, st.optimizer_step)?;
+        }
         self.rng = SplitMix64::from_state(st.rng_state);
         self.iteration = st.iteration;
         Ok(())
@@ -732,46 +878,155 @@ impl Trainer {
         }
     }
 
-    /// One iteration: sample a clip, loss, backward, clip, AdamW. Returns the parts, the gradient
-    /// norm and the lr used.
-    pub fn step(&mut self) -> Result<(LossParts, f64, f64), TrainError> {
-        let clip = match &mut self.train {
+    /// Clip `index` of the run: of the in-memory videos (the sampler's PRNG decides), or video
+    /// `index` of the synthetic stream.
+    pub fn next_clip(&mut self, index: usize) -> Result<super::data::Clip, TrainError> {
+        match &mut self.train {
             ClipSource::Videos(data) => {
-                data.sample_clip(&self.model_cfg, &self.cfg.clip, &mut self.rng, &self.device)?
+                data.sample_clip(&self.model_cfg, &self.cfg.clip, &mut self.rng, &self.device)
             }
             ClipSource::Stream(stream) => {
-                let video = stream.video(self.iteration)?;
+                let video = stream.video(index)?;
                 super::data::sample_clip_from(
                     &video,
                     &self.model_cfg,
                     &self.cfg.clip,
                     &mut self.rng,
                     &self.device,
-                )?
+                )
             }
+        }
+    }
+
+    /// One iteration: sample a clip per worker, losses and backward (on the workers' threads
+    /// when there are several), the mean gradient, clip, AdamW. Returns the mean loss parts, the
+    /// gradient norm and the lr used.
+    pub fn step(&mut self) -> Result<(LossParts, f64, f64), TrainError> {
+        let workers = self.cfg.workers.max(1);
+        let mut clips = Vec::with_capacity(workers);
+        for j in 0..workers {
+            clips.push(self.next_clip(self.iteration * workers + j)?);
+        }
+        let aux = AuxHeads {
+            semantic: self.semantic.as_ref(),
+            roi_class: self.roi_class.as_ref(),
         };
-        let (loss, parts) = clip_loss_with(
+        let (model, loss_cfg, mech, iteration) = (
             &self.model,
-            self.semantic.as_ref(),
-            &clip,
             &self.cfg.loss,
             &self.cfg.mechanisms,
-        )?;
-        if !parts.total.is_finite() {
-            return Err(TrainError::NonFinite {
-                iteration: self.iteration,
-                video: clip.video_id,
-            });
+            self.iteration,
+        );
+        let one = |clip: &super::data::Clip| -> Result<(GradStore, LossParts), TrainError> {
+            let (loss, parts) = clip_loss_with(model, aux, clip, loss_cfg, mech)?;
+            if !parts.total.is_finite() {
+                return Err(TrainError::NonFinite {
+                    iteration,
+                    video: clip.video_id,
+                });
+            }
+            Ok((loss.backward()?, parts))
+        };
+        let mut results: Vec<(GradStore, LossParts)> = if workers == 1 {
+            vec![one(&clips[0])?]
+        } else {
+            // Each worker runs candle's parallel kernels on a one-thread pool of its own, so
+            // the workers do not queue behind each other on the global pool.
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = clips
+                    .iter()
+                    .map(|clip| {
+                        scope.spawn(move || {
+                            let pool = rayon::ThreadPoolBuilder::new()
+                                .num_threads(1)
+                                .build()
+                                .map_err(|e| TrainError::Config {
+                                    file: "workers".into(),
+                                    reason: format!("thread pool: {e}"),
+                                })?;
+                            pool.install(|| one(clip))
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(TrainError::Config {
+                                file: "workers".into(),
+                                reason: "a training worker panicked".into(),
+                            })
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })?
+        };
+        let parts = LossParts::mean(results.iter().map(|r| &r.1));
+        let (mut grads, _) = results.remove(0);
+        if workers > 1 {
+            for (_, var) in self.opt.params() {
+                let t = var.as_tensor();
+                let mut sum = grads.remove(t);
+                for (other, _) in &results {
+                    if let Some(g) = other.get(t) {
+                        sum = Some(match sum {
+                            Some(s) => (s + g)?,
+                            None => g.clone(),
+                        });
+                    }
+                }
+                if let Some(sum) = sum {
+                    grads.insert(t, (sum / workers as f64)?);
+                }
+            }
         }
-        let grads = loss.backward()?;
         let lr = self.cfg.optim.lr_at(self.iteration);
         let norm = self.opt.step(&grads, lr)?;
+        if let Some(ema) = &mut self.ema {
+            ema.update()?;
+        }
         self.iteration += 1;
         Ok((parts, norm, lr))
     }
 
+    /// Writes the checkpoint `dir/<name>.*`; with `optim.ema`, also the averaged weights as
+    /// `<name>.ema.safetensors` (the model's keys only: a weights file like any other).
     pub fn save(&self, dir: &Path, name: &str) -> Result<PathBuf, TrainError> {
-        save_checkpoint(dir, name, &self.varmap, &self.opt, &self.state())
+        let weights = save_checkpoint(dir, name, &self.varmap, &self.opt, &self.state())?;
+        if let Some(ema) = &self.ema {
+            // The averaged parameters, and every other model variable (e.g. running statistics)
+            // as it is: a complete weights file.
+            let mut avg = ema.tensors();
+            let data = self
+                .varmap
+                .data()
+                .lock()
+                .map(|d| d.clone())
+                .unwrap_or_default();
+            for (k, v) in data {
+                if !k.starts_with(AUX_PREFIX) && !avg.contains_key(&k) {
+                    avg.insert(k, v.as_tensor().clone());
+                }
+            }
+            candle_core::safetensors::save(&avg, dir.join(format!("{name}.ema.safetensors")))?;
+        }
+        Ok(weights)
+    }
+
+    /// Runs `f` with the averaged weights in the model when `optim.ema` is on (the raw weights
+    /// are put back afterwards, also when `f` fails); returns whether they were the average.
+    pub fn with_average<T>(
+        &mut self,
+        f: impl FnOnce(&Trainer) -> T,
+    ) -> Result<(T, bool), TrainError> {
+        let Some(mut ema) = self.ema.take() else {
+            return Ok((f(self), false));
+        };
+        ema.swap()?;
+        let out = f(self);
+        ema.swap()?;
+        self.ema = Some(ema);
+        Ok((out, true))
     }
 }
 
