@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The dense recipe from nothing, on a 2-core CPU: (1) dense pre-training of the trunk with the
-# semantic loss (configs/train/inspro-tiny-trunk.toml), (2) the whole InsPro from that trunk with
-# denoising queries and the semantic loss (configs/train/inspro-tiny-dense.toml), both on
-# synthetic videos made on the fly, (3) the held-out evaluation of it and of the shipped model
-# (official video AP, tracks vs objects), (4) engines/inspro-tiny/model.safetensors replaced only
-# when the new weights score a higher video AP. Numbers: docs/training.md "Breaking the plateau".
+# The dense recipe from nothing, on a 2-core CPU (~100 min): (1) pre-training of the trunk with
+# the semantic loss and the RoI classifier (configs/train/inspro-tiny-trunk.toml, then
+# inspro-tiny-trunk2.toml), (2) the whole InsPro from that trunk with denoising queries, the
+# semantic loss, the RoI classifier, two data-parallel workers and a moving average of the
+# weights (configs/train/inspro-tiny-dense.toml), all on synthetic videos made on the fly, (3) the
+# held-out evaluation of the averaged weights and of the shipped model (official video AP, tracks
+# vs objects), (4) engines/inspro-tiny/model.safetensors replaced only when the new weights score
+# a higher video AP. Numbers: docs/training.md "A RoI classifier, a weight average and both cores".
 #
 #   scripts/train-dense.sh               # build, train both phases, evaluate, ship if better
 #   INSPRO_BIN=path                      # a prebuilt binary (no cargo)
@@ -16,8 +18,9 @@ bin="${INSPRO_BIN:-./target/release/inspro}"
 limit=()
 [ -n "${MAX_MINUTES:-}" ] && limit=(--max-minutes "$MAX_MINUTES")
 
-# Phase 1: the trunk (writes runs/inspro-tiny-trunk/).
+# Phase 1: the trunk (writes runs/inspro-tiny-trunk/, then runs/inspro-tiny-trunk2/).
 [ -f runs/inspro-tiny-trunk/final.safetensors ] || "$bin" train --config configs/train/inspro-tiny-trunk.toml
+[ -f runs/inspro-tiny-trunk2/final.safetensors ] || "$bin" train --config configs/train/inspro-tiny-trunk2.toml
 # Phase 2: the whole model from that trunk (its `init`; writes runs/inspro-tiny-dense/).
 "$bin" train --config configs/train/inspro-tiny-dense.toml "${limit[@]}"
 
@@ -36,11 +39,11 @@ score() { # weights results-json -> video AP
   "$bin" eval --gt data/synth-val/instances.json --results "$2" --duplicates >&2
   "$bin" eval --gt data/synth-val/instances.json --results "$2" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["ap"])'
 }
-new="$(score runs/inspro-tiny-dense/final.safetensors out/dense-val.json)"
+new="$(score runs/inspro-tiny-dense/final.ema.safetensors out/dense-val.json)"
 old="$(score engines/inspro-tiny/model.safetensors out/shipped-val.json)"
 echo "video AP on the held-out videos: dense recipe $new, shipped model $old"
 if python3 -c "import sys; sys.exit(0 if float('$new') > float('$old') else 1)"; then
-  cp runs/inspro-tiny-dense/final.safetensors engines/inspro-tiny/model.safetensors
+  cp runs/inspro-tiny-dense/final.ema.safetensors engines/inspro-tiny/model.safetensors
   cp configs/models/inspro-tiny.toml engines/inspro-tiny/model.toml
   echo "engines/inspro-tiny/model.safetensors replaced (update engines/inspro-tiny/README.md)"
 else
