@@ -39,7 +39,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub iterations: Option<usize>,
     /// Override the config's data-parallel workers (one clip each per iteration, gradients
-    /// averaged; docs/training.md "Both cores").
+    /// averaged; docs/training.md "Both cores: measured first").
     #[arg(long)]
     pub workers: Option<usize>,
 }
