@@ -266,6 +266,17 @@ fn tiny_lite_graphs_equal_candle_through_the_state_loop() {
 }
 
 #[test]
+fn stride_4_mask_features_equal_candle() {
+    // The mask branch on P2..P5 and the dynamic head at stride 4 (no logit up-sampling).
+    let cfg = ModelConfig {
+        mask_feat_stride: 4,
+        key_frame_interval: 0,
+        ..tiny()
+    };
+    check_parity(&cfg, Pooler::Static, 320, 180, 3);
+}
+
+#[test]
 fn resnet18_full_graph_equals_candle() {
     let cfg = ModelConfig {
         name: "parity-r18".into(),

@@ -331,8 +331,19 @@ fn lite_schedule_runs_all_stages_on_key_frames_only() {
 
 #[test]
 fn odd_frame_sizes_report_in_original_pixels() {
-    let cfg = tiny();
-    let (model, _) = InsPro::random(&cfg, 5, &Device::Cpu).unwrap();
+    odd_frame_sizes(&tiny());
+}
+
+#[test]
+fn odd_frame_sizes_with_stride_4_mask_features() {
+    odd_frame_sizes(&ModelConfig {
+        mask_feat_stride: 4,
+        ..tiny()
+    });
+}
+
+fn odd_frame_sizes(cfg: &ModelConfig) {
+    let (model, _) = InsPro::random(cfg, 5, &Device::Cpu).unwrap();
     for (w, h) in [(97usize, 61usize), (33, 250), (641, 359)] {
         // A strided frame: rows padded to a multiple of 4 bytes, as GStreamer's RGB.
         let stride = (w * 3).div_ceil(4) * 4;

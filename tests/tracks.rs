@@ -231,3 +231,64 @@ fn stream_processor_crops_masks_and_resets_on_size_change() {
     let min_new = second.events.iter().map(|e| e.track().id).min().unwrap();
     assert_eq!(min_new, cfg.num_queries as u64 + 1);
 }
+
+/// One frame of 3 slots on a 64x32 frame (mask grid 16x8): `left[slot]` puts the slot's mask on
+/// the left half, else on the right half.
+fn three_slots(probs: [[f32; 2]; 3], left: [bool; 3]) -> FrameOutput {
+    let cfg = ModelConfig {
+        input_size: [64, 32],
+        ..ModelConfig::default()
+    };
+    let (mh, mw) = (8, 16);
+    let mut mask_logits = Vec::new();
+    for l in left {
+        for _ in 0..mh {
+            for x in 0..mw {
+                mask_logits.push(if (x < mw / 2) == l { 5.0 } else { -5.0 });
+            }
+        }
+    }
+    FrameOutput {
+        frame_index: 0,
+        key_frame: true,
+        stages_run: 6,
+        geometry: FrameGeometry::new(&cfg, 64, 32),
+        class_probs: probs.iter().map(|p| p.to_vec()).collect(),
+        boxes_xyxy: vec![[0., 0., 32., 32.]; 3],
+        mask_logits,
+        mask_h: mh,
+        mask_w: mw,
+    }
+}
+
+#[test]
+fn a_second_slot_on_the_same_object_and_class_is_dropped_from_the_results() {
+    use inspro::tracking::{ResultOptions, VideoAccumulator};
+    let run = |duplicate_iou| {
+        let mut acc = VideoAccumulator::new();
+        for _ in 0..3 {
+            // Slots 0 and 1 share the left half; slot 2 is alone on the right.
+            acc.add(&three_slots(
+                [[0.9, 0.01], [0.6, 0.5], [0.4, 0.01]],
+                [true, true, false],
+            ));
+        }
+        let opts = ResultOptions {
+            top_k: 0,
+            score_threshold: 0.1,
+            duplicate_iou,
+            ..ResultOptions::default()
+        };
+        let mut got: Vec<(u64, i64)> = acc
+            .finish(7, &[1, 2], &opts)
+            .iter()
+            .map(|r| (r.category_id, (r.score * 10.0).round() as i64))
+            .collect();
+        got.sort();
+        got
+    };
+    // Same class on one object: only the best pair stays; another class of the same slot and
+    // the same class on another object stay.
+    assert_eq!(run(Some(0.5)), vec![(1, 4), (1, 9), (2, 5)]);
+    assert_eq!(run(None), vec![(1, 4), (1, 6), (1, 9), (2, 5)]);
+}

@@ -312,6 +312,7 @@ fn resuming_from_a_checkpoint_reproduces_the_next_step() {
         loss: LossConfig::default(),
         mechanisms: Mechanisms::default(),
         init: None,
+        init_rename: Default::default(),
         probe: None,
         workers: 1,
     };

@@ -49,7 +49,20 @@ fn signals() -> LossConfig {
 
 #[test]
 fn every_parameter_gets_a_gradient_with_denoising_and_the_semantic_loss() {
-    let cfg = tiny();
+    every_parameter_gets_a_gradient(&tiny());
+}
+
+#[test]
+fn every_parameter_gets_a_gradient_with_stride_4_mask_features() {
+    let cfg = ModelConfig {
+        mask_feat_stride: 4,
+        ..tiny()
+    };
+    every_parameter_gets_a_gradient(&cfg);
+}
+
+fn every_parameter_gets_a_gradient(cfg: &ModelConfig) {
+    let cfg = cfg.clone();
     let dev = Device::Cpu;
     let (model, vars) = InsPro::random(&cfg, 2, &dev).unwrap();
     let vb = inspro::model::weights::seeded_var_builder(9, &vars, &dev);
@@ -76,6 +89,10 @@ fn every_parameter_gets_a_gradient_with_denoising_and_the_semantic_loss() {
     let params = trainable_params(&cfg, &vars);
     assert!(params.iter().any(|(k, _)| k.starts_with("aux.semantic")));
     assert!(params.iter().any(|(k, _)| k.starts_with("aux.roi_class")));
+    let refine = cfg.mask_branch_levels().len();
+    assert!(params
+        .iter()
+        .any(|(k, _)| k.starts_with(&format!("mask_branch.refine.{}", refine - 1))));
     let mut missing = Vec::new();
     for (name, var) in &params {
         match grads.get(var.as_tensor()) {
@@ -175,6 +192,7 @@ fn stream_config(dir: &std::path::Path) -> TrainConfig {
         loss: signals(),
         mechanisms: Mechanisms::default(),
         init: None,
+        init_rename: Default::default(),
         probe: None,
         workers: 1,
     }
@@ -273,6 +291,24 @@ fn the_ground_truth_as_results_has_perfect_track_quality() {
     assert_eq!(q.objects, gt.annotations.len());
     assert_eq!(q.best_track_class_accuracy, 1.0);
     assert!((q.best_track_iou - 1.0).abs() < 1e-9);
+    assert!((q.frame_oracle_iou - 1.0).abs() < 1e-9 && q.frame_oracle_iou_075 == 1.0);
+    // Identities rotated every frame (result j holds object j + f at frame f): each frame's
+    // masks are still perfect, the tracks are not.
+    let mut rotated = results.clone();
+    for v in &gt.videos {
+        let idx: Vec<usize> = (0..results.len())
+            .filter(|&i| results[i].video_id == v.id)
+            .collect();
+        for (j, &i) in idx.iter().enumerate() {
+            for f in 0..rotated[i].segmentations.len() {
+                let src = idx[(j + f) % idx.len()];
+                rotated[i].segmentations[f] = results[src].segmentations[f].clone();
+            }
+        }
+    }
+    let q = inspro::ytvis::eval::track_quality(&gt, &rotated, 0.5, 0.5);
+    assert!((q.frame_oracle_iou - 1.0).abs() < 1e-9, "{q:?}");
+    assert!(q.best_track_iou < 0.9, "{q:?}");
     // Every result doubled: one duplicate pair per object.
     let doubled: Vec<_> = results.iter().chain(&results).cloned().collect();
     let q = inspro::ytvis::eval::track_quality(&gt, &doubled, 0.5, 0.5);
@@ -470,4 +506,46 @@ fn two_workers_step_on_the_mean_gradient_of_two_clips() {
     let (pb, _, _) = b.step().unwrap();
     assert_eq!(pa.total, pb.total);
     assert_eq!(snapshot(&a.varmap), snapshot(&b.varmap));
+}
+
+#[test]
+fn a_stride_8_mask_branch_seeds_a_stride_4_one_through_renamed_keys() {
+    let dev = Device::Cpu;
+    let (_, old) = InsPro::random(&tiny(), 1, &dev).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stride8.safetensors");
+    old.save(&path).unwrap();
+    let cfg4 = ModelConfig {
+        mask_feat_stride: 4,
+        ..tiny()
+    };
+    let (_, new) = InsPro::random(&cfg4, 2, &dev).unwrap();
+    let rename: std::collections::BTreeMap<String, String> = (0..3)
+        .map(|i| {
+            (
+                format!("mask_branch.refine.{i}."),
+                format!("mask_branch.refine.{}.", i + 1),
+            )
+        })
+        .collect();
+    let taken = inspro::train::trainer::init_from(&new, &path, &rename, &dev).unwrap();
+    let (a, b) = (snapshot(&old), snapshot(&new));
+    // Every variable but the new P2 refine conv (weight + 4 norm tensors) comes from the file.
+    assert_eq!(taken, b.len() - 5, "{taken} of {}", b.len());
+    let same = |x: &str, y: &str| a[x] == b[y];
+    for i in 0..3 {
+        let (x, y) = (
+            format!("mask_branch.refine.{i}.0.weight"),
+            format!("mask_branch.refine.{}.0.weight", i + 1),
+        );
+        assert!(same(&x, &y), "{y} is not the file's {x}");
+    }
+    assert!(!same(
+        "mask_branch.refine.0.0.weight",
+        "mask_branch.refine.0.0.weight"
+    ));
+    assert!(same(
+        "mask_branch.tower.0.0.weight",
+        "mask_branch.tower.0.0.weight"
+    ));
 }

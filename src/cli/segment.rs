@@ -83,6 +83,11 @@ pub struct SegmentArgs {
     /// Further pairs kept above this mean probability.
     #[arg(long, default_value_t = 0.05)]
     pub score_threshold: f32,
+    /// Drop a (slot, class) pair when a higher-scoring pair of the same class on another slot
+    /// has masks overlapping it above this spatio-temporal IoU (two slots on one object); 1 (the
+    /// default) keeps every pair, as the paper does. docs/model.md has its effect.
+    #[arg(long, default_value_t = 1.0)]
+    pub duplicate_iou: f64,
     /// Process only the first N videos (--ytvis).
     #[arg(long)]
     pub max_videos: Option<usize>,
@@ -184,6 +189,7 @@ pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
     let opts = ResultOptions {
         top_k: args.top_k,
         score_threshold: args.score_threshold,
+        duplicate_iou: (args.duplicate_iou < 1.0).then_some(args.duplicate_iou),
         ..ResultOptions::default()
     };
     match (&args.input, &args.ytvis) {

@@ -134,6 +134,11 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
             100.0 * q.best_track_class_accuracy,
             q.best_track_iou
         );
+        println!(
+            "masks with perfect tracking (best result per visible object-frame): mean IoU {:.3}, {:.1} % at IoU >= 0.75",
+            q.frame_oracle_iou,
+            100.0 * q.frame_oracle_iou_075
+        );
     }
     let rows = [
         ("Average Precision", "0.50:0.95", "all", 100, s.ap),

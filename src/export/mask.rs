@@ -1,4 +1,5 @@
-//! The CondInst mask path as ONNX (mirrors `model/mask.rs`): the mask branch on P3..P5 with
+//! The CondInst mask path as ONNX (mirrors `model/mask.rs`): the mask branch on P3..P5 (P2..P5
+//! at mask feature stride 4) with
 //! `aligned_bilinear` as MatMuls with the same constant interpolation matrices, relative
 //! coordinates computed in-graph with the soi of each box's RoI level, and the dynamic mask head
 //! as batched MatMuls (N, out, in) @ (N, in, HW).
@@ -8,9 +9,7 @@ use super::fpn::PyramidValues;
 use super::graph::Graph;
 use super::head::{level_masks, select_by_level};
 use super::{ExportError, Weights};
-use crate::model::mask::{
-    aligned_bilinear_matrix, MASK_FEAT_STRIDE, MASK_OUT_STRIDE, REL_COORD_SOI,
-};
+use crate::model::mask::{aligned_bilinear_matrix, MASK_OUT_STRIDE, REL_COORD_SOI};
 use crate::model::ModelConfig;
 
 /// `aligned_bilinear(x, factor)` on the last two dims of x (..., h, w) → (..., f·h, f·w):
@@ -33,7 +32,7 @@ pub fn aligned_bilinear(g: &mut Graph, x: &str, h: usize, w: usize, factor: usiz
     g.matmul(&a_h, &y)
 }
 
-/// CondInst `MaskBranch`: mask features (1, 8, Hp/8, Wp/8).
+/// CondInst `MaskBranch`: mask features (1, 8, Hp/f, Wp/f) at the mask feature stride f.
 pub fn export_branch(
     g: &mut Graph,
     cfg: &ModelConfig,
@@ -63,21 +62,27 @@ pub fn export_branch(
         )
     };
     let [wp, hp] = super::graph_size(cfg);
-    let (h3, w3) = (hp / 8, wp / 8);
-    let mut x = conv_bn(g, &pyramid.levels[1], "mask_branch.refine.0".into(), cin)?;
-    for (i, level) in [2usize, 3].into_iter().enumerate() {
+    let levels = cfg.mask_branch_levels();
+    let first = levels.start;
+    let mut x = conv_bn(
+        g,
+        &pyramid.levels[first],
+        "mask_branch.refine.0".into(),
+        cin,
+    )?;
+    for (i, level) in levels.enumerate().skip(1) {
         let y = conv_bn(
             g,
             &pyramid.levels[level],
-            format!("mask_branch.refine.{}", i + 1),
+            format!("mask_branch.refine.{i}"),
             cin,
         )?;
         let s = 1usize << (level + 2);
-        let factor = s / 8;
+        let factor = s / cfg.mask_feat_stride;
         let y = aligned_bilinear(g, &y, hp / s, wp / s, factor);
         x = g.add(&x, &y);
     }
-    debug_assert!(h3 > 0 && w3 > 0);
+    debug_assert!(hp / cfg.mask_feat_stride > 0 && wp / cfg.mask_feat_stride > 0);
     for i in 0..cfg.mask_branch_convs {
         x = conv_bn(g, &x, format!("mask_branch.tower.{i}"), c)?;
     }
@@ -102,8 +107,8 @@ pub fn export_branch(
     Ok(out)
 }
 
-/// Dynamic mask head: mask_feats (1, 8, h, w), params (N, P), boxes (N, 4) → mask logits
-/// (N, 2h, 2w) at stride 4.
+/// Dynamic mask head: mask_feats (1, 8, h, w) at stride f, params (N, P), boxes (N, 4) → mask
+/// logits (N, h·f/4, w·f/4) at stride 4.
 pub fn export_head(
     g: &mut Graph,
     cfg: &ModelConfig,
@@ -122,7 +127,7 @@ pub fn export_head(
     let half = g.scalar(0.5);
     let centre = g.mul(&half, &sum);
     let centre = g.reshape(&centre, &[n, 2, 1]);
-    let s = MASK_FEAT_STRIDE as f32;
+    let s = cfg.mask_feat_stride as f32;
     let mut loc = vec![0f32; 2 * hw];
     for iy in 0..h {
         for ix in 0..w {
@@ -170,7 +175,7 @@ pub fn export_head(
         }
     }
     let logits = g.reshape(&x, &[n, h as i64, w as i64]);
-    let factor = MASK_FEAT_STRIDE / MASK_OUT_STRIDE;
+    let factor = cfg.mask_feat_stride / MASK_OUT_STRIDE;
     let out = aligned_bilinear(g, &logits, h, w, factor);
     g.pop_scope();
     Ok(out)

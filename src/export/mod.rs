@@ -313,7 +313,7 @@ pub fn frame_graph(
 
     let feats = backbone::export(&mut g, cfg, w, &image)?;
     let pyramid = fpn::export(&mut g, cfg, w, &feats)?;
-    let mask_feats = mask::export_branch(&mut g, cfg, w, &pyramid)?; // (1, 8, Hp/8, Wp/8)
+    let mask_feats = mask::export_branch(&mut g, cfg, w, &pyramid)?; // (1, 8, Hp/f, Wp/f)
 
     let stages: Vec<usize> = match kind {
         GraphKind::Key => (0..cfg.num_stages).collect(),
@@ -345,7 +345,7 @@ pub fn frame_graph(
         &mask_feats,
         &last.mask_head_params,
         &last.pred_boxes_xyxy,
-        (hp / 8, wp / 8),
+        (hp / cfg.mask_feat_stride, wp / cfg.mask_feat_stride),
     )?; // (N, Hp/4, Wp/4)
     let next = bank::export(&mut g, cfg, w, &last.obj_features, &bank_in, &bank_valid)?;
 

@@ -55,6 +55,10 @@ pub struct ModelConfig {
     pub mask_branch_channels: usize,
     /// CondInst MASK_BRANCH.NUM_CONVS: convs of the mask tower.
     pub mask_branch_convs: usize,
+    /// Stride of the mask features: 8 (CondInst: the branch on P3..P5, the dynamic head at
+    /// stride 8, its logits up-sampled x2 to stride 4) or 4 (ours: the branch on P2..P5 and the
+    /// dynamic head directly at stride 4; for objects of a few dozen pixels, docs/model.md).
+    pub mask_feat_stride: usize,
     /// CondInst MASK_BRANCH.OUT_CHANNELS: mask feature channels.
     pub mask_out_channels: usize,
     /// CondInst MASK_HEAD.NUM_LAYERS.
@@ -95,6 +99,7 @@ impl Default for ModelConfig {
             class_names: Vec::new(),
             mask_branch_channels: 128,
             mask_branch_convs: 4,
+            mask_feat_stride: 8,
             mask_out_channels: 8,
             mask_head_layers: 3,
             mask_head_channels: 8,
@@ -174,6 +179,12 @@ impl ModelConfig {
                 return bad(field, "must be at least 1".into());
             }
         }
+        if ![4, 8].contains(&self.mask_feat_stride) {
+            return bad(
+                "mask_feat_stride",
+                format!("{} is not 4 or 8", self.mask_feat_stride),
+            );
+        }
         if self.mask_head_layers < 2 {
             return bad("mask_head_layers", "must be at least 2".into());
         }
@@ -205,6 +216,13 @@ impl ModelConfig {
             .get(i)
             .cloned()
             .unwrap_or_else(|| format!("class_{i}"))
+    }
+
+    /// FPN levels the mask branch reads, finest first (P3..P5, or P2..P5 at stride 4), as
+    /// indices into P2..P5.
+    pub fn mask_branch_levels(&self) -> std::ops::Range<usize> {
+        let first = if self.mask_feat_stride == 4 { 0 } else { 1 };
+        first..4
     }
 
     /// Number of CondInst dynamic mask head parameters per instance (169 for the defaults).

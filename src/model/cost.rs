@@ -181,21 +181,22 @@ pub fn macs(cfg: &ModelConfig, width: usize, height: usize, stages: usize) -> BT
         + cc * k + cc * 4
         + s * cc * 4 * cfg.pooler_sampling_ratio.pow(2) as u64; // RoIAlign bilinear taps
     let heads = stages as u64 * n * per_query + n * cc * (cfg.bank_size as u64 + 1); // + ε
-    let (h3, w3) = sizes[1];
+    let levels = cfg.mask_branch_levels();
+    let (hm, wm) = sizes[levels.start];
     let mb = cfg.mask_branch_channels;
     let mut mask = 0u64;
-    for (i, (h, w)) in sizes[1..].iter().enumerate() {
+    for (i, (h, w)) in sizes[levels].iter().enumerate() {
         mask += conv(c, mb, 3, *h, *w);
         if i > 0 {
-            mask += (mb * h3 * w3) as u64 * 2; // aligned_bilinear up to P3
+            mask += (mb * hm * wm) as u64 * 2; // aligned_bilinear up to the finest level
         }
     }
-    mask += cfg.mask_branch_convs as u64 * conv(mb, mb, 3, h3, w3);
-    mask += conv(mb, cfg.mask_out_channels, 1, h3, w3);
+    mask += cfg.mask_branch_convs as u64 * conv(mb, mb, 3, hm, wm);
+    mask += conv(mb, cfg.mask_out_channels, 1, hm, wm);
     let p = cfg.mask_head_num_params() as u64;
     let (wn, _) = cfg.mask_head_param_split();
     // One mask head per frame (the last stage), plus the weight generator of every stage run.
-    mask += n * ((wn.iter().sum::<usize>() * h3 * w3) as u64 + 4 * (h3 * w3) as u64);
+    mask += n * ((wn.iter().sum::<usize>() * hm * wm) as u64 + 4 * (hm * wm) as u64);
     mask += stages as u64 * n * cc * p;
     [
         (Part::Backbone, backbone),

@@ -226,7 +226,7 @@ impl InsPro {
     pub fn forward_trunk(&self, image: &Tensor, train: bool) -> Result<Trunk> {
         let c = self.backbone.forward(image, train)?;
         let p = self.fpn.forward(&c)?;
-        let mask_feats = self.mask_branch.forward(&p.p3, &p.p4, &p.p5)?; // (1, 8, Hp/8, Wp/8)
+        let mask_feats = self.mask_branch.forward([&p.p2, &p.p3, &p.p4, &p.p5])?; // (1, 8, Hp/f, Wp/f)
         let levels: Vec<Tensor> = p
             .levels()
             .iter()
@@ -332,7 +332,7 @@ impl InsPro {
         let p = self.fpn.forward(&c)?;
         sync(&p.p2)?;
         let t2 = std::time::Instant::now();
-        let m = self.mask_branch.forward(&p.p3, &p.p4, &p.p5)?;
+        let m = self.mask_branch.forward([&p.p2, &p.p3, &p.p4, &p.p5])?;
         sync(&m)?;
         let t3 = std::time::Instant::now();
         Ok(PartTimes {

@@ -1,5 +1,5 @@
 //! CondInst mask path (AdelaiDet `mask_branch.py`, `dynamic_mask_head.py`): the mask branch on
-//! P3..P5, relative coordinates from the predicted box centre (InsPro §3.2), the dynamic mask
+//! P3..P5 (or P2..P5 with `mask_feat_stride = 4`), relative coordinates from the predicted box centre (InsPro §3.2), the dynamic mask
 //! head as batched matmuls, and `aligned_bilinear` up-sampling written as matmuls (candle has no
 //! bilinear backward).
 
@@ -10,19 +10,20 @@ use super::config::ModelConfig;
 use super::nn::{c2_xavier_fill, Conv2d, ConvSpec};
 use super::roi_align::assign_levels;
 
-/// Stride of the mask features (P3).
-pub const MASK_FEAT_STRIDE: usize = 8;
-/// CondInst MASK_OUT_STRIDE.
+/// CondInst MASK_OUT_STRIDE: mask logits are at stride 4 of the padded input whatever the
+/// stride of the mask features (`ModelConfig::mask_feat_stride`, 8 or 4).
 pub const MASK_OUT_STRIDE: usize = 4;
 /// Rel-coord normaliser per RoI level P2..P5 (our choice, docs/model.md): CondInst's sizes of
 /// interest shifted to the pooler's levels.
 pub const REL_COORD_SOI: [f32; 4] = [64.0, 128.0, 256.0, 512.0];
 
-/// CondInst `MaskBranch`: per-level refine (3x3 conv + BN + ReLU), sum at P3 resolution, a tower of
-/// 3x3 convs, then 1x1 to the mask feature channels. Keys under `mask_branch`.
+/// CondInst `MaskBranch`: per-level refine (3x3 conv + BN + ReLU), sum at the finest level's
+/// resolution (P3, or P2 at mask feature stride 4), a tower of 3x3 convs, then 1x1 to the mask
+/// feature channels. Keys under `mask_branch`; `refine.i` is the i-th level read, finest first.
 pub struct MaskBranch {
     refine: Vec<Conv2d>,
     tower: Vec<Conv2d>,
+    levels: std::ops::Range<usize>,
 }
 
 impl MaskBranch {
@@ -45,7 +46,8 @@ impl MaskBranch {
                 Some(vb.pp(1)),
             )
         };
-        let refine = (0..3)
+        let levels = cfg.mask_branch_levels();
+        let refine = (0..levels.len())
             .map(|i| conv_bn(vb.pp("refine").pp(i), c_in))
             .collect::<Result<Vec<_>>>()?;
         let mut tower = (0..cfg.mask_branch_convs)
@@ -67,14 +69,20 @@ impl MaskBranch {
             vb.pp("tower").pp(cfg.mask_branch_convs),
             None,
         )?);
-        Ok(Self { refine, tower })
+        Ok(Self {
+            refine,
+            tower,
+            levels,
+        })
     }
 
-    /// p3, p4, p5: (1, C, H/s, W/s). Returns mask features (1, 8, H/8, W/8).
-    pub fn forward(&self, p3: &Tensor, p4: &Tensor, p5: &Tensor) -> Result<Tensor> {
-        let mut x = self.refine[0].forward(p3)?;
+    /// `pyramid`: P2..P5, each (1, C, H/s, W/s). Returns mask features (1, 8, H/f, W/f) at the
+    /// mask feature stride f.
+    pub fn forward(&self, pyramid: [&Tensor; 4]) -> Result<Tensor> {
+        let inputs = &pyramid[self.levels.clone()];
+        let mut x = self.refine[0].forward(inputs[0])?;
         let (_, _, h, _) = x.dims4()?;
-        for (refine, p) in self.refine[1..].iter().zip([p4, p5]) {
+        for (refine, p) in self.refine[1..].iter().zip(&inputs[1..]) {
             let y = refine.forward(p)?;
             let factor = h / y.dim(2)?;
             x = (x + aligned_bilinear(&y, factor)?)?;
@@ -128,12 +136,12 @@ pub fn aligned_bilinear(x: &Tensor, factor: usize) -> Result<Tensor> {
         .reshape((b, c, h * factor, w * factor))
 }
 
-/// Relative coordinates (N, 2, H·W) of every stride-8 location to each box centre,
-/// `(centre − location) / soi(level of the box)`, x first. Boxes are read on the host (detached).
+/// Relative coordinates (N, 2, H·W) of every location of the mask features (stride `stride`)
+/// to each box centre, `(centre − location) / soi(level of the box)`, x first. Boxes are read on
+/// the host (detached).
 pub fn rel_coords(
     pred_boxes_xyxy: &Tensor,
-    feat_h: usize,
-    feat_w: usize,
+    (feat_h, feat_w, stride): (usize, usize, usize),
     device: &Device,
 ) -> Result<Tensor> {
     let boxes = pred_boxes_xyxy.detach().to_vec2::<f32>()?;
@@ -141,7 +149,7 @@ pub fn rel_coords(
     let levels = assign_levels(&boxes4, 2, 5);
     let hw = feat_h * feat_w;
     let mut out = vec![0f32; boxes4.len() * 2 * hw];
-    let s = MASK_FEAT_STRIDE as f32;
+    let s = stride as f32;
     for (i, (b, level)) in boxes4.iter().zip(levels).enumerate() {
         let soi = REL_COORD_SOI[level.clamp(2, 5) - 2];
         let cx = 0.5 * (b[0] + b[2]);
@@ -165,6 +173,7 @@ pub struct DynamicMaskHead {
     weight_nums: Vec<usize>,
     bias_nums: Vec<usize>,
     in_channels: usize,
+    feat_stride: usize,
 }
 
 impl DynamicMaskHead {
@@ -174,6 +183,7 @@ impl DynamicMaskHead {
             weight_nums,
             bias_nums,
             in_channels: cfg.mask_out_channels + 2,
+            feat_stride: cfg.mask_feat_stride,
         }
     }
 
@@ -197,7 +207,8 @@ impl DynamicMaskHead {
         Ok((weights, biases))
     }
 
-    /// mask_feats (1, 8, h, w); params (N, P); boxes (N, 4) → mask logits (N, 2h, 2w) at stride 4.
+    /// mask_feats (1, 8, h, w) at the mask feature stride f; params (N, P); boxes (N, 4) → mask
+    /// logits (N, h·f/4, w·f/4) at stride 4.
     pub fn forward(
         &self,
         mask_feats: &Tensor,
@@ -206,7 +217,11 @@ impl DynamicMaskHead {
     ) -> Result<Tensor> {
         let (_, c, h, w) = mask_feats.dims4()?;
         let n = mask_head_params.dim(0)?;
-        let rel = rel_coords(pred_boxes_xyxy, h, w, mask_feats.device())?; // (N, 2, HW)
+        let rel = rel_coords(
+            pred_boxes_xyxy,
+            (h, w, self.feat_stride),
+            mask_feats.device(),
+        )?; // (N, 2, HW)
         let feats = mask_feats.reshape((1, c, h * w))?.repeat((n, 1, 1))?; // (N, 8, HW)
         let mut x = Tensor::cat(&[rel, feats], 1)?; // (N, 10, HW)
         let (weights, biases) = self.split_params(mask_head_params)?;
@@ -218,7 +233,7 @@ impl DynamicMaskHead {
             }
         }
         let logits = x.reshape((n, 1, h, w))?;
-        let factor = MASK_FEAT_STRIDE / MASK_OUT_STRIDE;
+        let factor = self.feat_stride / MASK_OUT_STRIDE;
         aligned_bilinear(&logits, factor)?.reshape((n, h * factor, w * factor))
     }
 }

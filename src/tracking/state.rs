@@ -8,7 +8,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::model::mask::{MASK_FEAT_STRIDE, MASK_OUT_STRIDE};
+use crate::model::mask::MASK_OUT_STRIDE;
 use crate::model::preprocess::{preprocess, FrameGeometry, FrameRef};
 use crate::model::{FrameOptions, InsPro, ModelError};
 
@@ -215,7 +215,7 @@ impl FrameOutput {
     ) -> Self {
         let g = state.geometry;
         debug_assert_eq!(mask_h * MASK_OUT_STRIDE, g.padded_height);
-        debug_assert_eq!(mask_w * MASK_FEAT_STRIDE, 2 * g.padded_width);
+        debug_assert_eq!(mask_w * MASK_OUT_STRIDE, g.padded_width);
         let (sx, sy) = g.scale_xy();
         let boxes_xyxy = pred_boxes_xyxy
             .iter()

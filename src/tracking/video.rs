@@ -1,7 +1,10 @@
 //! YouTube-VIS results from the N slots of a video (spec §1.8 [REC]): every slot is one candidate
 //! track over all frames; its class scores are the mean over frames of its sigmoid class
 //! probabilities; the video keeps the top-k (slot, class) pairs plus any pair above a threshold,
-//! with the slot's masks (sigmoid > 0.5) at the original size on every frame.
+//! with the slot's masks (sigmoid > 0.5) at the original size on every frame. Optional (ours,
+//! off by default): a pair is dropped when a higher-scoring pair of the same class lies on another
+//! slot whose masks overlap its slot's with spatio-temporal IoU above `duplicate_iou`
+//! (docs/model.md has what it does to the AP and to the best track's class).
 
 use crate::model::ModelConfig;
 use crate::tracking::FrameOutput;
@@ -16,6 +19,10 @@ pub struct ResultOptions {
     pub score_threshold: f32,
     /// Hard cap per video (ytvoseval reads at most 100 per video and category).
     pub max_per_video: usize,
+    /// Drop a (slot, class) pair when a higher-scoring pair of the same class on another slot
+    /// overlaps it with spatio-temporal mask IoU above this (two slots on one object); `None`
+    /// keeps every pair, as the paper does.
+    pub duplicate_iou: Option<f64>,
 }
 
 impl Default for ResultOptions {
@@ -24,6 +31,7 @@ impl Default for ResultOptions {
             top_k: 10,
             score_threshold: 0.05,
             max_per_video: 100,
+            duplicate_iou: None,
         }
     }
 }
@@ -86,8 +94,27 @@ impl VideoAccumulator {
             }
         }
         pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-        pairs
-            .into_iter()
+        let n = self.masks.len();
+        let mut slot_iou: Vec<Option<f64>> = vec![None; n * n];
+        let mut kept: Vec<(f64, usize, usize)> = Vec::new();
+        for pair in pairs {
+            let (_, slot, class) = pair;
+            if let Some(limit) = opts.duplicate_iou {
+                let duplicate = kept.iter().any(|&(_, other, c)| {
+                    c == class && other != slot && {
+                        let cell = &mut slot_iou[slot.min(other) * n + slot.max(other)];
+                        *cell.get_or_insert_with(|| {
+                            sequence_iou(&self.masks[slot], &self.masks[other])
+                        }) > limit
+                    }
+                });
+                if duplicate {
+                    continue;
+                }
+            }
+            kept.push(pair);
+        }
+        kept.into_iter()
             .enumerate()
             .filter(|(rank, (s, _, _))| *rank < opts.top_k || *s > f64::from(opts.score_threshold))
             .take(opts.max_per_video)
@@ -103,6 +130,20 @@ impl VideoAccumulator {
                 })
             })
             .collect()
+    }
+}
+
+/// Spatio-temporal IoU of two slots' mask sequences: intersections over unions, summed over frames.
+fn sequence_iou(a: &[Rle], b: &[Rle]) -> f64 {
+    let (i, u) = a
+        .iter()
+        .zip(b)
+        .filter_map(|(x, y)| Rle::intersection_union(x, y))
+        .fold((0u64, 0u64), |(i, u), (fi, fu)| (i + fi, u + fu));
+    if u == 0 {
+        0.0
+    } else {
+        i as f64 / u as f64
     }
 }
 

@@ -156,6 +156,11 @@ pub struct TrainConfig {
     /// rest stay random. Training-only variables come from `<stem>.aux.safetensors` beside it.
     #[serde(default)]
     pub init: Option<PathBuf>,
+    /// Key prefixes renamed when reading `init` (`"old." = "new."`, all applied to the file's
+    /// names at once): e.g. a stride-8 mask branch's `refine.0..2` (P3..P5) become `refine.1..3`
+    /// of a stride-4 branch, whose `refine.0` (P2) starts random.
+    #[serde(default)]
+    pub init_rename: std::collections::BTreeMap<String, String>,
     /// A linear probe of the RoI features at every evaluation (`train/probe.rs`).
     #[serde(default)]
     pub probe: Option<super::probe::ProbeConfig>,
@@ -612,8 +617,14 @@ fn denoising_loss(
 }
 
 /// Sets every variable of `varmap` that `path` (and its `.aux.safetensors` sibling) holds with
-/// the same shape; returns how many were set.
-pub fn init_from(varmap: &VarMap, path: &Path, device: &Device) -> Result<usize, TrainError> {
+/// the same shape, after renaming the file's keys by the longest matching prefix of `rename`;
+/// returns how many were set.
+pub fn init_from(
+    varmap: &VarMap,
+    path: &Path,
+    rename: &std::collections::BTreeMap<String, String>,
+    device: &Device,
+) -> Result<usize, TrainError> {
     let mut tensors =
         candle_core::safetensors::load(path, device).map_err(|e| TrainError::Data {
             file: path.display().to_string(),
@@ -623,6 +634,17 @@ pub fn init_from(varmap: &VarMap, path: &Path, device: &Device) -> Result<usize,
     if aux.exists() {
         tensors.extend(candle_core::safetensors::load(&aux, device)?);
     }
+    let tensors: HashMap<String, Tensor> = tensors
+        .into_iter()
+        .map(|(k, t)| {
+            let renamed = rename
+                .iter()
+                .filter(|(from, _)| k.starts_with(from.as_str()))
+                .max_by_key(|(from, _)| from.len())
+                .map(|(from, to)| format!("{to}{}", &k[from.len()..]));
+            (renamed.unwrap_or(k), t)
+        })
+        .collect();
     let vars = varmap.data().lock().map_err(|_| TrainError::Config {
         file: path.display().to_string(),
         reason: "variable map lock poisoned".into(),
@@ -792,7 +814,7 @@ impl Trainer {
             None
         };
         if let Some(path) = &cfg.init {
-            let taken = init_from(&varmap, path, device)?;
+            let taken = init_from(&varmap, path, &cfg.init_rename, device)?;
             tracing::info!(file = %path.display(), variables = taken, "initialised from weights");
         }
         let opt = AdamW::new(cfg.optim, trainable_params(&model_cfg, &varmap));

@@ -726,6 +726,11 @@ pub struct TrackQuality {
     pub best_track_class_accuracy: f64,
     /// Mean spatio-temporal IoU of each object's best-overlapping track.
     pub best_track_iou: f64,
+    /// Masks apart from tracking: for every frame where an object is visible, the best mask IoU
+    /// of any result of its video in that frame (what perfect tracking would get), averaged
+    /// over these object-frames, and the share of them at IoU ≥ 0.75.
+    pub frame_oracle_iou: f64,
+    pub frame_oracle_iou_075: f64,
     pub duplicate_min_score: f64,
     pub duplicate_min_iou: f64,
     pub duplicate_pairs: usize,
@@ -754,6 +759,7 @@ pub fn track_quality(
             .collect()
     };
     let (mut objects, mut right, mut iou_sum) = (0usize, 0usize, 0f64);
+    let (mut object_frames, mut oracle_sum, mut oracle_075) = (0usize, 0f64, 0usize);
     for v in &gt.videos {
         let tracks = decode_results(v.id);
         for a in gt.annotations.iter().filter(|a| a.video_id == v.id) {
@@ -766,6 +772,20 @@ pub fn track_quality(
                 })
                 .collect();
             objects += 1;
+            for (f, g) in g.iter().enumerate() {
+                let Some(g) = g.as_ref().filter(|g| g.area() > 0) else {
+                    continue;
+                };
+                let best = tracks
+                    .iter()
+                    .filter_map(|(_, d)| d.get(f)?.as_ref())
+                    .filter_map(|d| Rle::intersection_union(d, g))
+                    .map(|(i, u)| if u > 0 { i as f64 / u as f64 } else { 0.0 })
+                    .fold(0.0, f64::max);
+                object_frames += 1;
+                oracle_sum += best;
+                oracle_075 += usize::from(best >= 0.75);
+            }
             let best = tracks.iter().map(|(c, d)| (iou_seq(d, &g), *c)).fold(
                 None,
                 |acc: Option<(f64, u64)>, x| match acc {
@@ -793,6 +813,8 @@ pub fn track_quality(
         objects,
         best_track_class_accuracy: per(right as f64),
         best_track_iou: per(iou_sum),
+        frame_oracle_iou: oracle_sum / object_frames.max(1) as f64,
+        frame_oracle_iou_075: oracle_075 as f64 / object_frames.max(1) as f64,
         duplicate_min_score: dup_score,
         duplicate_min_iou: dup_iou,
         duplicate_pairs,
