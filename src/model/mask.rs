@@ -1,7 +1,7 @@
 //! CondInst mask path (AdelaiDet `mask_branch.py`, `dynamic_mask_head.py`): the mask branch on
-//! P3..P5 (or P2..P5 with `mask_feat_stride = 4`), relative coordinates from the predicted box centre (InsPro §3.2), the dynamic mask
-//! head as batched matmuls, and `aligned_bilinear` up-sampling written as matmuls (candle has no
-//! bilinear backward).
+//! P3..P5 (or P2..P5 with `mask_feat_stride = 4`), relative coordinates from the predicted box
+//! centre (InsPro §3.2), the dynamic mask head as batched matmuls, and `aligned_bilinear`
+//! up-sampling written as matmuls (candle has no bilinear backward).
 
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
