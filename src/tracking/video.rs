@@ -8,6 +8,7 @@
 
 use crate::model::ModelConfig;
 use crate::tracking::FrameOutput;
+use crate::ytvis::eval::iou_of_pairs;
 use crate::ytvis::{GroundTruth, Rle, RleJson, VideoResult};
 
 /// How a video's slots become results.
@@ -104,7 +105,12 @@ impl VideoAccumulator {
                     c == class && other != slot && {
                         let cell = &mut slot_iou[slot.min(other) * n + slot.max(other)];
                         *cell.get_or_insert_with(|| {
-                            sequence_iou(&self.masks[slot], &self.masks[other])
+                            iou_of_pairs(
+                                self.masks[slot]
+                                    .iter()
+                                    .zip(&self.masks[other])
+                                    .map(|(a, b)| (Some(a), Some(b))),
+                            )
                         }) > limit
                     }
                 });
@@ -130,20 +136,6 @@ impl VideoAccumulator {
                 })
             })
             .collect()
-    }
-}
-
-/// Spatio-temporal IoU of two slots' mask sequences: intersections over unions, summed over frames.
-fn sequence_iou(a: &[Rle], b: &[Rle]) -> f64 {
-    let (i, u) = a
-        .iter()
-        .zip(b)
-        .filter_map(|(x, y)| Rle::intersection_union(x, y))
-        .fold((0u64, 0u64), |(i, u), (fi, fu)| (i + fi, u + fu));
-    if u == 0 {
-        0.0
-    } else {
-        i as f64 / u as f64
     }
 }
 

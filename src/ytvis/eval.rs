@@ -519,8 +519,21 @@ fn compute_iou(cell: &Cell) -> Vec<Vec<f64>> {
 
 /// `iou_seq`: intersections and unions summed over the frames where either track is present.
 pub fn iou_seq(d_seq: &[Option<Rle>], g_seq: &[Option<Rle>]) -> f64 {
+    iou_of_pairs(
+        d_seq
+            .iter()
+            .zip(g_seq)
+            .map(|(d, g)| (d.as_ref(), g.as_ref())),
+    )
+}
+
+/// Spatio-temporal IoU of per-frame mask pairs (absent = empty): intersections over unions,
+/// summed over the frames.
+pub fn iou_of_pairs<'a>(
+    pairs: impl IntoIterator<Item = (Option<&'a Rle>, Option<&'a Rle>)>,
+) -> f64 {
     let (mut i, mut u) = (0u64, 0u64);
-    for (d, g) in d_seq.iter().zip(g_seq) {
+    for (d, g) in pairs {
         match (d, g) {
             (Some(d), Some(g)) => {
                 if let Some((fi, fu)) = Rle::intersection_union(d, g) {
