@@ -183,6 +183,12 @@ fn build_engine(
 }
 
 pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
+    if !(0.0..=1.0).contains(&args.duplicate_iou) {
+        bail!(
+            "--duplicate-iou {} is not an IoU in [0, 1] (1 keeps every result)",
+            args.duplicate_iou
+        );
+    }
     let cfg = ModelConfig::from_file(&args.model)?;
     let (engine, _temp) = build_engine(&args, &cfg)?;
     let cfg = engine.config().clone();

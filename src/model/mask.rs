@@ -23,7 +23,6 @@ pub const REL_COORD_SOI: [f32; 4] = [64.0, 128.0, 256.0, 512.0];
 pub struct MaskBranch {
     refine: Vec<Conv2d>,
     tower: Vec<Conv2d>,
-    levels: std::ops::Range<usize>,
 }
 
 impl MaskBranch {
@@ -46,8 +45,7 @@ impl MaskBranch {
                 Some(vb.pp(1)),
             )
         };
-        let levels = cfg.mask_branch_levels();
-        let refine = (0..levels.len())
+        let refine = (0..cfg.mask_branch_levels().len())
             .map(|i| conv_bn(vb.pp("refine").pp(i), c_in))
             .collect::<Result<Vec<_>>>()?;
         let mut tower = (0..cfg.mask_branch_convs)
@@ -69,17 +67,14 @@ impl MaskBranch {
             vb.pp("tower").pp(cfg.mask_branch_convs),
             None,
         )?);
-        Ok(Self {
-            refine,
-            tower,
-            levels,
-        })
+        Ok(Self { refine, tower })
     }
 
     /// `pyramid`: P2..P5, each (1, C, H/s, W/s). Returns mask features (1, 8, H/f, W/f) at the
     /// mask feature stride f.
     pub fn forward(&self, pyramid: [&Tensor; 4]) -> Result<Tensor> {
-        let inputs = &pyramid[self.levels.clone()];
+        // One refine conv per level read, the coarsest being P5.
+        let inputs = &pyramid[pyramid.len() - self.refine.len()..];
         let mut x = self.refine[0].forward(inputs[0])?;
         let (_, _, h, _) = x.dims4()?;
         for (refine, p) in self.refine[1..].iter().zip(&inputs[1..]) {
