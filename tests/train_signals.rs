@@ -292,6 +292,7 @@ fn the_ground_truth_as_results_has_perfect_track_quality() {
     assert_eq!(q.best_track_class_accuracy, 1.0);
     assert!((q.best_track_iou - 1.0).abs() < 1e-9);
     assert!((q.frame_oracle_iou - 1.0).abs() < 1e-9 && q.frame_oracle_iou_075 == 1.0);
+    assert_eq!(q.id_switches, 0, "{q:?}");
     // Identities rotated every frame (result j holds object j + f at frame f): each frame's
     // masks are still perfect, the tracks are not.
     let mut rotated = results.clone();
@@ -309,6 +310,8 @@ fn the_ground_truth_as_results_has_perfect_track_quality() {
     let q = inspro::ytvis::eval::track_quality(&gt, &rotated, 0.5, 0.5);
     assert!((q.frame_oracle_iou - 1.0).abs() < 1e-9, "{q:?}");
     assert!(q.best_track_iou < 0.9, "{q:?}");
+    // Every object visible on every frame moves to another result each frame.
+    assert!(q.id_switches >= gt.annotations.len(), "{q:?}");
     // Every result doubled: one duplicate pair per object.
     let doubled: Vec<_> = results.iter().chain(&results).cloned().collect();
     let q = inspro::ytvis::eval::track_quality(&gt, &doubled, 0.5, 0.5);

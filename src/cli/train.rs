@@ -157,6 +157,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
                     ar10 = s.ar10,
                     class_acc = q.best_track_class_accuracy,
                     dup_per_object = q.duplicates_per_object,
+                    id_switches = q.id_switches,
                     "validation"
                 );
             }

@@ -139,6 +139,10 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
             q.frame_oracle_iou,
             100.0 * q.frame_oracle_iou_075
         );
+        println!(
+            "identity switches (CLEAR-MOT over slots, mask IoU >= 0.5): {} ({:.3} per object)",
+            q.id_switches, q.id_switches_per_object
+        );
     }
     let rows = [
         ("Average Precision", "0.50:0.95", "all", 100, s.ap),

@@ -185,6 +185,8 @@ pub fn write_plot(metrics: &Path, out: &Path) -> Result<(), TrainError> {
         chart
             .configure_mesh()
             .x_desc("iteration")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| short_number(*y))
             .draw()
             .map_err(&err)?;
     }
@@ -210,7 +212,11 @@ pub fn write_plot(metrics: &Path, out: &Path) -> Result<(), TrainError> {
     // Validation and probe, in percent.
     let panels: [(&str, Vec<Series>); 2] = [
         (
-            "validation (held-out videos), %",
+            if c.evals.is_empty() {
+                "validation: none yet (or the trunk trained alone)"
+            } else {
+                "validation (held-out videos), %"
+            },
             vec![
                 ("video AP", c.evals.iter().map(|e| (e.0, e.1)).collect()),
                 ("AP50", c.evals.iter().map(|e| (e.0, e.2)).collect()),
@@ -249,6 +255,8 @@ pub fn write_plot(metrics: &Path, out: &Path) -> Result<(), TrainError> {
             chart
                 .configure_mesh()
                 .x_desc("iteration")
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .y_label_formatter(&|y| format!("{y:.0}"))
                 .draw()
                 .map_err(&err)?;
         }
@@ -277,4 +285,33 @@ pub fn write_plot(metrics: &Path, out: &Path) -> Result<(), TrainError> {
     }
     root.present().map_err(&err)?;
     Ok(())
+}
+
+/// A tick label of a log axis: at most three significant digits, no float noise
+/// (0.6000000001 is "0.6").
+fn short_number(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let digits = (2 - v.abs().log10().floor() as i32).max(0) as usize;
+    let s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_number;
+
+    #[test]
+    fn log_axis_labels_are_short() {
+        assert_eq!(short_number(0.6000000001), "0.6");
+        assert_eq!(short_number(0.30000000004), "0.3");
+        assert_eq!(short_number(2.0), "2");
+        assert_eq!(short_number(0.125), "0.125");
+        assert_eq!(short_number(1234.5), "1235");
+    }
 }

@@ -744,6 +744,12 @@ pub struct TrackQuality {
     /// over these object-frames, and the share of them at IoU ≥ 0.75.
     pub frame_oracle_iou: f64,
     pub frame_oracle_iou_075: f64,
+    /// Identity switches (CLEAR-MOT's IDSW over tracks = distinct mask sequences, the results
+    /// of one slot sharing theirs, regardless of score): an object keeps its track while that
+    /// track's mask IoU with it stays ≥ 0.5; when it does not, the best track at IoU ≥ 0.5
+    /// takes over, and a different one than before is a switch (frames without one skipped).
+    pub id_switches: usize,
+    pub id_switches_per_object: f64,
     pub duplicate_min_score: f64,
     pub duplicate_min_iou: f64,
     pub duplicate_pairs: usize,
@@ -773,8 +779,19 @@ pub fn track_quality(
     };
     let (mut objects, mut right, mut iou_sum) = (0usize, 0usize, 0f64);
     let (mut object_frames, mut oracle_sum, mut oracle_075) = (0usize, 0f64, 0usize);
+    let mut id_switches = 0usize;
     for v in &gt.videos {
         let tracks = decode_results(v.id);
+        // The distinct mask sequences of the video: one per slot.
+        let mut distinct: Vec<&Vec<Option<Rle>>> = Vec::new();
+        {
+            let mut seen: HashSet<&Vec<Option<Rle>>> = HashSet::new();
+            for (_, d) in &tracks {
+                if seen.insert(d) {
+                    distinct.push(d);
+                }
+            }
+        }
         for a in gt.annotations.iter().filter(|a| a.video_id == v.id) {
             let g: Vec<Option<Rle>> = a
                 .segmentations
@@ -785,19 +802,41 @@ pub fn track_quality(
                 })
                 .collect();
             objects += 1;
+            let mut held: Option<usize> = None;
             for (f, g) in g.iter().enumerate() {
                 let Some(g) = g.as_ref().filter(|g| g.area() > 0) else {
                     continue;
                 };
-                let best = tracks
+                let ious: Vec<f64> = distinct
                     .iter()
-                    .filter_map(|(_, d)| d.get(f)?.as_ref())
-                    .filter_map(|d| Rle::intersection_union(d, g))
-                    .map(|(i, u)| if u > 0 { i as f64 / u as f64 } else { 0.0 })
-                    .fold(0.0, f64::max);
+                    .map(|d| {
+                        d.get(f)
+                            .and_then(|m| m.as_ref())
+                            .and_then(|m| Rle::intersection_union(m, g))
+                            .map_or(0.0, |(i, u)| if u > 0 { i as f64 / u as f64 } else { 0.0 })
+                    })
+                    .collect();
+                let (best, track) = ious.iter().enumerate().fold(
+                    (0.0, None),
+                    |acc: (f64, Option<usize>), (k, &iou)| {
+                        if iou > acc.0 {
+                            (iou, Some(k))
+                        } else {
+                            acc
+                        }
+                    },
+                );
                 object_frames += 1;
                 oracle_sum += best;
                 oracle_075 += usize::from(best >= 0.75);
+                // CLEAR-MOT: the object keeps its track while that track still covers it.
+                if held.is_some_and(|h| ious[h] >= 0.5) {
+                    continue;
+                }
+                if let Some(k) = track.filter(|_| best >= 0.5) {
+                    id_switches += usize::from(held.is_some());
+                    held = Some(k);
+                }
             }
             let best = tracks.iter().map(|(c, d)| (iou_seq(d, &g), *c)).fold(
                 None,
@@ -828,6 +867,8 @@ pub fn track_quality(
         best_track_iou: per(iou_sum),
         frame_oracle_iou: oracle_sum / object_frames.max(1) as f64,
         frame_oracle_iou_075: oracle_075 as f64 / object_frames.max(1) as f64,
+        id_switches,
+        id_switches_per_object: per(id_switches as f64),
         duplicate_min_score: dup_score,
         duplicate_min_iou: dup_iou,
         duplicate_pairs,
