@@ -312,10 +312,38 @@ fn the_ground_truth_as_results_has_perfect_track_quality() {
     assert!(q.best_track_iou < 0.9, "{q:?}");
     // Every object visible on every frame moves to another result each frame.
     assert!(q.id_switches >= gt.annotations.len(), "{q:?}");
-    // Every result doubled: one duplicate pair per object.
-    let doubled: Vec<_> = results.iter().chain(&results).cloned().collect();
+    // Every result doubled by a second slot that misses the object's first frame: one duplicate
+    // pair per object seen on two frames or more.
+    let mut copies = Vec::new();
+    let mut seen_twice = 0;
+    for r in &results {
+        let shown: Vec<usize> = (0..r.segmentations.len())
+            .filter(|&f| {
+                r.segmentations[f]
+                    .as_ref()
+                    .is_some_and(|m| m.to_rle().unwrap().area() > 0)
+            })
+            .collect();
+        if shown.len() >= 2 {
+            seen_twice += 1;
+            let mut c = r.clone();
+            c.segmentations[shown[0]] = None;
+            copies.push(c);
+        }
+    }
+    assert!(seen_twice > 0);
+    let doubled: Vec<_> = results.iter().chain(&copies).cloned().collect();
     let q = inspro::ytvis::eval::track_quality(&gt, &doubled, 0.5, 0.5);
-    assert!(q.duplicate_pairs >= gt.annotations.len(), "{q:?}");
+    assert!(q.duplicate_pairs >= seen_twice, "{q:?}");
+    // The same slots under a second class are the same tracks, not duplicates.
+    let relabelled = results.iter().map(|r| {
+        let mut r = r.clone();
+        r.category_id = r.category_id % 6 + 1;
+        r
+    });
+    let two_classes: Vec<_> = results.iter().cloned().chain(relabelled).collect();
+    let q = inspro::ytvis::eval::track_quality(&gt, &two_classes, 0.5, 0.5);
+    assert_eq!(q.duplicate_pairs, 0, "{q:?}");
     // Wrong classes everywhere: no object's best track is right.
     let wrong: Vec<_> = results
         .iter()

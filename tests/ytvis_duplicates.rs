@@ -1,5 +1,6 @@
-//! Duplicate-track counting (the ablation's BDL measure): identical confident tracks of one video
-//! count once per pair; low scores, other videos and disjoint tracks do not count.
+//! Duplicate-track counting (the ablation's BDL measure): overlapping confident tracks of one
+//! video count once per pair; low scores, other videos, disjoint tracks and one slot's results
+//! under several classes (the same masks) do not count.
 
 use inspro::ytvis::eval::count_duplicates;
 use inspro::ytvis::{Rle, RleJson, VideoResult};
@@ -30,7 +31,16 @@ fn result(video: u64, score: f64, x: usize) -> VideoResult {
 fn counts_confident_overlapping_pairs_per_video() {
     let rs = vec![
         result(1, 0.9, 0),
-        result(1, 0.8, 0), // duplicate of the first: 1 pair
+        VideoResult {
+            // Another slot on the same object, one frame longer: ST-IoU 18 / 27, 1 pair.
+            segmentations: vec![square(0, 3), square(0, 3), square(0, 3)],
+            ..result(1, 0.8, 0)
+        },
+        VideoResult {
+            // The first slot's second class: the same track, not a duplicate.
+            category_id: 2,
+            ..result(1, 0.6, 0)
+        },
         result(1, 0.7, 5), // disjoint
         result(1, 0.1, 0), // duplicate but below the score threshold
         result(2, 0.9, 0), // another video

@@ -695,9 +695,11 @@ fn check_size(
     Ok(())
 }
 
-/// Duplicate tracks: pairs of results of one video, both scoring at least `min_score`, whose
+/// Duplicate tracks: pairs of tracks of one video, both scoring at least `min_score`, whose
 /// spatio-temporal mask IoU is at least `min_iou` (what the box deduplication loss is meant to
-/// remove). Results whose masks do not decode are skipped.
+/// remove). A track is a distinct mask sequence: the (slot, class) results of one slot share
+/// theirs and are one track, scored by its best result, so a slot's second class is not its
+/// own duplicate. Results whose masks do not decode are skipped.
 pub fn count_duplicates(results: &[VideoResult], min_score: f64, min_iou: f64) -> usize {
     let mut by_video: std::collections::BTreeMap<u64, Vec<Vec<Option<Rle>>>> = Default::default();
     for r in results.iter().filter(|r| r.score >= min_score) {
@@ -710,7 +712,10 @@ pub fn count_duplicates(results: &[VideoResult], min_score: f64, min_iou: f64) -
             })
             .collect();
         if let Some(seq) = seq {
-            by_video.entry(r.video_id).or_default().push(seq);
+            let tracks = by_video.entry(r.video_id).or_default();
+            if !tracks.contains(&seq) {
+                tracks.push(seq);
+            }
         }
     }
     by_video
