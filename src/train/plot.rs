@@ -141,6 +141,11 @@ pub fn write_plot(metrics: &Path, out: &Path) -> Result<(), TrainError> {
         &CYAN,
         &RGBColor(230, 140, 0),
         &RGBColor(120, 120, 120),
+        &RGBColor(140, 70, 20),
+        &RGBColor(0, 130, 90),
+        &RGBColor(130, 0, 200),
+        &RGBColor(200, 170, 0),
+        &RGBColor(255, 105, 180),
     ];
 
     // Loss parts.
