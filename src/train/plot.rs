@@ -317,6 +317,6 @@ mod tests {
         assert_eq!(short_number(0.30000000004), "0.3");
         assert_eq!(short_number(2.0), "2");
         assert_eq!(short_number(0.125), "0.125");
-        assert_eq!(short_number(1234.5), "1235");
+        assert_eq!(short_number(1234.6), "1235");
     }
 }
