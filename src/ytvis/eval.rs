@@ -712,19 +712,17 @@ pub fn count_duplicates(results: &[VideoResult], min_score: f64, min_iou: f64) -
             })
             .collect();
         if let Some(seq) = seq {
-            let tracks = by_video.entry(r.video_id).or_default();
-            if !tracks.contains(&seq) {
-                tracks.push(seq);
-            }
+            by_video.entry(r.video_id).or_default().push(seq);
         }
     }
     by_video
         .values()
-        .map(|tracks| {
+        .map(|results| {
+            let tracks = distinct_tracks(results);
             let mut n = 0;
             for i in 0..tracks.len() {
                 for j in i + 1..tracks.len() {
-                    if iou_seq(&tracks[i], &tracks[j]) >= min_iou {
+                    if iou_seq(tracks[i], tracks[j]) >= min_iou {
                         n += 1;
                     }
                 }
@@ -732,6 +730,15 @@ pub fn count_duplicates(results: &[VideoResult], min_score: f64, min_iou: f64) -
             n
         })
         .sum()
+}
+
+/// The distinct mask sequences among a video's results, in first-seen order: the (slot, class)
+/// results of one slot share their masks, so each sequence is one slot's track.
+fn distinct_tracks<'a>(
+    seqs: impl IntoIterator<Item = &'a Vec<Option<Rle>>>,
+) -> Vec<&'a Vec<Option<Rle>>> {
+    let mut seen: HashSet<&Vec<Option<Rle>>> = HashSet::new();
+    seqs.into_iter().filter(|d| seen.insert(d)).collect()
 }
 
 /// How tracks relate to objects, beyond AP: for every ground-truth object, the result of its
@@ -787,16 +794,7 @@ pub fn track_quality(
     let mut id_switches = 0usize;
     for v in &gt.videos {
         let tracks = decode_results(v.id);
-        // The distinct mask sequences of the video: one per slot.
-        let mut distinct: Vec<&Vec<Option<Rle>>> = Vec::new();
-        {
-            let mut seen: HashSet<&Vec<Option<Rle>>> = HashSet::new();
-            for (_, d) in &tracks {
-                if seen.insert(d) {
-                    distinct.push(d);
-                }
-            }
-        }
+        let distinct = distinct_tracks(tracks.iter().map(|(_, d)| d));
         for a in gt.annotations.iter().filter(|a| a.video_id == v.id) {
             let g: Vec<Option<Rle>> = a
                 .segmentations
