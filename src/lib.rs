@@ -6,6 +6,7 @@
 //! ONNX writer, `runtime` the engines, and `edge` (feature `edge`) the daemon.
 
 pub mod export;
+pub mod frame;
 pub mod model;
 pub mod rng;
 pub mod runtime;

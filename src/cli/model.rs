@@ -295,12 +295,12 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
 
     // Parts of the dense trunk.
-    let image = preprocess(&cfg, &f, &g, &dev).map_err(anyhow::Error::msg)?;
+    let image = preprocess(&cfg, &f, &g, &dev)?;
     let mut pre = Vec::new();
     let mut parts = Vec::new();
     for i in 0..args.warmup + args.runs {
         let t0 = Instant::now();
-        let _ = preprocess(&cfg, &f, &g, &dev).map_err(anyhow::Error::msg)?;
+        let _ = preprocess(&cfg, &f, &g, &dev)?;
         let p = model.forward_parts(&image)?;
         if i >= args.warmup {
             pre.push(0.0f64.max(

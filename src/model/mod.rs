@@ -49,6 +49,8 @@ pub enum ModelError {
     WeightFile { file: String, reason: String },
     #[error("{0}")]
     Input(String),
+    #[error("frame: {0}")]
+    Frame(#[from] crate::frame::FrameError),
     /// An inference engine failed on valid input (ONNX Runtime, a poisoned session lock).
     #[error("{engine}: {reason}")]
     Runtime {

@@ -2,13 +2,15 @@
 //! (CPU / CUDA / TensorRT execution providers). The daemon, the GStreamer element and
 //! `inspro segment` hold an `Arc<dyn Engine>` and one `StreamState` per stream.
 
+pub mod candle;
 pub mod onnxruntime;
+pub mod state;
 
-use std::sync::Arc;
-
-use crate::model::{FrameRef, InsPro, ModelConfig, ModelError};
-use crate::tracking::{FrameOutput, StreamState};
+use crate::frame::FrameRef;
+use crate::model::{ModelConfig, ModelError};
+pub use candle::CandleEngine;
 pub use onnxruntime::{OrtEngine, OrtOptions, Provider};
+pub use state::{FrameOutput, StreamState};
 
 /// One shared network; the per-stream state is the caller's.
 pub trait Engine: Send + Sync {
@@ -23,37 +25,4 @@ pub trait Engine: Send + Sync {
         frame: &FrameRef<'_>,
         state: &mut StreamState,
     ) -> Result<FrameOutput, ModelError>;
-}
-
-/// The candle network as an engine.
-pub struct CandleEngine {
-    pub model: Arc<InsPro>,
-}
-
-impl CandleEngine {
-    pub fn new(model: Arc<InsPro>) -> Self {
-        Self { model }
-    }
-}
-
-impl Engine for CandleEngine {
-    fn name(&self) -> String {
-        "candle".into()
-    }
-
-    fn config(&self) -> &ModelConfig {
-        &self.model.cfg
-    }
-
-    fn init_state(&self, width: usize, height: usize) -> Result<StreamState, ModelError> {
-        self.model.init_state(width, height)
-    }
-
-    fn step(
-        &self,
-        frame: &FrameRef<'_>,
-        state: &mut StreamState,
-    ) -> Result<FrameOutput, ModelError> {
-        self.model.step(frame, state)
-    }
 }

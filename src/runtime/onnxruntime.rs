@@ -16,10 +16,10 @@ use ort::value::TensorRef;
 
 use crate::export::manifest::{Manifest, MANIFEST_FILE};
 use crate::export::names;
-use crate::model::preprocess::{resize_rgb, FrameGeometry, FrameRef};
+use crate::frame::{resize_rgb, FrameRef};
+use crate::model::preprocess::FrameGeometry;
 use crate::model::{ModelConfig, ModelError};
-use crate::runtime::Engine;
-use crate::tracking::{FrameOutput, StreamState};
+use crate::runtime::{Engine, FrameOutput, StreamState};
 
 /// The command that installs the library this engine loads.
 pub const SETUP_HINT: &str =

@@ -2,12 +2,13 @@
 //! from frame to frame so that query slot i stays bound to one object with no tracker; and the
 //! YouTube-VIS results a video's slots become.
 
-pub mod state;
 pub mod stream;
 pub mod tracks;
 pub mod video;
 
-pub use state::{FrameOutput, StreamState};
+// The state moved down to the runtime; these paths stay for callers.
+pub use crate::runtime::state;
+pub use crate::runtime::{FrameOutput, StreamState};
 pub use stream::{box_crop_rle, full_frame_rle, ProcessedFrame, StreamProcessor};
 pub use tracks::{Track, TrackEvent, TrackState, Tracker, TrackerConfig};
 pub use video::{ResultOptions, VideoAccumulator};

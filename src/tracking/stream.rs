@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use crate::model::{FrameRef, ModelError};
-use crate::runtime::Engine;
-use crate::tracking::{FrameOutput, StreamState, TrackEvent, Tracker, TrackerConfig};
+use crate::frame::FrameRef;
+use crate::model::ModelError;
+use crate::runtime::{Engine, FrameOutput, StreamState};
+use crate::tracking::{TrackEvent, Tracker, TrackerConfig};
 use crate::ytvis::Rle;
 
 /// One processed frame.

@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::FrameOutput;
 use crate::model::boxes::iou;
+use crate::runtime::FrameOutput;
 
 /// Options of the track lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

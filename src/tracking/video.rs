@@ -7,7 +7,7 @@
 //! (docs/model.md has what it does to the AP and to the best track's class).
 
 use crate::model::ModelConfig;
-use crate::tracking::FrameOutput;
+use crate::runtime::FrameOutput;
 use crate::ytvis::eval::iou_of_pairs;
 use crate::ytvis::{GroundTruth, Rle, RleJson, VideoResult};
 

@@ -255,12 +255,13 @@ pub fn sample_clip_from(
             } else {
                 v.frames[f].clone()
             };
-            let img = preprocess(cfg, &FrameRef::packed(w, h, &rgb), &geometry, device).map_err(
-                |reason| TrainError::Data {
-                    file: format!("video {}", v.id),
-                    reason,
-                },
-            )?;
+            let img =
+                preprocess(cfg, &FrameRef::packed(w, h, &rgb), &geometry, device).map_err(|e| {
+                    TrainError::Data {
+                        file: format!("video {}", v.id),
+                        reason: e.to_string(),
+                    }
+                })?;
             images.push(img);
             let mut objs = Vec::new();
             let mut masks: Vec<f32> = Vec::new();

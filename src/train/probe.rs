@@ -98,9 +98,9 @@ pub fn roi_features(
                 &g,
                 model.device(),
             )
-            .map_err(|reason| TrainError::Data {
+            .map_err(|e| TrainError::Data {
                 file: format!("probe video {}", v.id),
-                reason,
+                reason: e.to_string(),
             })?;
             let trunk = model.forward_trunk(&image, false)?;
             let n = boxes.len() / 4;

@@ -1,16 +1,16 @@
-//! `InsPro::init_state` / `InsPro::step` (paper §3.1, Fig. 2): all N slots propagate every frame;
-//! the last stage's boxes, clipped to the frame, are the next proposals; the intra-query attention
-//! over a ring of the last T object features gives the next queries; with K > 0 (InsPro-lite) only
-//! key frames run every stage.
+//! What one stream carries between frames (any engine): each slot's (instance query, proposal
+//! box) pair and the feature-bank ring (paper §3.1, Fig. 2), and a frame's result for every slot;
+//! slot i is object i.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::frame::FrameRef;
 use crate::model::mask::MASK_OUT_STRIDE;
-use crate::model::preprocess::{preprocess, FrameGeometry, FrameRef};
-use crate::model::{FrameOptions, InsPro, ModelError};
+use crate::model::preprocess::FrameGeometry;
+use crate::model::ModelError;
 
 /// Propagated boxes keep at least this width and height (network pixels) after clipping, so that a
 /// slot whose object left the frame can still grow onto a new one (docs/model.md).
@@ -23,16 +23,16 @@ pub struct StreamState {
     /// Frames stepped since the state was made.
     pub frame_index: u64,
     /// q: (N, C).
-    proposal_features: Tensor,
+    pub(super) proposal_features: Tensor,
     /// p: (N, 4) xyxy, network-input pixels.
-    proposal_boxes_xyxy: Tensor,
+    pub(super) proposal_boxes_xyxy: Tensor,
     /// Ring of the last T object features: (T, N, C).
-    bank: Tensor,
-    bank_valid: Vec<bool>,
+    pub(super) bank: Tensor,
+    pub(super) bank_valid: Vec<bool>,
     /// Ring slot the next object features go to.
-    bank_next: usize,
+    pub(super) bank_next: usize,
     /// Set for the "no propagation" ablation: every frame starts again from these proposals.
-    restart: Option<(Tensor, Tensor)>,
+    pub(super) restart: Option<(Tensor, Tensor)>,
 }
 
 /// One frame's result for every slot; slot i is object i.
@@ -126,77 +126,6 @@ impl FrameOutput {
             .into_iter()
             .map(|v| v > 0.0)
             .collect()
-    }
-}
-
-impl InsPro {
-    /// A fresh state for a stream of `width` x `height` frames: learned init features and
-    /// whole-image proposals, an empty bank.
-    pub fn init_state(&self, width: usize, height: usize) -> Result<StreamState, ModelError> {
-        if width == 0 || height == 0 {
-            return Err(ModelError::Input(format!(
-                "cannot make a stream state for an empty {width}x{height} frame"
-            )));
-        }
-        let geometry = FrameGeometry::new(&self.cfg, width, height);
-        let (features, boxes) =
-            self.initial_proposals(geometry.resized_width, geometry.resized_height)?;
-        let state = StreamState::new(
-            geometry,
-            features.detach(),
-            boxes.detach(),
-            self.cfg.bank_size,
-        )?;
-        Ok(if self.cfg.propagate {
-            state
-        } else {
-            state.restart_every_frame()
-        })
-    }
-
-    /// Segment one frame and advance the stream's state.
-    pub fn step(
-        &self,
-        frame: &FrameRef<'_>,
-        state: &mut StreamState,
-    ) -> Result<FrameOutput, ModelError> {
-        state.check_frame_size(frame)?;
-        let g = state.geometry;
-        let image = preprocess(&self.cfg, frame, &g, self.device()).map_err(ModelError::Input)?;
-        let key_frame = self.cfg.is_key_frame(state.frame_index);
-        let t = state.bank_valid.len();
-        let bank_valid = Tensor::from_vec(state.bank_window(), t, self.device())?;
-        let fwd = self.forward_frame(
-            &image,
-            &state.proposal_features,
-            &state.proposal_boxes_xyxy,
-            &state.bank,
-            &bank_valid,
-            FrameOptions::inference(key_frame),
-        )?;
-        let last = fwd.last()?;
-        let pred = last.pred_boxes_xyxy.detach().to_vec2::<f32>()?;
-        let probs = candle_nn::ops::sigmoid(&last.class_logits)?.to_vec2::<f32>()?;
-        let masks = fwd
-            .mask_logits
-            .last()
-            .ok_or_else(|| ModelError::Input("the last stage produced no masks".into()))?;
-        let (_, mask_h, mask_w) = masks.dims3()?;
-        let out = FrameOutput::from_network(
-            state,
-            key_frame,
-            fwd.stages.len(),
-            probs,
-            &pred,
-            masks.flatten_all()?.to_vec1::<f32>()?,
-            (mask_h, mask_w),
-        );
-        state.advance(
-            &last.obj_features.detach(),
-            &fwd.next_proposal_features.detach(),
-            &pred,
-        )?;
-        Ok(out)
     }
 }
 
@@ -410,69 +339,5 @@ impl StreamState {
         .collect();
         candle_core::safetensors::save(&tensors, path.as_ref())?;
         Ok(())
-    }
-}
-
-impl InsPro {
-    /// Read a state written by `StreamState::save`, checking it fits this model.
-    pub fn load_state(&self, path: impl AsRef<Path>) -> Result<StreamState, ModelError> {
-        let path = path.as_ref();
-        let file = path.display().to_string();
-        let bad = |field: &str, reason: String| ModelError::Config {
-            file: file.clone(),
-            field: field.into(),
-            reason,
-        };
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let tensors =
-            candle_core::safetensors::load_buffer(&bytes, self.device()).map_err(|e| {
-                ModelError::WeightFile {
-                    file: file.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
-        let get = |k: &str| {
-            tensors
-                .get(k)
-                .cloned()
-                .ok_or_else(|| bad(k, "missing".into()))
-        };
-        let meta = get("meta")?.to_vec1::<i64>()?;
-        if meta.len() != 4 || meta.iter().any(|v| *v < 0) {
-            return Err(bad("meta", format!("{meta:?} is not a valid header")));
-        }
-        let (n, c, t) = (
-            self.cfg.num_queries,
-            self.cfg.fpn_channels,
-            self.cfg.bank_size,
-        );
-        let check = |k: &str, want: &[usize]| -> Result<Tensor, ModelError> {
-            let x = get(k)?;
-            if x.dims() != want {
-                return Err(bad(
-                    k,
-                    format!("shape {:?}, this model needs {want:?}", x.dims()),
-                ));
-            }
-            Ok(x)
-        };
-        let mut state = self.init_state(meta[2] as usize, meta[3] as usize)?;
-        state.frame_index = meta[0] as u64;
-        state.bank_next = meta[1] as usize;
-        if state.bank_next >= t {
-            return Err(bad("meta", format!("bank position {} >= T = {t}", meta[1])));
-        }
-        state.proposal_features = check("proposal_features", &[n, c])?;
-        state.proposal_boxes_xyxy = check("proposal_boxes_xyxy", &[n, 4])?;
-        state.bank = check("bank", &[t, n, c])?;
-        state.bank_valid = check("bank_valid", &[t])?
-            .to_vec1::<f32>()?
-            .into_iter()
-            .map(|v| v > 0.5)
-            .collect();
-        Ok(state)
     }
 }
