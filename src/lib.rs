@@ -8,10 +8,12 @@
 pub mod export;
 pub mod frame;
 pub mod model;
+pub mod render;
 pub mod rng;
 pub mod runtime;
 pub mod tracking;
 pub mod train;
+pub mod video;
 pub mod ytvis;
 
 #[cfg(feature = "edge")]

@@ -35,7 +35,6 @@ pub fn run(cmd: ConfigCmd) -> anyhow::Result<()> {
                 match inspro::edge::engine::build_engine(&c.model, &c.engine) {
                     Ok(_) => Ok(c),
                     Err(inspro::edge::engine::EngineBuildError::Config(e)) => Err(e),
-                    Err(e) => Err(config::ConfigError::new("model", e.to_string())),
                 }
             });
             match checked {

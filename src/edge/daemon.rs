@@ -47,7 +47,6 @@ impl From<EngineBuildError> for DaemonError {
     fn from(e: EngineBuildError) -> Self {
         match e {
             EngineBuildError::Config(c) => DaemonError::Config(c),
-            other => DaemonError::Other(anyhow::Error::new(other).context("building the engine")),
         }
     }
 }
@@ -243,7 +242,7 @@ impl EngineThread {
                         let drawn = match (&r, overlay) {
                             (Ok(p), true) => {
                                 let open: Vec<_> = proc.tracker().active().collect();
-                                Some(draw(&fr, &p.output, &open))
+                                Some(draw(&fr, &p.output, &open, &[]))
                             }
                             _ => None,
                         };

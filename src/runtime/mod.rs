@@ -3,12 +3,14 @@
 //! `inspro segment` hold an `Arc<dyn Engine>` and one `StreamState` per stream.
 
 pub mod candle;
+pub mod factory;
 pub mod onnxruntime;
 pub mod state;
 
 use crate::frame::FrameRef;
 use crate::model::{ModelConfig, ModelError};
 pub use candle::CandleEngine;
+pub use factory::{build_engine, BuiltEngine, EngineBuildError, EngineKind, EngineSpec};
 pub use onnxruntime::{OrtEngine, OrtOptions, Provider};
 pub use state::{FrameOutput, StreamState};
 

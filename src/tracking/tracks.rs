@@ -328,3 +328,17 @@ impl Tracker {
         events
     }
 }
+
+impl TrackerConfig {
+    /// The defaults with another birth score; the keep score follows at the default ratio
+    /// (0.3 / 0.5), so 0.5 gives the defaults. The element's `score-threshold` and
+    /// `inspro segment --show-threshold` set it.
+    pub fn with_birth_score(birth_score: f32) -> Self {
+        let d = Self::default();
+        Self {
+            birth_score,
+            keep_score: birth_score * d.keep_score / d.birth_score,
+            ..d
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! processing, the stream state reset on stream-start, flush-stop and caps changes.
 
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use gst::glib;
@@ -13,13 +13,11 @@ use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
 use gst_video::VideoFrameRef;
 
-use inspro::export::{self, Weights};
-use inspro::model::{FrameRef, InsPro as Network, ModelConfig};
-use inspro::runtime::{CandleEngine, Engine, OrtEngine, OrtOptions, Provider};
+use inspro::frame::FrameRef;
+use inspro::render::{self, Mark};
+use inspro::runtime::{build_engine, BuiltEngine, EngineSpec, OrtOptions, Provider};
 use inspro::tracking::{ProcessedFrame, StreamProcessor, TrackerConfig};
-use tempfile::TempDir;
 
-use super::draw::{self, Mark};
 use super::meta::FrameTracks;
 use super::pixels::{self, Canvas, Layout, Planes, Yuv};
 use super::{EngineKind, ExecutionProvider, MESSAGE_NAME, TRACKS_META};
@@ -39,22 +37,22 @@ const DEFAULT_EXECUTION_PROVIDER: ExecutionProvider = ExecutionProvider::Cpu;
 /// Seed of the random weights used when `weights` is unset (deterministic, for tests and demos).
 const RANDOM_WEIGHTS_SEED: u64 = 0;
 
-fn provider(p: ExecutionProvider) -> Provider {
-    match p {
-        ExecutionProvider::Cpu => Provider::Cpu,
-        ExecutionProvider::Cuda => Provider::Cuda,
-        ExecutionProvider::Tensorrt => Provider::Tensorrt,
+impl From<ExecutionProvider> for Provider {
+    fn from(p: ExecutionProvider) -> Self {
+        match p {
+            ExecutionProvider::Cpu => Provider::Cpu,
+            ExecutionProvider::Cuda => Provider::Cuda,
+            ExecutionProvider::Tensorrt => Provider::Tensorrt,
+        }
     }
 }
 
-/// `score-threshold` is the tracker's birth score; the keep score follows at the tracker's
-/// default ratio (0.3 / 0.5), so 0.5 gives the library defaults.
-pub fn tracker_config(score_threshold: f32) -> TrackerConfig {
-    let d = TrackerConfig::default();
-    TrackerConfig {
-        birth_score: score_threshold,
-        keep_score: score_threshold * d.keep_score / d.birth_score,
-        ..d
+impl From<EngineKind> for inspro::runtime::EngineKind {
+    fn from(k: EngineKind) -> Self {
+        match k {
+            EngineKind::Onnxruntime => Self::Onnxruntime,
+            EngineKind::Candle => Self::Candle,
+        }
     }
 }
 
@@ -94,8 +92,9 @@ struct State {
     rgb: Vec<u8>,
     /// Ids of tracks ended by a reset, reported on the next frame.
     ended: Vec<u64>,
-    /// Graphs exported for ONNX Runtime at start, removed at stop (after the engine).
-    _exported: Option<TempDir>,
+    /// The engine and the graphs exported for it at start (removed at stop, after the
+    /// processor's handle).
+    _engine: BuiltEngine,
 }
 
 impl State {
@@ -154,161 +153,56 @@ impl InsPro {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The model config of `model`, with `key-frame-interval` applied.
-    fn model_config(&self, s: &Settings) -> Result<ModelConfig, gst::ErrorMessage> {
-        let model = s.model.as_ref().ok_or_else(|| {
-            gst::error_msg!(
+    /// The engine the settings ask for, from the runtime's one factory: `weights` names
+    /// safetensors or an exported engine (its directory, `manifest.json` or a graph in it);
+    /// unset, random weights (a warning is posted).
+    fn load_engine(&self, s: &Settings) -> Result<BuiltEngine, gst::ErrorMessage> {
+        let spec = EngineSpec {
+            kind: s.engine.into(),
+            model: s.model.clone(),
+            weights: s.weights.clone(),
+            seed: RANDOM_WEIGHTS_SEED,
+            key_frame_interval: usize::try_from(s.key_frame_interval).ok(),
+            ort: OrtOptions {
+                provider: s.execution_provider.into(),
+                ..OrtOptions::default()
+            },
+            ..EngineSpec::default()
+        };
+        let built = build_engine(&spec).map_err(|e| match e.field {
+            "model" if s.model.is_none() => gst::error_msg!(
                 gst::LibraryError::Settings,
                 ("property `model` is not set (a model config, e.g. configs/models/inspro-tiny.toml)")
-            )
-        })?;
-        let mut cfg = ModelConfig::from_file(model)
-            .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("model config: {}", e)))?;
-        if s.key_frame_interval >= 0 {
-            cfg.key_frame_interval = s.key_frame_interval as usize;
-        }
-        Ok(cfg)
-    }
-
-    fn warn_random_weights(&self) {
-        gst::element_imp_warning!(
-            self,
-            gst::LibraryError::Settings,
-            ("property `weights` is not set: the model has RANDOM weights, its detections are meaningless")
-        );
-    }
-
-    /// The engine, and the temporary directory of graphs exported for it (kept until `stop()`).
-    fn load_engine(
-        &self,
-        s: &Settings,
-    ) -> Result<(Arc<dyn Engine>, Option<TempDir>), gst::ErrorMessage> {
-        let settings_err = |msg: String| gst::error_msg!(gst::LibraryError::Settings, ("{}", msg));
-        match s.engine {
-            EngineKind::Onnxruntime => self.load_onnxruntime(s),
-            EngineKind::Candle => {
-                if s.execution_provider != ExecutionProvider::Cpu {
-                    return Err(settings_err(format!(
-                        "engine candle runs on the CPU only; execution-provider {} needs \
-                         engine=onnxruntime",
-                        provider(s.execution_provider)
-                    )));
-                }
-                let cfg = self.model_config(s)?;
-                let dev = candle_core::Device::Cpu;
-                let net = match &s.weights {
-                    Some(w) => Network::load(&cfg, w, &dev).map_err(|e| {
-                        gst::error_msg!(gst::ResourceError::OpenRead, ("weights: {}", e))
-                    })?,
-                    None => {
-                        self.warn_random_weights();
-                        Network::random(&cfg, RANDOM_WEIGHTS_SEED, &dev)
-                            .map_err(|e| settings_err(format!("model: {e}")))?
-                            .0
-                    }
-                };
-                Ok((Arc::new(CandleEngine::new(Arc::new(net))), None))
+            ),
+            "model" => {
+                gst::error_msg!(gst::ResourceError::OpenRead, ("model config: {}", e.reason))
             }
-        }
-    }
-
-    /// `weights` names an exported engine (its directory, `manifest.json` or a graph in it), as
-    /// `inspro export` writes it; or safetensors / nothing (random), which are exported from
-    /// `model` into a temporary directory first, as `inspro segment --engine onnxruntime` does.
-    fn load_onnxruntime(
-        &self,
-        s: &Settings,
-    ) -> Result<(Arc<dyn Engine>, Option<TempDir>), gst::ErrorMessage> {
-        let failed = |what: &str, e: &dyn std::fmt::Display| {
-            gst::error_msg!(gst::LibraryError::Init, ("{}: {}", what, e))
-        };
-        let exported = s.weights.as_ref().filter(|w| {
-            w.is_dir()
-                || w.extension().is_some_and(|e| {
-                    e.eq_ignore_ascii_case("json") || e.eq_ignore_ascii_case("onnx")
-                })
-        });
-        let (dir, temp) = match exported {
-            Some(dir) => (dir.clone(), None),
-            None => {
-                let cfg = self.model_config(s)?;
-                let weights = match &s.weights {
-                    Some(w) => Weights::from_safetensors(w).map_err(|e| {
-                        gst::error_msg!(gst::ResourceError::OpenRead, ("weights: {}", e))
-                    })?,
-                    None => {
-                        self.warn_random_weights();
-                        let (_, vars) =
-                            Network::random(&cfg, RANDOM_WEIGHTS_SEED, &candle_core::Device::Cpu)
-                                .map_err(|e| failed("model", &e))?;
-                        Weights::from_varmap(&vars, &format!("random(seed={RANDOM_WEIGHTS_SEED})"))
-                            .map_err(|e| failed("model", &e))?
-                    }
-                };
-                let temp = tempfile::Builder::new()
-                    .prefix("inspro-gst-")
-                    .tempdir()
-                    .map_err(|e| failed("temporary directory", &e))?;
-                let t0 = Instant::now();
-                // The pooler the export recommends per provider: static shapes for TensorRT and
-                // CUDA, each box pooled from its own level on the CPU.
-                let pooler = match s.execution_provider {
-                    ExecutionProvider::Cpu => export::Pooler::Gather,
-                    _ => export::Pooler::Static,
-                };
-                let opts = export::ExportOptions {
-                    pooler,
-                    trunk: false,
-                };
-                export::export(&cfg, &weights, temp.path(), &opts)
-                    .map_err(|e| failed("exporting the model for ONNX Runtime", &e))?;
-                gst::info!(
-                    CAT,
-                    imp = self,
-                    "exported {} to {} in {:.2} s",
-                    cfg.name,
-                    temp.path().display(),
-                    t0.elapsed().as_secs_f64()
-                );
-                (temp.path().to_path_buf(), Some(temp))
+            "weights" | "engine_dir" => {
+                gst::error_msg!(gst::ResourceError::OpenRead, ("{}: {}", e.field, e.reason))
             }
-        };
-        let want = provider(s.execution_provider);
-        let opts = OrtOptions {
-            provider: want,
-            ..OrtOptions::default()
-        };
-        let engine = OrtEngine::load(&dir, &opts).map_err(|e| {
-            gst::error_msg!(
-                gst::LibraryError::Init,
-                ("engine onnxruntime ({}): {}", dir.display(), e)
-            )
+            _ => gst::error_msg!(gst::LibraryError::Settings, ("{}", e.reason)),
         })?;
-        if engine.provider() != want {
+        if built.random_weights {
+            gst::element_imp_warning!(
+                self,
+                gst::LibraryError::Settings,
+                ("property `weights` is not set: the model has RANDOM weights, its detections are meaningless")
+            );
+        }
+        let want = Provider::from(s.execution_provider);
+        let name = built.engine.name();
+        if s.engine == EngineKind::Onnxruntime && !name.ends_with(&format!("/{want}")) {
             gst::element_imp_warning!(
                 self,
                 gst::LibraryError::Init,
                 (
-                    "execution-provider {} is not available from this ONNX Runtime; running on {}",
+                    "execution-provider {} is not available from this ONNX Runtime; running {}",
                     want,
-                    engine.provider()
+                    name
                 )
             );
         }
-        let k = engine.manifest.key_frame_interval;
-        if temp.is_none() && s.key_frame_interval >= 0 && s.key_frame_interval as usize != k {
-            return Err(gst::error_msg!(
-                gst::LibraryError::Settings,
-                (
-                    "key-frame-interval {} differs from the exported engine's {} ({}); export \
-                     again with that interval or leave key-frame-interval at -1",
-                    s.key_frame_interval,
-                    k,
-                    dir.display()
-                )
-            ));
-        }
-        Ok((Arc::new(engine), temp))
+        Ok(built)
     }
 
     /// Run the engine on a mapped frame (read access only).
@@ -322,13 +216,7 @@ impl InsPro {
         let planes = frame.planes_data();
         let strides = frame.plane_stride();
         let stride = |i: usize| strides.get(i).map_or(0, |&s| s.max(0) as usize);
-        let result = if layout
-            == (Layout::Packed {
-                bpp: 3,
-                r: 0,
-                g: 1,
-                b: 2,
-            }) {
+        let result = if layout == Layout::RGB {
             // RGB as it is: rows read at the frame's stride, no copy.
             let f = FrameRef {
                 width: w,
@@ -551,27 +439,30 @@ impl BaseTransformImpl for InsPro {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings().clone();
         let t0 = Instant::now();
-        let (engine, exported) = self.load_engine(&settings)?;
+        let built = self.load_engine(&settings)?;
+        let engine = built.engine.clone();
         gst::info!(
             CAT,
             imp = self,
-            "engine {} with model {} loaded in {:.2} s",
-            engine.name(),
-            engine.config().name,
+            "engine {} loaded in {:.2} s",
+            built.description,
             t0.elapsed().as_secs_f64()
         );
-        let processor = StreamProcessor::new(engine, tracker_config(settings.score_threshold));
+        let processor = StreamProcessor::new(
+            engine,
+            TrackerConfig::with_birth_score(settings.score_threshold),
+        );
         *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = Stats::default();
         *self.state() = Some(State {
             processor,
             info: None,
-            yuv: Yuv::new(
+            yuv: pixels::yuv_of(
                 gst_video::VideoColorMatrix::Bt601,
                 gst_video::VideoColorRange::Range16_235,
             ),
             rgb: Vec::new(),
             ended: Vec::new(),
-            _exported: exported,
+            _engine: built,
         });
         Ok(())
     }
@@ -587,7 +478,7 @@ impl BaseTransformImpl for InsPro {
     fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         let info = gst_video::VideoInfo::from_caps(incaps)
             .map_err(|_| gst::loggable_error!(CAT, "cannot parse caps {}", incaps))?;
-        if Layout::of(info.format()).is_none() {
+        if pixels::layout_of(info.format()).is_none() {
             return Err(gst::loggable_error!(
                 CAT,
                 "unsupported format {}",
@@ -609,7 +500,7 @@ impl BaseTransformImpl for InsPro {
                 state.reset();
             }
             let c = info.colorimetry();
-            state.yuv = Yuv::new(c.matrix(), c.range());
+            state.yuv = pixels::yuv_of(c.matrix(), c.range());
             state.info = Some(info);
         }
         Ok(())
@@ -633,13 +524,13 @@ impl BaseTransformImpl for InsPro {
         let mut guard = self.state();
         let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
         let info = state.info.clone().ok_or(gst::FlowError::NotNegotiated)?;
-        let layout = Layout::of(info.format()).ok_or(gst::FlowError::NotNegotiated)?;
+        let layout = pixels::layout_of(info.format()).ok_or(gst::FlowError::NotNegotiated)?;
         if buf.flags().contains(gst::BufferFlags::GAP) && buf.size() < info.size() {
             // A gap without pixels (e.g. from a live source's timeout): nothing to look at.
             gst::log!(CAT, imp = self, "gap buffer passed through");
             return Ok(gst::FlowSuccess::Ok);
         }
-        let want = tracker_config(settings.score_threshold);
+        let want = TrackerConfig::with_birth_score(settings.score_threshold);
         if *state.processor.tracker().config() != want {
             state.processor.tracker_mut().set_config(want);
         }
@@ -657,21 +548,15 @@ impl BaseTransformImpl for InsPro {
             let (processed, took) = self.process(state, &frame, layout)?;
             let cfg = state.processor.engine().config();
             let tracks = FrameTracks::collect(&processed, cfg, std::mem::take(&mut state.ended));
-            let masks: Vec<Vec<u8>> = tracks
+            let marks: Vec<Mark> = tracks
                 .tracks
                 .iter()
-                .map(|t| t.mask.decode_row_major())
-                .collect();
-            let marks: Vec<Mark<'_>> = tracks
-                .tracks
-                .iter()
-                .zip(&masks)
-                .map(|(t, m)| Mark {
+                .map(|t| Mark {
                     id: t.id,
-                    label: &t.label,
+                    label: t.label.clone(),
                     box_xyxy: t.box_xyxy,
                     mask_rect: t.mask_rect,
-                    mask: m,
+                    mask: t.mask.decode_row_major(),
                 })
                 .collect();
             let strides = frame.plane_stride().to_vec();
@@ -686,7 +571,7 @@ impl BaseTransformImpl for InsPro {
                 strides: [stride(0), stride(1), stride(2)],
                 yuv: state.yuv,
             };
-            draw::draw(&mut canvas, &marks);
+            render::draw(&mut canvas, &marks);
             (tracks, took)
         } else {
             let frame = VideoFrameRef::from_buffer_ref_readable(&*buf, &info).map_err(map_err)?;

@@ -4,7 +4,6 @@
 use gst::glib;
 use gst::prelude::*;
 
-mod draw;
 mod imp;
 mod meta;
 mod pixels;

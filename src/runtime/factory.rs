@@ -1,0 +1,375 @@
+//! The one place an engine is built, for every front-end (daemon, `inspro segment`, `inspro
+//! bench`, the GStreamer element): an [`EngineSpec`] in, an `Arc<dyn Engine>` out. It finds the
+//! weights, falls back to random weights (and says so), exports the graphs for ONNX Runtime into a
+//! temporary directory when no exported engine is given, and picks the pooler for the provider.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Device;
+use tempfile::TempDir;
+
+use super::{CandleEngine, Engine, OrtEngine, OrtOptions, Provider};
+use crate::export::{self, manifest::MANIFEST_FILE, ExportOptions, Pooler, Weights};
+use crate::model::{InsPro, ModelConfig};
+
+/// Which engine runs the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// The candle network (pure Rust reference, CPU).
+    Candle,
+    /// The exported graphs run by ONNX Runtime (CPU, CUDA or TensorRT).
+    Onnxruntime,
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "candle" => Ok(Self::Candle),
+            "onnxruntime" | "ort" => Ok(Self::Onnxruntime),
+            other => Err(format!("`{other}` is not candle or onnxruntime")),
+        }
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Candle => "candle",
+            Self::Onnxruntime => "onnxruntime",
+        })
+    }
+}
+
+impl Pooler {
+    /// The pooler the export recommends per provider: static shapes for TensorRT and CUDA, each
+    /// box pooled from its own level on the CPU (4x less RoIAlign work).
+    pub fn for_provider(provider: Provider) -> Self {
+        match provider {
+            Provider::Cpu => Pooler::Gather,
+            Provider::Cuda | Provider::Tensorrt => Pooler::Static,
+        }
+    }
+}
+
+/// Everything a front-end knows about the engine it wants.
+#[derive(Debug, Clone)]
+pub struct EngineSpec {
+    pub kind: EngineKind,
+    /// Model config (TOML). Needed unless `weights` or `engine_dir` is an exported engine, whose
+    /// manifest holds the config.
+    pub model: Option<PathBuf>,
+    /// Trained weights: safetensors, or an exported engine (its directory, `manifest.json` or a
+    /// graph in it). Unset: `engines/<model name>/model.safetensors` when `default_weights` and it
+    /// exists, else random weights (warned).
+    pub weights: Option<PathBuf>,
+    /// Look for `engines/<model name>/model.safetensors` when `weights` is unset.
+    pub default_weights: bool,
+    /// Seed of the random weights.
+    pub seed: u64,
+    /// Exported graphs for ONNX Runtime; unset: exported from the weights into a temporary
+    /// directory that lives as long as the engine.
+    pub engine_dir: Option<PathBuf>,
+    /// Overrides the model config's key-frame interval K (InsPro-lite); an exported engine of
+    /// another K is an error.
+    pub key_frame_interval: Option<usize>,
+    /// ONNX Runtime settings (provider, threads, library, TensorRT cache).
+    pub ort: OrtOptions,
+    /// How a temporary export writes the RoIAlign; unset: [`Pooler::for_provider`].
+    pub pooler: Option<Pooler>,
+    /// A temporary export also writes the bare trunk graph (benchmarks).
+    pub export_trunk: bool,
+}
+
+impl Default for EngineSpec {
+    fn default() -> Self {
+        Self {
+            kind: EngineKind::Candle,
+            model: None,
+            weights: None,
+            default_weights: false,
+            seed: 0,
+            engine_dir: None,
+            key_frame_interval: None,
+            ort: OrtOptions::default(),
+            pooler: None,
+            export_trunk: false,
+        }
+    }
+}
+
+/// What went wrong, with the setting to fix (`field`: model, weights, engine_dir, provider,
+/// key_frame_interval).
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct EngineBuildError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl EngineBuildError {
+    fn new(field: &'static str, reason: impl std::fmt::Display) -> Self {
+        Self {
+            field,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// A built engine and what a front-end reports about it.
+pub struct BuiltEngine {
+    pub engine: Arc<dyn Engine>,
+    /// No trained weights: detections are meaningless.
+    pub random_weights: bool,
+    /// For logs and stats: engine, model and weights or graphs.
+    pub description: String,
+    /// Where the graphs are (ONNX Runtime).
+    pub engine_dir: Option<PathBuf>,
+    /// The graphs exported for this engine; removed when this is dropped. Declared after
+    /// `engine`, so the sessions close before their files go.
+    _exported: Option<TempDir>,
+}
+
+impl BuiltEngine {
+    pub fn config(&self) -> &ModelConfig {
+        self.engine.config()
+    }
+}
+
+/// `engines/<model name>/model.safetensors`, when it exists.
+pub fn default_weights(cfg: &ModelConfig) -> Option<PathBuf> {
+    let guess = Path::new("engines")
+        .join(&cfg.name)
+        .join("model.safetensors");
+    guess.exists().then_some(guess)
+}
+
+/// The directory of an exported engine that `path` names (the directory, its `manifest.json` or
+/// a graph in it), or `None` for anything else (safetensors).
+pub fn exported_dir(path: &Path) -> Option<PathBuf> {
+    if path.is_dir() {
+        return Some(path.to_path_buf());
+    }
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    (ext == "json" || ext == "onnx").then(|| {
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    })
+}
+
+impl EngineSpec {
+    fn model_config(&self) -> Result<ModelConfig, EngineBuildError> {
+        let path = self.model.as_ref().ok_or_else(|| {
+            EngineBuildError::new(
+                "model",
+                "no model config (e.g. configs/models/inspro-tiny.toml)",
+            )
+        })?;
+        let mut cfg =
+            ModelConfig::from_file(path).map_err(|e| EngineBuildError::new("model", e))?;
+        if let Some(k) = self.key_frame_interval {
+            cfg.key_frame_interval = k;
+        }
+        Ok(cfg)
+    }
+
+    /// The trained weights to use, if any.
+    fn weights_for(&self, cfg: &ModelConfig) -> Option<PathBuf> {
+        self.weights
+            .clone()
+            .or_else(|| self.default_weights.then(|| default_weights(cfg)).flatten())
+    }
+
+    fn random_label(&self) -> String {
+        format!("random(seed={})", self.seed)
+    }
+}
+
+fn warn_random(cfg: &ModelConfig, seed: u64) {
+    tracing::warn!(
+        model = %cfg.name,
+        seed,
+        "model weights: RANDOM (no trained weights found): the model is RANDOMLY INITIALISED, its detections are meaningless"
+    );
+}
+
+/// Build the engine `spec` asks for.
+pub fn build_engine(spec: &EngineSpec) -> Result<BuiltEngine, EngineBuildError> {
+    match spec.kind {
+        EngineKind::Candle => build_candle(spec),
+        EngineKind::Onnxruntime => build_onnxruntime(spec),
+    }
+}
+
+fn build_candle(spec: &EngineSpec) -> Result<BuiltEngine, EngineBuildError> {
+    if spec.ort.provider != Provider::Cpu {
+        return Err(EngineBuildError::new(
+            "provider",
+            format!(
+                "engine candle runs on the CPU only; provider {} needs engine onnxruntime",
+                spec.ort.provider
+            ),
+        ));
+    }
+    let cfg = spec.model_config()?;
+    let device = Device::Cpu;
+    let weights = spec.weights_for(&cfg);
+    if let Some(dir) = weights.as_deref().and_then(exported_dir) {
+        return Err(EngineBuildError::new(
+            "weights",
+            format!(
+                "{} is an exported ONNX engine; engine candle needs safetensors",
+                dir.display()
+            ),
+        ));
+    }
+    let (model, label) = match &weights {
+        Some(w) => (
+            InsPro::load(&cfg, w, &device).map_err(|e| {
+                EngineBuildError::new(
+                    "weights",
+                    format!("{} does not load with model {}: {e}", w.display(), cfg.name),
+                )
+            })?,
+            w.display().to_string(),
+        ),
+        None => {
+            warn_random(&cfg, spec.seed);
+            let model = InsPro::random(&cfg, spec.seed, &device)
+                .map_err(|e| EngineBuildError::new("model", e))?
+                .0;
+            (model, spec.random_label())
+        }
+    };
+    let engine: Arc<dyn Engine> = Arc::new(CandleEngine::new(Arc::new(model)));
+    Ok(BuiltEngine {
+        description: format!("{} {} weights={label}", engine.name(), cfg.name),
+        engine,
+        random_weights: weights.is_none(),
+        engine_dir: None,
+        _exported: None,
+    })
+}
+
+/// The graphs for ONNX Runtime: `engine_dir`, an exported engine named by `weights`, the
+/// exported `engines/<model name>/` (with `default_weights`), or a fresh export (of the weights, or random ones) into a temporary directory. Returns the directory,
+/// the temporary directory to keep alive, and whether the weights are random.
+pub fn prepare_graphs(
+    spec: &EngineSpec,
+) -> Result<(PathBuf, Option<TempDir>, bool), EngineBuildError> {
+    if let Some(dir) = spec.engine_dir.clone() {
+        return Ok((dir, None, false));
+    }
+    if let Some(dir) = spec.weights.as_deref().and_then(exported_dir) {
+        return Ok((dir, None, false));
+    }
+    let cfg = spec.model_config()?;
+    if spec.default_weights && spec.weights.is_none() {
+        let shipped = Path::new("engines").join(&cfg.name);
+        if shipped.join(MANIFEST_FILE).exists() {
+            return Ok((shipped, None, false));
+        }
+    }
+    let found = spec.weights_for(&cfg);
+    let weights = match &found {
+        Some(w) => Weights::from_safetensors(w).map_err(|e| EngineBuildError::new("weights", e))?,
+        None => {
+            warn_random(&cfg, spec.seed);
+            let (_, vars) = InsPro::random(&cfg, spec.seed, &Device::Cpu)
+                .map_err(|e| EngineBuildError::new("model", e))?;
+            Weights::from_varmap(&vars, &spec.random_label())
+                .map_err(|e| EngineBuildError::new("model", e))?
+        }
+    };
+    let temp = tempfile::Builder::new()
+        .prefix("inspro-engine-")
+        .tempdir()
+        .map_err(|e| EngineBuildError::new("engine_dir", format!("temporary directory: {e}")))?;
+    let opts = ExportOptions {
+        pooler: spec
+            .pooler
+            .unwrap_or_else(|| Pooler::for_provider(spec.ort.provider)),
+        trunk: spec.export_trunk,
+    };
+    let t0 = Instant::now();
+    export::export(&cfg, &weights, temp.path(), &opts)
+        .map_err(|e| EngineBuildError::new("engine_dir", format!("exporting {}: {e}", cfg.name)))?;
+    tracing::info!(
+        dir = %temp.path().display(),
+        seconds = t0.elapsed().as_secs_f64(),
+        "exported {} for ONNX Runtime (`inspro export` once and point the engine directory at it to skip this)",
+        cfg.name
+    );
+    Ok((temp.path().to_path_buf(), Some(temp), found.is_none()))
+}
+
+fn build_onnxruntime(spec: &EngineSpec) -> Result<BuiltEngine, EngineBuildError> {
+    let (dir, temp, random_weights) = prepare_graphs(spec)?;
+    if temp.is_none() && !dir.join(MANIFEST_FILE).exists() {
+        return Err(EngineBuildError::new(
+            "engine_dir",
+            format!(
+                "{} holds no exported engine ({MANIFEST_FILE}); run `inspro export` into it",
+                dir.display()
+            ),
+        ));
+    }
+    let engine = OrtEngine::load(&dir, &spec.ort)
+        .map_err(|e| EngineBuildError::new("engine_dir", format!("{}: {e}", dir.display())))?;
+    if engine.provider() != spec.ort.provider {
+        tracing::warn!(
+            wanted = %spec.ort.provider,
+            running = %engine.provider(),
+            "the execution provider is not available from this ONNX Runtime; running on the fallback"
+        );
+    }
+    let k = engine.manifest.key_frame_interval;
+    if let Some(want) = spec.key_frame_interval.filter(|want| *want != k) {
+        return Err(EngineBuildError::new(
+            "key_frame_interval",
+            format!(
+                "{want} differs from the exported engine's {k} ({}); export again with that \
+                 interval or leave it unset",
+                dir.display()
+            ),
+        ));
+    }
+    if temp.is_none() {
+        warn_if_other_config(spec, &engine.manifest.model, &dir);
+    }
+    let engine: Arc<dyn Engine> = Arc::new(engine);
+    Ok(BuiltEngine {
+        description: format!(
+            "{} {} graphs={}",
+            engine.name(),
+            engine.config().name,
+            dir.display()
+        ),
+        engine,
+        random_weights,
+        engine_dir: Some(dir),
+        _exported: temp,
+    })
+}
+
+/// An exported engine carries its own config; say so when the front-end named another one.
+fn warn_if_other_config(spec: &EngineSpec, engine_cfg: &ModelConfig, dir: &Path) {
+    let Some(path) = &spec.model else { return };
+    match ModelConfig::from_file(path) {
+        Ok(mut cfg) => {
+            cfg.key_frame_interval = spec.key_frame_interval.unwrap_or(cfg.key_frame_interval);
+            if &cfg != engine_cfg {
+                tracing::warn!(
+                    engine = %dir.display(),
+                    model = %path.display(),
+                    "the engine's manifest was made from a different model config; using the engine's"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(model = %path.display(), "model config: {e}"),
+    }
+}
