@@ -58,7 +58,15 @@ pub fn init_tracing() {
     // Colours only on a terminal; under systemd (journald adds the time stamps) no timestamps.
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let ansi = !journald && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // `RUST_LOG=inspro=trace`: every span's time when it closes (a frame's parts: step,
+    // preprocess, backbone, fpn, mask_branch, head_stage, mask_head, bank_attention).
+    let timing = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("trace"));
     let fmt = tracing_subscriber::fmt()
+        .with_span_events(if timing {
+            tracing_subscriber::fmt::format::FmtSpan::CLOSE
+        } else {
+            tracing_subscriber::fmt::format::FmtSpan::NONE
+        })
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi);

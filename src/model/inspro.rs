@@ -224,9 +224,18 @@ impl InsPro {
     /// The dense part of one frame: backbone, FPN and mask branch. `image` is (1, 3, Hp, Wp),
     /// normalised and padded; `train` freezes what the reference freezes (stem, res2).
     pub fn forward_trunk(&self, image: &Tensor, train: bool) -> Result<Trunk> {
-        let c = self.backbone.forward(image, train)?;
-        let p = self.fpn.forward(&c)?;
-        let mask_feats = self.mask_branch.forward([&p.p2, &p.p3, &p.p4, &p.p5])?; // (1, 8, Hp/f, Wp/f)
+        let c = {
+            let _span = tracing::trace_span!("backbone").entered();
+            self.backbone.forward(image, train)?
+        };
+        let p = {
+            let _span = tracing::trace_span!("fpn").entered();
+            self.fpn.forward(&c)?
+        };
+        let mask_feats = {
+            let _span = tracing::trace_span!("mask_branch").entered();
+            self.mask_branch.forward([&p.p2, &p.p3, &p.p4, &p.p5])? // (1, 8, Hp/f, Wp/f)
+        };
         let levels: Vec<Tensor> = p
             .levels()
             .iter()
@@ -253,8 +262,10 @@ impl InsPro {
         let mut stages = Vec::with_capacity(heads.len());
         let mut mask_logits = Vec::new();
         for (i, head) in heads.iter().enumerate() {
+            let _stage = tracing::trace_span!("head_stage", stage = i).entered();
             let out = head.forward(&trunk.levels, &boxes, &features, &self.pooler)?;
             if opts.masks == MaskSchedule::Every || i + 1 == heads.len() {
+                let _span = tracing::trace_span!("mask_head").entered();
                 mask_logits.push(self.mask_head.forward(
                     &trunk.mask_feats,
                     &out.mask_head_params,
@@ -313,9 +324,11 @@ impl InsPro {
         let last = stages
             .last()
             .ok_or_else(|| candle_core::Error::Msg("no stage ran".into()))?;
-        let next_proposal_features =
+        let next_proposal_features = {
+            let _span = tracing::trace_span!("bank_attention").entered();
             self.intra_query
-                .forward(&last.obj_features, bank, bank_valid)?;
+                .forward(&last.obj_features, bank, bank_valid)?
+        };
         Ok(FrameForward {
             stages,
             mask_logits,

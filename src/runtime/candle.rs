@@ -78,9 +78,14 @@ impl InsPro {
         frame: &FrameRef<'_>,
         state: &mut StreamState,
     ) -> Result<FrameOutput, ModelError> {
+        let _span =
+            tracing::trace_span!("step", engine = "candle", frame = state.frame_index).entered();
         state.check_frame_size(frame)?;
         let g = state.geometry;
-        let image = preprocess(&self.cfg, frame, &g, self.device())?;
+        let image = {
+            let _span = tracing::trace_span!("preprocess").entered();
+            preprocess(&self.cfg, frame, &g, self.device())?
+        };
         let key_frame = self.cfg.is_key_frame(state.frame_index);
         let t = state.bank_valid.len();
         let bank_valid = Tensor::from_vec(state.bank_window(), t, self.device())?;

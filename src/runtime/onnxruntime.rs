@@ -497,24 +497,6 @@ impl OrtEngine {
     }
 }
 
-fn check_frame(frame: &FrameRef<'_>) -> Result<(), ModelError> {
-    let need = frame.stride * frame.height.saturating_sub(1) + frame.width * 3;
-    if frame.width == 0
-        || frame.height == 0
-        || frame.stride < frame.width * 3
-        || frame.data.len() < need
-    {
-        return Err(ModelError::Input(format!(
-            "{}x{} frame with stride {} and {} bytes is not a valid RGB frame",
-            frame.width,
-            frame.height,
-            frame.stride,
-            frame.data.len()
-        )));
-    }
-    Ok(())
-}
-
 impl Engine for OrtEngine {
     fn name(&self) -> String {
         format!("onnxruntime/{}", self.provider)
@@ -561,6 +543,8 @@ impl Engine for OrtEngine {
         frame: &FrameRef<'_>,
         state: &mut StreamState,
     ) -> Result<FrameOutput, ModelError> {
+        let _span = tracing::trace_span!("step", engine = "onnxruntime", frame = state.frame_index)
+            .entered();
         state.check_frame_size(frame)?;
         let g = state.geometry;
         if [g.padded_width, g.padded_height] != self.manifest.graph_size {
@@ -569,11 +553,14 @@ impl Engine for OrtEngine {
                 g.padded_width, g.padded_height, self.manifest.graph_size[0], self.manifest.graph_size[1]
             )));
         }
-        check_frame(frame)?;
+        frame.check()?;
         let m = &self.manifest;
         let (n, k) = (m.num_queries, m.num_classes);
         let key_frame = m.model.is_key_frame(state.frame_index);
-        let pixels = self.frame_input(frame, &g);
+        let pixels = {
+            let _span = tracing::trace_span!("preprocess").entered();
+            self.frame_input(frame, &g)
+        };
         let q = state.proposal_features().flatten_all()?.to_vec1::<f32>()?;
         let p = state
             .proposal_boxes_xyxy()
@@ -581,6 +568,7 @@ impl Engine for OrtEngine {
             .to_vec1::<f32>()?;
         let bank = state.bank().flatten_all()?.to_vec1::<f32>()?;
         let valid = state.bank_window();
+        let graph_span = tracing::trace_span!("graph", key_frame).entered();
         let out = self.run_graph(
             key_frame,
             &GraphInputs {
@@ -592,6 +580,8 @@ impl Engine for OrtEngine {
                 bank_valid: &valid,
             },
         )?;
+        drop(graph_span);
+        let _span = tracing::trace_span!("host_state").entered();
         let probs: Vec<Vec<f32>> = out
             .class_logits
             .chunks_exact(k)
