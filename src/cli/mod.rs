@@ -1,5 +1,6 @@
 //! Sub-commands of the `inspro` binary. Each file owns the commands of one concern.
 
+mod bench;
 #[cfg(feature = "edge")]
 mod config;
 mod export;
@@ -28,7 +29,7 @@ pub enum Command {
     /// Parameters and GFLOPs of a model config, by part.
     Info(model::InfoArgs),
     /// Median ms per frame (candle or ONNX Runtime), by part, at 1 and 2 threads.
-    Bench(model::BenchArgs),
+    Bench(bench::BenchArgs),
     /// Write the network as ONNX graphs (key / non-key frame) with a manifest.
     Export(export::ExportArgs),
     /// Segment and track every video of a YouTube-VIS layout into one results json.
@@ -80,7 +81,7 @@ pub fn init_tracing() {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info(args) => model::info(args),
-        Command::Bench(args) => model::bench(args),
+        Command::Bench(args) => bench::bench(args),
         Command::Export(args) => export::export(args),
         Command::Segment(args) => segment::segment(args),
         Command::Train(args) => train::train(args),

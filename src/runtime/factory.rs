@@ -205,16 +205,9 @@ pub fn build_engine(spec: &EngineSpec) -> Result<BuiltEngine, EngineBuildError> 
     }
 }
 
-fn build_candle(spec: &EngineSpec) -> Result<BuiltEngine, EngineBuildError> {
-    if spec.ort.provider != Provider::Cpu {
-        return Err(EngineBuildError::new(
-            "provider",
-            format!(
-                "engine candle runs on the CPU only; provider {} needs engine onnxruntime",
-                spec.ort.provider
-            ),
-        ));
-    }
+/// The candle network `spec` names (its weights, or random ones), the weights' label, and
+/// whether they are random. The candle engine and the candle benchmark load it here.
+pub fn load_network(spec: &EngineSpec) -> Result<(InsPro, String, bool), EngineBuildError> {
     let cfg = spec.model_config()?;
     let device = Device::Cpu;
     let weights = spec.weights_for(&cfg);
@@ -227,29 +220,44 @@ fn build_candle(spec: &EngineSpec) -> Result<BuiltEngine, EngineBuildError> {
             ),
         ));
     }
-    let (model, label) = match &weights {
-        Some(w) => (
-            InsPro::load(&cfg, w, &device).map_err(|e| {
+    match &weights {
+        Some(w) => {
+            let model = InsPro::load(&cfg, w, &device).map_err(|e| {
                 EngineBuildError::new(
                     "weights",
                     format!("{} does not load with model {}: {e}", w.display(), cfg.name),
                 )
-            })?,
-            w.display().to_string(),
-        ),
+            })?;
+            Ok((model, w.display().to_string(), false))
+        }
         None => {
             warn_random(&cfg, spec.seed);
             let model = InsPro::random(&cfg, spec.seed, &device)
                 .map_err(|e| EngineBuildError::new("model", e))?
                 .0;
-            (model, spec.random_label())
+            Ok((model, spec.random_label(), true))
         }
-    };
+    }
+}
+
+fn build_candle(spec: &EngineSpec) -> Result<BuiltEngine, EngineBuildError> {
+    if spec.ort.provider != Provider::Cpu {
+        return Err(EngineBuildError::new(
+            "provider",
+            format!(
+                "engine candle runs on the CPU only; provider {} needs engine onnxruntime",
+                spec.ort.provider
+            ),
+        ));
+    }
+    let (model, label, random_weights) = load_network(spec)?;
+    let cfg = &model.cfg;
+    let description = format!("candle {} weights={label}", cfg.name);
     let engine: Arc<dyn Engine> = Arc::new(CandleEngine::new(Arc::new(model)));
     Ok(BuiltEngine {
-        description: format!("{} {} weights={label}", engine.name(), cfg.name),
+        description,
         engine,
-        random_weights: weights.is_none(),
+        random_weights,
         engine_dir: None,
         _exported: None,
     })
