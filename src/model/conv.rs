@@ -1,7 +1,7 @@
 //! 2-D convolution of one image as im2col + GEMM, with a backward that is two GEMMs and a
 //! col2im. candle's own conv2d backward computes the weight gradient as a convolution with the
 //! output gradient as kernel, which is several times slower than the forward on this machine
-//! (`../shared/spec/ml-stack.md` §3.4); training spends most of its time there otherwise.
+//! (docs/model.md, "Autograd"); training spends most of its time there otherwise.
 
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;

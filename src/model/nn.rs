@@ -1,5 +1,5 @@
 //! Layers shared by the network, written so that candle's autograd reaches every parameter
-//! (`../shared/spec/ml-stack.md` §3.4: composed layer norm and softmax, no fused kernels).
+//! (docs/model.md, "Autograd": composed layer norm and softmax, no fused kernels).
 
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
