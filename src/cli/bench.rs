@@ -13,7 +13,7 @@ use inspro::model::cost::{macs, Part};
 use inspro::model::preprocess::{preprocess, FrameGeometry};
 use inspro::model::ModelConfig;
 use inspro::runtime::factory::{load_network, prepare_graphs};
-use inspro::runtime::onnxruntime::{time_trunk_graph, GraphInputs};
+use inspro::runtime::onnxruntime::time_trunk_graph;
 use inspro::runtime::{
     CandleEngine, Engine, EngineKind, EngineSpec, OrtEngine, OrtOptions, StreamState,
 };
@@ -276,22 +276,8 @@ fn bench_onnxruntime(args: &BenchArgs) -> anyhow::Result<()> {
     let g = engine.geometry(w, h);
     let (mut key_ms, mut non_key_ms, state) = time_frames(&engine, &f, args.warmup, args.runs)?;
     // The key-frame graph alone, inputs prepared once.
-    let pixels = engine.frame_input(&f, &g);
-    let q = state.proposal_features().flatten_all()?.to_vec1::<f32>()?;
-    let p = state
-        .proposal_boxes_xyxy()
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let bank = state.bank().flatten_all()?.to_vec1::<f32>()?;
-    let valid = state.bank_window();
-    let inputs = GraphInputs {
-        frame: &pixels,
-        image_size_hw: [g.resized_height as f32, g.resized_width as f32],
-        proposal_features: &q,
-        proposal_boxes_xyxy: &p,
-        bank: &bank,
-        bank_valid: &valid,
-    };
+    let inputs = engine.host_inputs(&f, &state)?;
+    let inputs = inputs.as_graph();
     let mut graph_ms = Vec::new();
     for i in 0..args.warmup + args.runs {
         let t0 = Instant::now();

@@ -61,15 +61,8 @@ pub mod names {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("{file}: missing weight `{key}`")]
-    MissingWeight { file: String, key: String },
-    #[error("{file}: weight `{key}` has shape {got:?} but the model config expects {expected:?}")]
-    WeightShape {
-        file: String,
-        key: String,
-        expected: Vec<usize>,
-        got: Vec<usize>,
-    },
+    /// A missing weight or one of the wrong shape ([`ModelError::MissingWeight`],
+    /// [`ModelError::WeightShape`]), and the model's own errors.
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -131,17 +124,18 @@ impl Weights {
         let t = self
             .tensors
             .get(key)
-            .ok_or_else(|| ExportError::MissingWeight {
+            .ok_or_else(|| ModelError::MissingWeight {
                 file: self.file.clone(),
                 key: key.to_string(),
             })?;
         if t.dims() != shape {
-            return Err(ExportError::WeightShape {
+            return Err(ModelError::WeightShape {
                 file: self.file.clone(),
                 key: key.to_string(),
                 expected: shape.to_vec(),
                 got: t.dims().to_vec(),
-            });
+            }
+            .into());
         }
         Ok(t.to_dtype(candle_core::DType::F32)?
             .flatten_all()?

@@ -312,6 +312,30 @@ pub struct GraphInputs<'a> {
     pub bank_valid: &'a [f32],
 }
 
+/// The graphs' inputs as host buffers: the frame's pixels and the stream state's tensors.
+#[derive(Debug, Clone)]
+pub struct HostInputs {
+    pub frame: Vec<u8>,
+    pub image_size_hw: [f32; 2],
+    pub proposal_features: Vec<f32>,
+    pub proposal_boxes_xyxy: Vec<f32>,
+    pub bank: Vec<f32>,
+    pub bank_valid: Vec<f32>,
+}
+
+impl HostInputs {
+    pub fn as_graph(&self) -> GraphInputs<'_> {
+        GraphInputs {
+            frame: &self.frame,
+            image_size_hw: self.image_size_hw,
+            proposal_features: &self.proposal_features,
+            proposal_boxes_xyxy: &self.proposal_boxes_xyxy,
+            bank: &self.bank,
+            bank_valid: &self.bank_valid,
+        }
+    }
+}
+
 /// The outputs of one per-frame graph run (host data, row-major).
 #[derive(Debug, Clone)]
 pub struct GraphOutputs {
@@ -482,6 +506,26 @@ impl OrtEngine {
         })
     }
 
+    /// A frame and a stream state as the graphs' host inputs.
+    pub fn host_inputs(
+        &self,
+        frame: &FrameRef<'_>,
+        state: &StreamState,
+    ) -> Result<HostInputs, ModelError> {
+        let g = state.geometry;
+        Ok(HostInputs {
+            frame: self.frame_input(frame, &g),
+            image_size_hw: [g.resized_height as f32, g.resized_width as f32],
+            proposal_features: state.proposal_features().flatten_all()?.to_vec1::<f32>()?,
+            proposal_boxes_xyxy: state
+                .proposal_boxes_xyxy()
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+            bank: state.bank().flatten_all()?.to_vec1::<f32>()?,
+            bank_valid: state.bank_window(),
+        })
+    }
+
     /// The frame as the graph's `(1, Hp, Wp, 3)` input: resized as the candle engine does
     /// ([`resize_rgb`]), zero elsewhere (the graph zeroes the padding after normalising).
     pub fn frame_input(&self, frame: &FrameRef<'_>, g: &FrameGeometry) -> Vec<u8> {
@@ -557,29 +601,12 @@ impl Engine for OrtEngine {
         let m = &self.manifest;
         let (n, k) = (m.num_queries, m.num_classes);
         let key_frame = m.model.is_key_frame(state.frame_index);
-        let pixels = {
+        let inputs = {
             let _span = tracing::trace_span!("preprocess").entered();
-            self.frame_input(frame, &g)
+            self.host_inputs(frame, state)?
         };
-        let q = state.proposal_features().flatten_all()?.to_vec1::<f32>()?;
-        let p = state
-            .proposal_boxes_xyxy()
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let bank = state.bank().flatten_all()?.to_vec1::<f32>()?;
-        let valid = state.bank_window();
         let graph_span = tracing::trace_span!("graph", key_frame).entered();
-        let out = self.run_graph(
-            key_frame,
-            &GraphInputs {
-                frame: &pixels,
-                image_size_hw: [g.resized_height as f32, g.resized_width as f32],
-                proposal_features: &q,
-                proposal_boxes_xyxy: &p,
-                bank: &bank,
-                bank_valid: &valid,
-            },
-        )?;
+        let out = self.run_graph(key_frame, &inputs.as_graph())?;
         drop(graph_span);
         let _span = tracing::trace_span!("host_state").entered();
         let probs: Vec<Vec<f32>> = out
