@@ -6,6 +6,7 @@ pub mod eval;
 pub mod json;
 pub mod rle;
 pub mod synth;
+pub mod track_quality;
 
 pub use error::YtvisError;
 pub use eval::{evaluate, evaluate_files, evaluate_named, CategoryAp, EvalSummary};
