@@ -1,6 +1,7 @@
 //! YouTube-VIS as `youtubevos/cocoapi` defines it: the json formats, COCO RLE, the official video
 //! AP/AR (`ytvoseval`) and a synthetic benchmark in the same layout.
 
+pub mod clip;
 pub mod error;
 pub mod eval;
 pub mod json;
