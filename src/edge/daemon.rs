@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::edge::config::{self, ConfigError, EdgeConfig, PublishConfig};
 use crate::edge::engine::{build_engine, EngineBuildError};
-use crate::edge::events::{EventBuilder, FrameInfo};
+use crate::edge::events::{EventBuilder, EventBuilderOptions, FrameInfo};
 use crate::edge::ingest::{spawn_source, Item, SourceOptions};
 use crate::edge::metrics::{CameraMetrics, Metrics};
 use crate::edge::mqtt::Outbox;
@@ -487,15 +487,15 @@ fn start_camera(
         metrics: metrics.clone(),
         outbox: start.outbox.clone(),
         hot: start.hot.clone(),
-        builder: EventBuilder::new(
-            &cfg.mqtt.topic_prefix,
-            &cam_cfg.name,
-            start.run,
-            start.class_names.to_vec(),
-            cfg.publish.clone(),
-            cfg.mqtt.qos.clone(),
-            cfg.mqtt.max_packet_size,
-        ),
+        builder: EventBuilder::new(EventBuilderOptions {
+            prefix: &cfg.mqtt.topic_prefix,
+            camera: &cam_cfg.name,
+            run: start.run,
+            class_names: start.class_names.to_vec(),
+            cfg: cfg.publish.clone(),
+            qos: cfg.mqtt.qos.clone(),
+            max_packet_size: cfg.mqtt.max_packet_size,
+        }),
         tracker: cfg.tracking,
         jump_ns: (cam_cfg.jump_threshold_s * 1e9) as u64,
         overlay: start
