@@ -173,7 +173,7 @@ fn validate_camera(
 fn validate_tracking(tracking: &TrackerConfig) -> Result<(), ConfigError> {
     tracking
         .validate()
-        .map_err(|(k, r)| ConfigError::new(format!("tracking.{k}"), r))?;
+        .map_err(|e| ConfigError::new(format!("tracking.{}", e.field), e.reason))?;
     if tracking.max_lost_frames > 100_000 {
         return Err(ConfigError::new(
             "tracking.max_lost_frames",
