@@ -196,13 +196,7 @@ pub fn clip_loss_with(
         // One assignment per frame from the last stage, shared by every stage (spec §1.4 [REC]).
         let last = fwd.last()?;
         let probs = sigmoid(&last.class_logits)?.detach().to_vec2::<f32>()?;
-        let pred: Vec<[f32; 4]> = last
-            .pred_boxes_xyxy
-            .detach()
-            .to_vec2::<f32>()?
-            .iter()
-            .map(|b| [b[0], b[1], b[2], b[3]])
-            .collect();
+        let pred = box_rows(&last.pred_boxes_xyxy)?;
         let cost = cost_matrix(&match_cost, &probs, &pred, gts, [w as f32, h as f32]);
         let pairs = matcher.match_frame(&cost, gts, n);
         let matched: HashSet<usize> = pairs.iter().map(|p| p.0).collect();
@@ -236,19 +230,11 @@ pub fn clip_loss_with(
             parts.class += scalar(&cls) / frames;
             if !pairs.is_empty() {
                 let pb = stage.pred_boxes_xyxy.index_select(&q_idx, 0)?; // (M, 4)
-                let l1 = ((pb.broadcast_div(&whwh)? - gt_boxes.broadcast_div(&whwh)?)?
-                    .abs()?
-                    .sum_all()?
-                    / f64::from(num_boxes))?;
-                let giou = ((crate::model::boxes::giou_tensor(&pb, &gt_boxes)?.neg()? + 1.0)?
-                    .sum_all()?
-                    / f64::from(num_boxes))?;
+                let (l1, giou) = box_losses(&pb, &gt_boxes, &whwh, f64::from(num_boxes))?;
                 let (_, hm, wm) = masks.dims3()?;
                 let pm = masks.reshape((n, hm * wm))?.index_select(&q_idx, 0)?;
                 let tm = clip.gt_masks[fi].index_select(&g_idx, 0)?;
-                let dice = (dice_loss(&pm, &tm)? / f64::from(num_boxes))?;
-                let mfocal = (mask_focal_loss(&pm, &tm, loss.focal_alpha, loss.focal_gamma)?
-                    / f64::from(num_boxes))?;
+                let (dice, mfocal) = mask_losses(&pm, &tm, loss, f64::from(num_boxes))?;
                 frame_loss = (frame_loss
                     + (&l1 * f64::from(loss.l1))?
                     + (&giou * f64::from(loss.giou))?
@@ -259,13 +245,7 @@ pub fn clip_loss_with(
                 parts.dice += scalar(&dice) / frames;
                 parts.mask_focal += scalar(&mfocal) / frames;
                 if loss.dedup > 0.0 && !unmatched.is_empty() {
-                    let stage_pred: Vec<[f32; 4]> = stage
-                        .pred_boxes_xyxy
-                        .detach()
-                        .to_vec2::<f32>()?
-                        .iter()
-                        .map(|b| [b[0], b[1], b[2], b[3]])
-                        .collect();
+                    let stage_pred = box_rows(&stage.pred_boxes_xyxy)?;
                     let mut dedup = Tensor::zeros((), DType::F32, &dev)?;
                     for &(_, g) in &pairs {
                         let negs = dedup_negatives(
@@ -391,13 +371,7 @@ fn denoising_loss(
                 loss.focal_gamma,
             )? / norm)?;
             let pb = &stage.pred_boxes_xyxy;
-            let l1 = ((pb.broadcast_div(&whwh)? - gt_boxes.broadcast_div(&whwh)?)?
-                .abs()?
-                .sum_all()?
-                / norm)?;
-            let giou = ((crate::model::boxes::giou_tensor(pb, &gt_boxes)?.neg()? + 1.0)?
-                .sum_all()?
-                / norm)?;
+            let (l1, giou) = box_losses(pb, &gt_boxes, &whwh, norm)?;
             total = (total
                 + (&cls * f64::from(loss.class))?
                 + (&l1 * f64::from(loss.l1))?
@@ -408,9 +382,7 @@ fn denoising_loss(
         if let Some(m) = masks.last() {
             let (_, hm, wm) = m.dims3()?;
             let pm = m.reshape((g, hm * wm))?;
-            let dice = (dice_loss(&pm, gt_masks)? / norm)?;
-            let mfocal =
-                (mask_focal_loss(&pm, gt_masks, loss.focal_alpha, loss.focal_gamma)? / norm)?;
+            let (dice, mfocal) = mask_losses(&pm, gt_masks, loss, norm)?;
             total = (total
                 + (&dice * f64::from(loss.dice))?
                 + (&mfocal * f64::from(loss.mask_focal))?)?;
@@ -418,4 +390,43 @@ fn denoising_loss(
         }
     }
     Ok((total, parts))
+}
+
+/// `(N, 4)` boxes as rows, detached from the graph.
+fn box_rows(boxes: &Tensor) -> Result<Vec<[f32; 4]>, TrainError> {
+    Ok(boxes
+        .detach()
+        .to_vec2::<f32>()?
+        .iter()
+        .map(|b| [b[0], b[1], b[2], b[3]])
+        .collect())
+}
+
+/// L1 on boxes normalised by the frame size (`whwh`) and 1 - GIoU, each summed over the pairs
+/// of `pred` and `gt` and divided by `norm`.
+fn box_losses(
+    pred: &Tensor,
+    gt: &Tensor,
+    whwh: &Tensor,
+    norm: f64,
+) -> Result<(Tensor, Tensor), TrainError> {
+    let l1 = ((pred.broadcast_div(whwh)? - gt.broadcast_div(whwh)?)?
+        .abs()?
+        .sum_all()?
+        / norm)?;
+    let giou = ((crate::model::boxes::giou_tensor(pred, gt)?.neg()? + 1.0)?.sum_all()? / norm)?;
+    Ok((l1, giou))
+}
+
+/// Dice and mask focal losses of flattened mask logits against their targets, divided by
+/// `norm`.
+fn mask_losses(
+    pred: &Tensor,
+    target: &Tensor,
+    loss: &LossConfig,
+    norm: f64,
+) -> Result<(Tensor, Tensor), TrainError> {
+    let dice = (dice_loss(pred, target)? / norm)?;
+    let mfocal = (mask_focal_loss(pred, target, loss.focal_alpha, loss.focal_gamma)? / norm)?;
+    Ok((dice, mfocal))
 }

@@ -57,6 +57,21 @@ fn positive_upto(field: &str, v: f64, hi: f64) -> Result<(), ConfigError> {
     within(field, v, 0.0, hi)
 }
 
+/// A whole number in `lo..=hi`.
+fn int_within<T>(field: &str, v: T, lo: T, hi: T) -> Result<(), ConfigError>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    if v >= lo && v <= hi {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("{v} is not in {lo}..={hi}"),
+        ))
+    }
+}
+
 fn readable(field: &str, p: &Path) -> Result<(), ConfigError> {
     std::fs::File::open(p)
         .map(|_| ())
@@ -158,12 +173,7 @@ fn validate_camera(
             format!("{}x{} must be even and at least 16x16", c.width, c.height),
         ));
     }
-    if c.queue == 0 || c.queue > 64 {
-        return Err(ConfigError::new(
-            f("queue"),
-            format!("{} is not in 1..=64", c.queue),
-        ));
-    }
+    int_within(&f("queue"), c.queue, 1, 64)?;
     positive_upto(&f("stall_timeout_s"), c.stall_timeout_s, 3600.0)?;
     positive_upto(&f("jump_threshold_s"), c.jump_threshold_s, MAX_DURATION_S)?;
     Ok(())
@@ -229,25 +239,14 @@ fn validate_mqtt_session(m: &MqttConfig) -> Result<(), ConfigError> {
             ));
         }
     }
-    if m.keep_alive_s < 5 || m.keep_alive_s > 65535 {
-        return Err(ConfigError::new(
-            "mqtt.keep_alive_s",
-            format!("{} is not in 5..=65535", m.keep_alive_s),
-        ));
-    }
+    int_within("mqtt.keep_alive_s", m.keep_alive_s, 5, 65535)?;
     if m.max_packet_size < 4096 || m.max_packet_size > 256 * 1024 * 1024 {
         return Err(ConfigError::new(
             "mqtt.max_packet_size",
             format!("{} is not in 4096..=268435456 bytes", m.max_packet_size),
         ));
     }
-    if m.inflight == 0 || m.inflight > 1000 {
-        return Err(ConfigError::new(
-            "mqtt.inflight",
-            format!("{} is not in 1..=1000", m.inflight),
-        ));
-    }
-    Ok(())
+    int_within("mqtt.inflight", m.inflight, 1, 1000)
 }
 
 /// `[mqtt.backoff]`.
@@ -366,13 +365,7 @@ fn validate_publish(p: &PublishConfig) -> Result<(), ConfigError> {
             format!("{} is not in [0, 1]", p.significant_iou),
         ));
     }
-    if p.tracks_every == 0 || p.tracks_every > 100_000 {
-        return Err(ConfigError::new(
-            "publish.tracks_every",
-            format!("{} is not in 1..=100000", p.tracks_every),
-        ));
-    }
-    Ok(())
+    int_within("publish.tracks_every", p.tracks_every, 1, 100_000)
 }
 
 /// `[service]`.
@@ -396,11 +389,10 @@ fn validate_service(s: &ServiceConfig) -> Result<(), ConfigError> {
             )
         })?;
     }
-    if s.spool_max_bytes < 64 * 1024 || s.spool_max_bytes > 1 << 40 {
-        return Err(ConfigError::new(
-            "service.spool_max_bytes",
-            format!("{} is not in 65536..=1099511627776", s.spool_max_bytes),
-        ));
-    }
-    Ok(())
+    int_within(
+        "service.spool_max_bytes",
+        s.spool_max_bytes,
+        64 * 1024,
+        1 << 40,
+    )
 }
