@@ -169,12 +169,12 @@ fn config_validation_names_the_field() {
         birth_score: 0.5,
         ..TrackerConfig::default()
     };
-    assert_eq!(bad.validate().unwrap_err().0, "keep_score");
+    assert_eq!(bad.validate().unwrap_err().field, "keep_score");
     let bad = TrackerConfig {
         min_frames: 0,
         ..TrackerConfig::default()
     };
-    assert_eq!(bad.validate().unwrap_err().0, "min_frames");
+    assert_eq!(bad.validate().unwrap_err().field, "min_frames");
     TrackerConfig::default().validate().unwrap();
 }
 

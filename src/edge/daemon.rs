@@ -10,20 +10,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::edge::config::{self, ConfigError, EdgeConfig, PublishConfig};
 use crate::edge::engine::{build_engine, EngineBuildError};
-use crate::edge::events::{EventBuilder, FrameInfo};
+use crate::edge::events::{EventBuilder, EventBuilderOptions, FrameInfo};
 use crate::edge::ingest::{spawn_source, Item, SourceOptions};
-use crate::edge::metrics::{CameraMetrics, Metrics, SourceStatus};
-use crate::edge::mqtt::{MqttTask, MqttTaskOptions, Outbox};
+use crate::edge::metrics::{CameraMetrics, Metrics};
+use crate::edge::mqtt::Outbox;
 use crate::edge::overlay::{draw, OverlayWriter};
 use crate::edge::queue::FrameQueue;
 use crate::edge::spool::Spool;
 use crate::edge::state::{OpenTracks, StateFile};
 use crate::runtime::Engine;
 use crate::tracking::{StreamProcessor, TrackEvent, TrackerConfig};
+use supervise::{async_main, DaemonParts};
+
+mod supervise;
 
 /// Options of `inspro run` beyond the config file.
 #[derive(Debug, Clone, Default)]
@@ -397,277 +399,123 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("tokio runtime: {e}"))?;
-    rt.block_on(async_main(
+    rt.block_on(async_main(DaemonParts {
         cfg,
         opts,
-        built.engine,
-        built.model.input_size,
-        built.model.class_names.clone(),
-        password.map(|(s, _)| s),
+        engine: built.engine,
+        input_size: built.model.input_size,
+        class_names: built.model.class_names.clone(),
+        password: password.map(|(s, _)| s),
         spool,
         gone_status_topics,
         metrics,
-    ))
+    }))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn async_main(
-    cfg: EdgeConfig,
-    opts: RunOptions,
-    engine: Arc<dyn Engine>,
+/// What every camera's threads share.
+struct CameraStart<'a> {
+    cfg: &'a EdgeConfig,
     input_size: [usize; 2],
-    class_names: Vec<String>,
-    password: Option<config::Secret>,
-    spool: Spool,
-    gone_status_topics: Vec<String>,
-    metrics: Arc<Metrics>,
-) -> Result<(), DaemonError> {
-    let root = CancellationToken::new();
-    let mqtt_stop = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let outbox = Arc::new(Outbox::new(4096));
-    let hot = Arc::new(HotSettings::new(cfg.tracking, cfg.publish.clone()));
-    let (stats_tx, stats_rx) = tokio::sync::watch::channel(cfg.service.stats_interval_s);
-    let run = run_id();
-    tracing::info!(run = %run, "starting");
+    engine: &'a Arc<dyn Engine>,
+    class_names: &'a [String],
+    metrics: &'a Arc<Metrics>,
+    outbox: &'a Arc<Outbox>,
+    hot: &'a Arc<HotSettings>,
+    run: &'a str,
+    overlay_dir: &'a Option<PathBuf>,
+    root: &'a CancellationToken,
+}
 
-    // Signals first, so that none is lost while starting.
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| anyhow::anyhow!("SIGTERM handler: {e}"))?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|e| anyhow::anyhow!("SIGINT handler: {e}"))?;
-    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(|e| anyhow::anyhow!("SIGHUP handler: {e}"))?;
+/// The running cameras: their threads, and a notice when the last engine thread has ended.
+struct Cameras {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    engines_done: Arc<tokio::sync::Notify>,
+}
 
-    let mqtt = MqttTask::new(
-        MqttTaskOptions {
-            cfg: cfg.mqtt.clone(),
-            password,
-            stats_interval: Duration::from_secs_f64(cfg.service.stats_interval_s),
-            shutdown_timeout: Duration::from_secs_f64(cfg.service.shutdown_timeout_s),
-            cameras: cfg.cameras.iter().map(|c| c.name.clone()).collect(),
-            gone_status_topics,
-        },
-        outbox.clone(),
-        spool,
-        metrics.clone(),
-    )?;
-    let mqtt_handle = tracker.spawn(mqtt.run(mqtt_stop.clone(), stats_rx));
-
-    if !cfg.service.metrics_listen.is_empty() {
-        let listener = tokio::net::TcpListener::bind(&cfg.service.metrics_listen)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("service.metrics_listen {}: {e}", cfg.service.metrics_listen)
-            })?;
-        tracing::info!(addr = %cfg.service.metrics_listen, "metrics at /metrics");
-        tracker.spawn(crate::edge::metrics::serve(
-            listener,
-            metrics.clone(),
-            root.clone(),
-        ));
-    }
-
-    if let Some(dir) = &opts.overlay_dir {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
-    }
-
-    // Cameras: a source thread and an engine thread each.
-    let running = Arc::new(AtomicUsize::new(cfg.cameras.len()));
+/// Cameras: a source thread and an engine thread each.
+fn start_cameras(start: &CameraStart<'_>) -> Result<Cameras, DaemonError> {
+    let running = Arc::new(AtomicUsize::new(start.cfg.cameras.len()));
     let engines_done = Arc::new(tokio::sync::Notify::new());
     let mut threads = Vec::new();
-    for (i, cam_cfg) in cfg.cameras.iter().enumerate() {
-        let cam = metrics.cameras[i].clone();
-        let (w, h) = if cam_cfg.width > 0 {
-            (cam_cfg.width, cam_cfg.height)
-        } else {
-            (input_size[0] as u32, input_size[1] as u32)
-        };
-        let queue = Arc::new(FrameQueue::new(cam_cfg.queue));
-        cam.queue_capacity.store(cam_cfg.queue as u64, Relaxed);
-        let src = spawn_source(
-            SourceOptions {
-                camera: cam_cfg.clone(),
-                width: w,
-                height: h,
-                backoff: cfg.mqtt.backoff.clone(),
-            },
-            queue.clone(),
-            cam.clone(),
-            metrics.clone(),
-            root.clone(),
-        )
-        .map_err(|e| anyhow::anyhow!("source thread: {e}"))?;
+    for (i, cam_cfg) in start.cfg.cameras.iter().enumerate() {
+        let [src, engine] = start_camera(start, i, cam_cfg, &running, &engines_done)?;
         threads.push(src);
-        let et = EngineThread {
-            name: cam_cfg.name.clone(),
-            engine: engine.clone(),
-            queue,
-            cam: cam.clone(),
-            metrics: metrics.clone(),
-            outbox: outbox.clone(),
-            hot: hot.clone(),
-            builder: EventBuilder::new(
-                &cfg.mqtt.topic_prefix,
-                &cam_cfg.name,
-                &run,
-                class_names.clone(),
-                cfg.publish.clone(),
-                cfg.mqtt.qos.clone(),
-                cfg.mqtt.max_packet_size,
-            ),
-            tracker: cfg.tracking,
-            jump_ns: (cam_cfg.jump_threshold_s * 1e9) as u64,
-            overlay: opts
-                .overlay_dir
-                .as_ref()
-                .map(|d| OverlayWriter::new(d, &cam_cfg.name)),
-            token: root.clone(),
-            state: StateFile::new(&cfg.service.spool_path(), &cam_cfg.name),
-            topic_prefix: cfg.mqtt.topic_prefix.clone(),
-        };
-        let running = running.clone();
-        let done = engines_done.clone();
-        let name: String = format!("infer-{}", cam_cfg.name).chars().take(15).collect();
-        let h = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || {
-                et.run();
-                if running.fetch_sub(1, Relaxed) == 1 {
-                    done.notify_one();
-                }
-            })
-            .map_err(|e| anyhow::anyhow!("engine thread: {e}"))?;
-        threads.push(h);
+        threads.push(engine);
     }
-
-    // Ready: model loaded, pipelines started, MQTT task running.
-    notify(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status("running"),
-    ]);
-    tracing::info!(
-        cameras = cfg.cameras.len(),
-        prefix = %cfg.mqtt.topic_prefix,
-        broker = %cfg.mqtt.url,
-        "ready"
-    );
-
-    let watchdog = sd_notify::watchdog_enabled().filter(|_| cfg.service.watchdog);
-    let ping_every = watchdog.map_or(Duration::from_secs(3600), |d| d / 2);
-    let mut ping = tokio::time::interval(ping_every);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut status_tick = tokio::time::interval(Duration::from_secs(10));
-    let mut cur = cfg.clone();
-    let mut watchdog_on = cfg.service.watchdog;
-    let mut withheld = false;
-    loop {
-        tokio::select! {
-            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
-            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
-            _ = engines_done.notified() => {
-                if opts.exit_on_eos {
-                    tracing::info!("every camera reached end of stream: shutting down (--exit-on-eos)");
-                    break;
-                }
-                tracing::info!("every camera has ended; still serving MQTT and metrics");
-            }
-            _ = sighup.recv() => {
-                let now_us = sd_notify::NotifyState::monotonic_usec_now().ok();
-                let mut st = vec![sd_notify::NotifyState::Reloading];
-                if let Some(m) = now_us { st.push(m); }
-                notify(&st);
-                match load_config(opts.config.as_deref()) {
-                    Ok(new) => {
-                        let cold = cur.cold_changes(&new);
-                        if !cold.is_empty() {
-                            tracing::warn!(keys = ?cold, "SIGHUP: these changed keys need a restart; kept the running values");
-                        }
-                        hot.set(new.tracking, new.publish.clone());
-                        let _ = stats_tx.send(new.service.stats_interval_s);
-                        watchdog_on = new.service.watchdog;
-                        cur.tracking = new.tracking;
-                        cur.publish = new.publish.clone();
-                        cur.service.stats_interval_s = new.service.stats_interval_s;
-                        cur.service.watchdog = new.service.watchdog;
-                        tracing::info!("SIGHUP: configuration reloaded");
-                    }
-                    Err(e) => tracing::error!(error = %e, "SIGHUP: configuration rejected; kept the running one"),
-                }
-                notify(&[sd_notify::NotifyState::Ready]);
-            }
-            _ = ping.tick(), if watchdog.is_some() => {
-                let limit = watchdog.map_or(0, |d| d.as_millis() as u64);
-                let now = metrics.now_ms();
-                let healthy = metrics.cameras.iter().all(|c| {
-                    c.status() == SourceStatus::Ended
-                        || (now.saturating_sub(c.engine_alive_ms.load(Relaxed)) < limit
-                            && now.saturating_sub(c.source_alive_ms.load(Relaxed)) < limit)
-                });
-                if healthy && watchdog_on {
-                    notify(&[sd_notify::NotifyState::Watchdog]);
-                    if withheld {
-                        tracing::info!("threads responsive again: watchdog pings resumed");
-                        withheld = false;
-                    }
-                } else if !withheld {
-                    tracing::warn!("a camera thread is unresponsive: withholding the watchdog ping");
-                    withheld = true;
-                }
-            }
-            _ = status_tick.tick() => {
-                let s = status_line(&metrics);
-                notify(&[sd_notify::NotifyState::Status(&s)]);
-            }
-        }
-    }
-
-    notify(&[sd_notify::NotifyState::Stopping]);
-    root.cancel();
-    // Join the camera threads (sources stop, engine threads end their tracks into the outbox).
-    let joined = tokio::task::spawn_blocking(move || {
-        for t in threads {
-            let _ = t.join();
-        }
-    });
-    if tokio::time::timeout(JOIN_TIMEOUT, joined).await.is_err() {
-        tracing::error!(
-            timeout_s = JOIN_TIMEOUT.as_secs(),
-            "camera threads did not stop in time"
-        );
-    }
-    mqtt_stop.cancel();
-    tracker.close();
-    let _ = mqtt_handle.await;
-    tracker.wait().await;
-    let rss = crate::edge::metrics::rss_bytes();
-    tracing::info!(rss_mb = rss as f64 / 1048576.0, "stopped");
-    Ok(())
+    Ok(Cameras {
+        threads,
+        engines_done,
+    })
 }
 
-fn status_line(m: &Metrics) -> String {
-    let mut parts: Vec<String> = m
-        .cameras
-        .iter()
-        .map(|c| {
-            format!(
-                "{}: {} {} frames {} tracks",
-                c.name,
-                c.status().as_str(),
-                c.frames_processed.load(Relaxed),
-                c.tracks_active.load(Relaxed)
-            )
+/// Camera `i`'s source and engine threads; the last engine thread to end notifies `done`.
+fn start_camera(
+    start: &CameraStart<'_>,
+    i: usize,
+    cam_cfg: &config::CameraConfig,
+    running: &Arc<AtomicUsize>,
+    done: &Arc<tokio::sync::Notify>,
+) -> Result<[std::thread::JoinHandle<()>; 2], DaemonError> {
+    let (cfg, metrics) = (start.cfg, start.metrics);
+    let cam = metrics.cameras[i].clone();
+    let (w, h) = if cam_cfg.width > 0 {
+        (cam_cfg.width, cam_cfg.height)
+    } else {
+        (start.input_size[0] as u32, start.input_size[1] as u32)
+    };
+    let queue = Arc::new(FrameQueue::new(cam_cfg.queue));
+    cam.queue_capacity.store(cam_cfg.queue as u64, Relaxed);
+    let src = spawn_source(
+        SourceOptions {
+            camera: cam_cfg.clone(),
+            width: w,
+            height: h,
+            backoff: cfg.mqtt.backoff.clone(),
+        },
+        queue.clone(),
+        cam.clone(),
+        metrics.clone(),
+        start.root.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("source thread: {e}"))?;
+    let et = EngineThread {
+        name: cam_cfg.name.clone(),
+        engine: start.engine.clone(),
+        queue,
+        cam: cam.clone(),
+        metrics: metrics.clone(),
+        outbox: start.outbox.clone(),
+        hot: start.hot.clone(),
+        builder: EventBuilder::new(EventBuilderOptions {
+            prefix: &cfg.mqtt.topic_prefix,
+            camera: &cam_cfg.name,
+            run: start.run,
+            class_names: start.class_names.to_vec(),
+            cfg: cfg.publish.clone(),
+            qos: cfg.mqtt.qos.clone(),
+            max_packet_size: cfg.mqtt.max_packet_size,
+        }),
+        tracker: cfg.tracking,
+        jump_ns: (cam_cfg.jump_threshold_s * 1e9) as u64,
+        overlay: start
+            .overlay_dir
+            .as_ref()
+            .map(|d| OverlayWriter::new(d, &cam_cfg.name)),
+        token: start.root.clone(),
+        state: StateFile::new(&cfg.service.spool_path(), &cam_cfg.name),
+        topic_prefix: cfg.mqtt.topic_prefix.clone(),
+    };
+    let running = running.clone();
+    let done = done.clone();
+    let name: String = format!("infer-{}", cam_cfg.name).chars().take(15).collect();
+    let h = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            et.run();
+            if running.fetch_sub(1, Relaxed) == 1 {
+                done.notify_one();
+            }
         })
-        .collect();
-    parts.push(format!(
-        "mqtt {}",
-        if m.mqtt.connected.load(Relaxed) {
-            "connected"
-        } else {
-            "disconnected"
-        }
-    ));
-    parts.push(format!("spool {}", m.mqtt.spool_messages.load(Relaxed)));
-    parts.join("; ")
+        .map_err(|e| anyhow::anyhow!("engine thread: {e}"))?;
+    Ok([src, h])
 }

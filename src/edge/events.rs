@@ -159,17 +159,31 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// What an [`EventBuilder`] is made from: one camera's topics, run id, classes and publishing
+/// settings.
+pub struct EventBuilderOptions<'a> {
+    /// `mqtt.topic_prefix`.
+    pub prefix: &'a str,
+    pub camera: &'a str,
+    pub run: &'a str,
+    pub class_names: Vec<String>,
+    pub cfg: PublishConfig,
+    pub qos: QosConfig,
+    /// `mqtt.max_packet_size`: payloads are kept below it.
+    pub max_packet_size: usize,
+}
+
 impl EventBuilder {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        prefix: &str,
-        camera: &str,
-        run: &str,
-        class_names: Vec<String>,
-        cfg: PublishConfig,
-        qos: QosConfig,
-        max_packet_size: usize,
-    ) -> Self {
+    pub fn new(opts: EventBuilderOptions<'_>) -> Self {
+        let EventBuilderOptions {
+            prefix,
+            camera,
+            run,
+            class_names,
+            cfg,
+            qos,
+            max_packet_size,
+        } = opts;
         Self {
             camera: camera.to_string(),
             events_topic: format!("{prefix}/{camera}/events"),

@@ -29,18 +29,38 @@ pub struct Frame {
     pub arrived: Instant,
 }
 
+/// Why a frame's pixels cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("sample without caps")]
+    NoCaps,
+    #[error("sample without buffer")]
+    NoBuffer,
+    /// The caps are not video caps.
+    #[error(transparent)]
+    Info(gst::glib::BoolError),
+    /// The buffer cannot be mapped for reading.
+    #[error(transparent)]
+    Map(gst::glib::BoolError),
+    /// The plane cannot be read.
+    #[error(transparent)]
+    Plane(gst::glib::BoolError),
+    #[error("expected RGB, got {got:?}")]
+    Format { got: gst_video::VideoFormat },
+}
+
 impl Frame {
     /// Read the pixels through `VideoFrameRef` and the plane stride (rows are padded to 4 bytes).
-    pub fn with_rgb<R>(&self, f: impl FnOnce(FrameRef<'_>) -> R) -> Result<R, String> {
-        let caps = self.sample.caps().ok_or("sample without caps")?;
-        let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| e.to_string())?;
-        let buffer = self.sample.buffer().ok_or("sample without buffer")?;
+    pub fn with_rgb<R>(&self, f: impl FnOnce(FrameRef<'_>) -> R) -> Result<R, FrameError> {
+        let caps = self.sample.caps().ok_or(FrameError::NoCaps)?;
+        let info = gst_video::VideoInfo::from_caps(caps).map_err(FrameError::Info)?;
+        let buffer = self.sample.buffer().ok_or(FrameError::NoBuffer)?;
         let vf = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
-            .map_err(|e| e.to_string())?;
+            .map_err(FrameError::Map)?;
         if vf.format() != gst_video::VideoFormat::Rgb {
-            return Err(format!("expected RGB, got {:?}", vf.format()));
+            return Err(FrameError::Format { got: vf.format() });
         }
-        let data = vf.plane_data(0).map_err(|e| e.to_string())?;
+        let data = vf.plane_data(0).map_err(FrameError::Plane)?;
         let stride = vf.plane_stride()[0] as usize;
         Ok(f(FrameRef {
             width: vf.width() as usize,

@@ -10,5 +10,5 @@ pub mod video;
 pub use crate::runtime::state;
 pub use crate::runtime::{FrameOutput, StreamState};
 pub use stream::{box_crop_rle, full_frame_rle, ProcessedFrame, StreamProcessor};
-pub use tracks::{Track, TrackEvent, TrackState, Tracker, TrackerConfig};
+pub use tracks::{Track, TrackEvent, TrackState, Tracker, TrackerConfig, TrackerConfigError};
 pub use video::{ResultOptions, VideoAccumulator};

@@ -37,25 +37,41 @@ impl Default for TrackerConfig {
     }
 }
 
+/// A tracker setting out of range: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct TrackerConfigError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl TrackerConfigError {
+    fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
 impl TrackerConfig {
     /// Check the numbers; the error names the field.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let prob = |v: f32| (0.0..=1.0).contains(&v);
-        if !prob(self.birth_score) {
-            return Err((
-                "birth_score".into(),
-                format!("{} is not in [0, 1]", self.birth_score),
-            ));
-        }
-        if !prob(self.keep_score) {
-            return Err((
-                "keep_score".into(),
-                format!("{} is not in [0, 1]", self.keep_score),
-            ));
-        }
+    pub fn validate(&self) -> Result<(), TrackerConfigError> {
+        let prob = |field: &'static str, v: f32| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(TrackerConfigError::new(
+                    field,
+                    format!("{v} is not in [0, 1]"),
+                ))
+            }
+        };
+        prob("birth_score", self.birth_score)?;
+        prob("keep_score", self.keep_score)?;
         if self.keep_score > self.birth_score {
-            return Err((
-                "keep_score".into(),
+            return Err(TrackerConfigError::new(
+                "keep_score",
                 format!(
                     "{} is above birth_score {}",
                     self.keep_score, self.birth_score
@@ -63,15 +79,9 @@ impl TrackerConfig {
             ));
         }
         if self.min_frames == 0 {
-            return Err(("min_frames".into(), "must be at least 1".into()));
+            return Err(TrackerConfigError::new("min_frames", "must be at least 1"));
         }
-        if !prob(self.reuse_iou) {
-            return Err((
-                "reuse_iou".into(),
-                format!("{} is not in [0, 1]", self.reuse_iou),
-            ));
-        }
-        Ok(())
+        prob("reuse_iou", self.reuse_iou)
     }
 }
 
@@ -149,6 +159,18 @@ pub struct Tracker {
     slots: Vec<Slot>,
 }
 
+/// One slot's output on one frame, as the tracker sees it.
+#[derive(Clone, Copy)]
+struct Sighting<'a> {
+    slot: usize,
+    /// Class probabilities.
+    probs: &'a [f32],
+    /// The best class probability.
+    p: f32,
+    bx: [f32; 4],
+    frame: u64,
+}
+
 fn argmax(v: &[f64]) -> (usize, f64) {
     v.iter().enumerate().fold(
         (0, f64::NEG_INFINITY),
@@ -190,9 +212,15 @@ impl Tracker {
         }
         let mut events = Vec::new();
         for slot in 0..n {
-            let probs = &out.class_probs[slot];
             let (_, p) = out.best_class(slot);
-            let bx = out.boxes_xyxy[slot];
+            let seen = Sighting {
+                slot,
+                probs: &out.class_probs[slot],
+                p,
+                bx: out.boxes_xyxy[slot],
+                frame: out.frame_index,
+            };
+            let (probs, bx) = (seen.probs, seen.bx);
             let current = std::mem::replace(&mut self.slots[slot], Slot::Empty);
             self.slots[slot] = match current {
                 Slot::Active(mut t) => {
@@ -203,16 +231,7 @@ impl Tracker {
                         // Another object took the slot: end this track, judge the newcomer afresh.
                         t.state = TrackState::Removed;
                         events.push(TrackEvent::End(t));
-                        self.candidate(
-                            slot,
-                            probs,
-                            p,
-                            &bx,
-                            out.frame_index,
-                            Vec::new(),
-                            0,
-                            &mut events,
-                        )
+                        self.candidate(&seen, Vec::new(), 0, &mut events)
                     } else if p >= self.cfg.keep_score {
                         for (s, v) in t.prob_sum.iter_mut().zip(probs) {
                             *s += f64::from(*v);
@@ -242,43 +261,31 @@ impl Tracker {
                         }
                     }
                 }
-                Slot::Candidate { frames, prob_sum } => self.candidate(
-                    slot,
-                    probs,
-                    p,
-                    &bx,
-                    out.frame_index,
-                    prob_sum,
-                    frames,
-                    &mut events,
-                ),
-                Slot::Empty => self.candidate(
-                    slot,
-                    probs,
-                    p,
-                    &bx,
-                    out.frame_index,
-                    Vec::new(),
-                    0,
-                    &mut events,
-                ),
+                Slot::Candidate { frames, prob_sum } => {
+                    self.candidate(&seen, prob_sum, frames, &mut events)
+                }
+                Slot::Empty => self.candidate(&seen, Vec::new(), 0, &mut events),
             };
         }
         events
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A slot that holds no track yet: `frames` frames so far above `birth_score`, whose class
+    /// probabilities sum to `prob_sum`; it becomes a track after `min_frames`.
     fn candidate(
         &mut self,
-        slot: usize,
-        probs: &[f32],
-        p: f32,
-        bx: &[f32; 4],
-        frame: u64,
+        seen: &Sighting<'_>,
         mut prob_sum: Vec<f64>,
         frames: u32,
         events: &mut Vec<TrackEvent>,
     ) -> Slot {
+        let Sighting {
+            slot,
+            probs,
+            p,
+            bx,
+            frame,
+        } = *seen;
         if p < self.cfg.birth_score {
             return Slot::Empty;
         }
@@ -300,7 +307,7 @@ impl Tracker {
             label,
             score: (sum / frames as f64) as f32,
             frame_score: p,
-            box_xyxy: *bx,
+            box_xyxy: bx,
             first_frame: frame + 1 - u64::from(frames),
             last_seen_frame: frame,
             hits: u64::from(frames),

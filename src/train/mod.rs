@@ -3,9 +3,12 @@
 
 pub mod assign;
 pub mod auxiliary;
+pub mod checkpoint;
 pub mod data;
+pub mod evaluation;
 pub mod loss;
 pub mod matching;
+pub mod objective;
 pub mod optim;
 pub mod plot;
 pub mod probe;

@@ -1,11 +1,13 @@
 //! YouTube-VIS as `youtubevos/cocoapi` defines it: the json formats, COCO RLE, the official video
 //! AP/AR (`ytvoseval`) and a synthetic benchmark in the same layout.
 
+pub mod clip;
 pub mod error;
 pub mod eval;
 pub mod json;
 pub mod rle;
 pub mod synth;
+pub mod track_quality;
 
 pub use error::YtvisError;
 pub use eval::{evaluate, evaluate_files, evaluate_named, CategoryAp, EvalSummary};

@@ -1,0 +1,324 @@
+//! The serde structs of the configuration: one per TOML section, with the defaults that
+//! `configs/edge.toml` spells out, and the limits the checks share.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::tracking::TrackerConfig;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeConfig {
+    pub model: ModelSection,
+    pub engine: EngineSection,
+    #[serde(rename = "camera")]
+    pub cameras: Vec<CameraConfig>,
+    pub tracking: TrackerConfig,
+    pub mqtt: MqttConfig,
+    pub publish: PublishConfig,
+    pub service: ServiceConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSection {
+    /// Model config TOML (`configs/models/*.toml`).
+    pub config: PathBuf,
+    /// safetensors weights; when unset, `engines/<model name>/model.safetensors` is tried, and
+    /// without it the model runs with random weights (said loudly in the log).
+    pub weights: Option<PathBuf>,
+    /// Seed of the random weights.
+    pub seed: u64,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self {
+            config: PathBuf::from("configs/models/inspro-tiny.toml"),
+            weights: None,
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    Candle,
+    Onnxruntime,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSection {
+    pub kind: EngineKind,
+    /// ONNX graph for `onnxruntime`; unset: `engines/<model name>/model.onnx`.
+    pub onnx: Option<PathBuf>,
+    /// Engine cache (TensorRT plans) for `onnxruntime`; unset: `$CACHE_DIRECTORY` or none.
+    pub cache_dir: Option<PathBuf>,
+    /// Execution provider for `onnxruntime`: `cpu`, `cuda` or `tensorrt`.
+    pub provider: String,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        Self {
+            kind: EngineKind::Candle,
+            onnx: None,
+            cache_dir: None,
+            provider: "cpu".into(),
+        }
+    }
+}
+
+/// How a camera's frames reach the engine when it is slower than the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pace {
+    /// `block` for files, `drop` for live sources.
+    Auto,
+    /// Bounded queue, the oldest frame is dropped (and counted) when full.
+    Drop,
+    /// The source waits for the engine (every frame of a file is processed).
+    Block,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Topic-safe name: letters, digits, `-`, `_`.
+    pub name: String,
+    /// `file:///path` (or a plain path), `rtsp://...`, `v4l2:///dev/video0`, or
+    /// `test:<pattern>[?live=true&width=W&height=H&fps=N&num_buffers=N]` (videotestsrc).
+    pub uri: String,
+    /// Frame-rate cap (frames per second); 0 = none.
+    pub fps: f64,
+    /// Size the frames are scaled to before the engine; 0 = the model's input size.
+    pub width: u32,
+    pub height: u32,
+    pub pace: Pace,
+    /// Frames held between the source and the engine.
+    pub queue: usize,
+    /// Seconds without a frame before the source is restarted.
+    pub stall_timeout_s: f64,
+    /// A PTS jump (backwards, or forwards by more than this many seconds) resets the stream state.
+    pub jump_threshold_s: f64,
+    /// RTSP jitter-buffer latency, ms.
+    pub rtsp_latency_ms: u32,
+    /// Restart a file source at end of stream instead of ending the camera.
+    pub loop_file: bool,
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            uri: String::new(),
+            fps: 0.0,
+            width: 0,
+            height: 0,
+            pace: Pace::Auto,
+            queue: 2,
+            stall_timeout_s: 10.0,
+            jump_threshold_s: 5.0,
+            rtsp_latency_ms: 200,
+            loop_file: false,
+        }
+    }
+}
+/// Largest frame side accepted anywhere (8K).
+pub const MAX_SIDE: u32 = 8192;
+
+/// Upper bounds of durations, seconds: large enough for any real use, small enough that every
+/// conversion to a `Duration` or a deadline stays exact.
+pub const MAX_DURATION_S: f64 = 86_400.0;
+/// `service.shutdown_timeout_s` at most: systemd's `TimeoutStopSec=120` covers the camera join
+/// (30 s) plus this flush.
+pub const MAX_SHUTDOWN_S: f64 = 60.0;
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QosConfig {
+    /// `new` and `end` events.
+    pub lifecycle: u8,
+    /// `update` events (throttled) and heartbeats.
+    pub update: u8,
+    /// The per-frame `tracks` topic.
+    pub tracks: u8,
+    /// `stats` and camera `status`.
+    pub stats: u8,
+}
+
+impl Default for QosConfig {
+    fn default() -> Self {
+        Self {
+            lifecycle: 1,
+            update: 0,
+            tracks: 0,
+            stats: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM CA bundle that signs the broker's certificate. Setting it (or using `mqtts://`) turns
+    /// TLS on.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for brokers that require mutual TLS.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackoffConfig {
+    /// First wait after a failure, seconds.
+    pub initial_s: f64,
+    /// Longest wait, seconds.
+    pub max_s: f64,
+    /// Random spread, as a fraction of the wait (0.2 = ±20 %).
+    pub jitter: f64,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        Self {
+            initial_s: 0.5,
+            max_s: 30.0,
+            jitter: 0.2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `mqtt://host:port` or `mqtts://host:port`.
+    pub url: String,
+    /// Unique per daemon on a broker.
+    pub client_id: String,
+    /// Unique per daemon on a broker: topics are `<prefix>/available`, `<prefix>/<camera>/events`...
+    pub topic_prefix: String,
+    pub username: Option<String>,
+    /// File holding the password. Also: env `INSPRO_MQTT_PASSWORD`, or the systemd credential
+    /// `mqtt-password` (`$CREDENTIALS_DIRECTORY/mqtt-password`).
+    pub password_file: Option<PathBuf>,
+    pub keep_alive_s: u64,
+    /// A persistent session (the broker keeps our QoS 1 state across reconnects).
+    pub clean_session: bool,
+    pub qos: QosConfig,
+    pub tls: TlsConfig,
+    /// Largest MQTT packet sent or received, bytes (rumqttc's own default is only 10 KiB).
+    pub max_packet_size: usize,
+    /// QoS 1 messages in flight at once.
+    pub inflight: u16,
+    pub backoff: BackoffConfig,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            url: "mqtt://127.0.0.1:1883".into(),
+            client_id: "inspro".into(),
+            topic_prefix: "inspro".into(),
+            username: None,
+            password_file: None,
+            keep_alive_s: 30,
+            clean_session: false,
+            qos: QosConfig::default(),
+            tls: TlsConfig::default(),
+            max_packet_size: 256 * 1024,
+            inflight: 32,
+            backoff: BackoffConfig::default(),
+        }
+    }
+}
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskFormat {
+    /// COCO compressed RLE (pycocotools `counts` string).
+    CocoRle,
+    /// Outer contours as `[[x, y, x, y, ...], ...]` in frame pixels (lossy: no holes).
+    Polygon,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskRegion {
+    /// The mask of the box crop, plus the crop's origin (small, decodes without the frame size).
+    Box,
+    /// The mask over the whole frame.
+    Frame,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublishConfig {
+    pub mask_format: MaskFormat,
+    pub mask_region: MaskRegion,
+    /// Douglas-Peucker tolerance of polygons, pixels.
+    pub polygon_tolerance: f64,
+    /// A changed track is published at most this often, seconds (a significant change — new
+    /// label, Tracked/Lost flip, box moved below `significant_iou` — goes out at once).
+    pub update_interval_s: f64,
+    /// An unchanged track is still published this often, seconds (0 = never).
+    pub heartbeat_s: f64,
+    /// A box whose IoU with the last published one falls below this is a significant change.
+    pub significant_iou: f32,
+    /// Publish `<prefix>/<camera>/tracks`: every track on every `tracks_every`-th frame (QoS 0).
+    pub tracks: bool,
+    pub tracks_every: u32,
+    /// Masks in `update` events too (always in `new` and `end`).
+    pub mask_in_update: bool,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        Self {
+            mask_format: MaskFormat::CocoRle,
+            mask_region: MaskRegion::Box,
+            polygon_tolerance: 1.0,
+            update_interval_s: 5.0,
+            heartbeat_s: 60.0,
+            significant_iou: 0.7,
+            tracks: false,
+            tracks_every: 1,
+            mask_in_update: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Ping the systemd watchdog (when `WatchdogSec=` is set) while every camera's threads are alive.
+    pub watchdog: bool,
+    /// `<prefix>/stats` period, seconds.
+    pub stats_interval_s: f64,
+    /// Prometheus `/metrics` address; empty = off.
+    pub metrics_listen: String,
+    /// Spool of undelivered QoS >= 1 messages; empty = `$STATE_DIRECTORY/spool`, else
+    /// `$XDG_STATE_HOME/inspro/spool` (`~/.local/state/inspro/spool`).
+    pub spool_dir: String,
+    /// Spool bound; the oldest messages are dropped (and counted) beyond it.
+    pub spool_max_bytes: u64,
+    /// How long shutdown waits for the broker to acknowledge what is queued, seconds; what is
+    /// left stays in the spool for the next start.
+    pub shutdown_timeout_s: f64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            watchdog: true,
+            stats_interval_s: 30.0,
+            metrics_listen: "127.0.0.1:9464".into(),
+            spool_dir: String::new(),
+            spool_max_bytes: 64 * 1024 * 1024,
+            shutdown_timeout_s: 5.0,
+        }
+    }
+}

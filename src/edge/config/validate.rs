@@ -1,0 +1,398 @@
+//! `EdgeConfig::validate`: every check that needs no network or device, one function a section;
+//! the error names the field.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use super::schema::{
+    BackoffConfig, CameraConfig, EdgeConfig, EngineSection, ModelSection, MqttConfig,
+    PublishConfig, ServiceConfig, TlsConfig, MAX_DURATION_S, MAX_SHUTDOWN_S, MAX_SIDE,
+};
+use super::sources::BrokerAddr;
+use super::ConfigError;
+use crate::tracking::TrackerConfig;
+
+fn topic_safe(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn positive(field: &str, v: f64) -> Result<(), ConfigError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("{v} must be a positive number"),
+        ))
+    }
+}
+
+/// A finite number in `lo..=hi`.
+fn within(field: &str, v: f64, lo: f64, hi: f64) -> Result<(), ConfigError> {
+    if v.is_finite() && v >= lo && v <= hi {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("{} is not in {lo}..={hi}", short_number(v)),
+        ))
+    }
+}
+
+/// `v` as written by a person: plain up to 1e9, in exponent form beyond (1e300, not 301 digits).
+fn short_number(v: f64) -> String {
+    if v.is_finite() && v.abs() >= 1e9 {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
+}
+
+/// A finite number in `(0, hi]`.
+fn positive_upto(field: &str, v: f64, hi: f64) -> Result<(), ConfigError> {
+    positive(field, v)?;
+    within(field, v, 0.0, hi)
+}
+
+/// A whole number in `lo..=hi`.
+fn int_within<T>(field: &str, v: T, lo: T, hi: T) -> Result<(), ConfigError>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    if v >= lo && v <= hi {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("{v} is not in {lo}..={hi}"),
+        ))
+    }
+}
+
+fn readable(field: &str, p: &Path) -> Result<(), ConfigError> {
+    std::fs::File::open(p)
+        .map(|_| ())
+        .map_err(|e| ConfigError::new(field, format!("cannot read {}: {e}", p.display())))
+}
+
+impl EdgeConfig {
+    /// Every check that needs no network or device; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_model(&self.model, &self.engine)?;
+        validate_cameras(&self.cameras)?;
+        validate_tracking(&self.tracking)?;
+        validate_mqtt(&self.mqtt)?;
+        validate_publish(&self.publish)?;
+        validate_service(&self.service)
+    }
+}
+
+/// `[model]` and `[engine]`: the files exist, the model config parses, the provider is known.
+fn validate_model(model: &ModelSection, engine: &EngineSection) -> Result<(), ConfigError> {
+    readable("model.config", &model.config)?;
+    crate::model::ModelConfig::from_file(&model.config)
+        .map_err(|e| ConfigError::new("model.config", e.to_string()))?;
+    if let Some(w) = &model.weights {
+        readable("model.weights", w)?;
+    }
+    if let Some(p) = &engine.onnx {
+        readable("engine.onnx", p)?;
+    }
+    if !["cpu", "cuda", "tensorrt"].contains(&engine.provider.as_str()) {
+        return Err(ConfigError::new(
+            "engine.provider",
+            format!("`{}` is not cpu, cuda or tensorrt", engine.provider),
+        ));
+    }
+    Ok(())
+}
+
+/// Every `[[camera]]`: at least one, unique topic-safe names, each camera's fields.
+fn validate_cameras(cameras: &[CameraConfig]) -> Result<(), ConfigError> {
+    if cameras.is_empty() {
+        return Err(ConfigError::new(
+            "camera",
+            "no [[camera]] is configured; add at least one",
+        ));
+    }
+    let mut names = HashSet::new();
+    for (i, c) in cameras.iter().enumerate() {
+        validate_camera(i, c, &mut names)?;
+    }
+    Ok(())
+}
+
+/// One camera, `camera[i]`; `names` collects the names seen so far.
+fn validate_camera(
+    i: usize,
+    c: &CameraConfig,
+    names: &mut HashSet<String>,
+) -> Result<(), ConfigError> {
+    let f = |k: &str| format!("camera[{i}].{k}");
+    if !topic_safe(&c.name) {
+        return Err(ConfigError::new(
+            f("name"),
+            format!(
+                "`{}` must be non-empty letters, digits, '-' or '_' (it is an MQTT topic level)",
+                c.name
+            ),
+        ));
+    }
+    if !names.insert(c.name.clone()) {
+        return Err(ConfigError::new(
+            f("name"),
+            format!("`{}` is used by another camera", c.name),
+        ));
+    }
+    c.source().map_err(|r| ConfigError::new(f("uri"), r))?;
+    within(&f("fps"), c.fps, 0.0, 1000.0)?;
+    if c.width > MAX_SIDE || c.height > MAX_SIDE {
+        return Err(ConfigError::new(
+            f("width"),
+            format!("{}x{} is larger than {MAX_SIDE}", c.width, c.height),
+        ));
+    }
+    if c.rtsp_latency_ms > 60_000 {
+        return Err(ConfigError::new(
+            f("rtsp_latency_ms"),
+            format!("{} is above 60000", c.rtsp_latency_ms),
+        ));
+    }
+    if (c.width == 0) != (c.height == 0) {
+        return Err(ConfigError::new(
+            f("width"),
+            "set both width and height, or neither",
+        ));
+    }
+    if c.width != 0 && (c.width < 16 || c.height < 16 || c.width % 2 == 1 || c.height % 2 == 1) {
+        return Err(ConfigError::new(
+            f("width"),
+            format!("{}x{} must be even and at least 16x16", c.width, c.height),
+        ));
+    }
+    int_within(&f("queue"), c.queue, 1, 64)?;
+    positive_upto(&f("stall_timeout_s"), c.stall_timeout_s, 3600.0)?;
+    positive_upto(&f("jump_threshold_s"), c.jump_threshold_s, MAX_DURATION_S)?;
+    Ok(())
+}
+
+/// `[tracking]`: the tracker's own checks plus a bound on the lost-frame count.
+fn validate_tracking(tracking: &TrackerConfig) -> Result<(), ConfigError> {
+    tracking
+        .validate()
+        .map_err(|e| ConfigError::new(format!("tracking.{}", e.field), e.reason))?;
+    if tracking.max_lost_frames > 100_000 {
+        return Err(ConfigError::new(
+            "tracking.max_lost_frames",
+            "is above 100000 frames",
+        ));
+    }
+    Ok(())
+}
+
+/// `[mqtt]`: the URL, names and limits, then the backoff, the login and TLS.
+fn validate_mqtt(m: &MqttConfig) -> Result<(), ConfigError> {
+    let broker = m.broker().map_err(|r| ConfigError::new("mqtt.url", r))?;
+    validate_mqtt_session(m)?;
+    validate_backoff(&m.backoff)?;
+    validate_login(m)?;
+    validate_tls(&m.tls, &broker)
+}
+
+/// `mqtt.client_id`, `topic_prefix`, `qos`, `keep_alive_s`, `max_packet_size`, `inflight`.
+fn validate_mqtt_session(m: &MqttConfig) -> Result<(), ConfigError> {
+    if !topic_safe(&m.client_id.replace(['.', ':'], "")) || m.client_id.len() > 64 {
+        return Err(ConfigError::new(
+            "mqtt.client_id",
+            format!(
+                "`{}` must be 1..64 letters, digits, '-', '_', '.', ':'",
+                m.client_id
+            ),
+        ));
+    }
+    if m.topic_prefix.is_empty()
+        || m.topic_prefix.starts_with('/')
+        || m.topic_prefix.ends_with('/')
+        || m.topic_prefix.contains(['#', '+', '\0'])
+    {
+        return Err(ConfigError::new(
+            "mqtt.topic_prefix",
+            format!(
+                "`{}` must be non-empty, without '#', '+' or a leading/trailing '/'",
+                m.topic_prefix
+            ),
+        ));
+    }
+    for (k, q) in [
+        ("lifecycle", m.qos.lifecycle),
+        ("update", m.qos.update),
+        ("tracks", m.qos.tracks),
+        ("stats", m.qos.stats),
+    ] {
+        if q > 2 {
+            return Err(ConfigError::new(
+                format!("mqtt.qos.{k}"),
+                format!("{q} is not 0, 1 or 2"),
+            ));
+        }
+    }
+    int_within("mqtt.keep_alive_s", m.keep_alive_s, 5, 65535)?;
+    if m.max_packet_size < 4096 || m.max_packet_size > 256 * 1024 * 1024 {
+        return Err(ConfigError::new(
+            "mqtt.max_packet_size",
+            format!("{} is not in 4096..=268435456 bytes", m.max_packet_size),
+        ));
+    }
+    int_within("mqtt.inflight", m.inflight, 1, 1000)
+}
+
+/// `[mqtt.backoff]`.
+fn validate_backoff(b: &BackoffConfig) -> Result<(), ConfigError> {
+    positive_upto("mqtt.backoff.initial_s", b.initial_s, 3600.0)?;
+    positive_upto("mqtt.backoff.max_s", b.max_s, 3600.0)?;
+    if b.max_s < b.initial_s {
+        return Err(ConfigError::new(
+            "mqtt.backoff.max_s",
+            format!("{} is below initial_s {}", b.max_s, b.initial_s),
+        ));
+    }
+    if !(0.0..=1.0).contains(&b.jitter) {
+        return Err(ConfigError::new(
+            "mqtt.backoff.jitter",
+            format!("{} is not in [0, 1]", b.jitter),
+        ));
+    }
+    Ok(())
+}
+
+/// `mqtt.username` and `mqtt.password_file`.
+fn validate_login(m: &MqttConfig) -> Result<(), ConfigError> {
+    if m.username
+        .as_deref()
+        .is_some_and(|u| u.is_empty() || u.len() > 65535)
+    {
+        return Err(ConfigError::new(
+            "mqtt.username",
+            "must be 1..65535 bytes (leave it out for no login)",
+        ));
+    }
+    if m.password_file.is_some() && m.username.is_none() {
+        return Err(ConfigError::new(
+            "mqtt.username",
+            "a password is configured but no username",
+        ));
+    }
+    if let Some(p) = &m.password_file {
+        readable("mqtt.password_file", p)?;
+    }
+    Ok(())
+}
+
+/// `[mqtt.tls]`: readable PEM files, paired client cert and key, and an `mqtts://` URL to go
+/// with them.
+fn validate_tls(t: &TlsConfig, broker: &BrokerAddr) -> Result<(), ConfigError> {
+    for (k, p) in [
+        ("ca_file", &t.ca_file),
+        ("client_cert", &t.client_cert),
+        ("client_key", &t.client_key),
+    ] {
+        if let Some(p) = p {
+            readable(&format!("mqtt.tls.{k}"), p)?;
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            if !text.contains("-----BEGIN ") {
+                return Err(ConfigError::new(
+                    format!("mqtt.tls.{k}"),
+                    format!("{} is not a PEM file", p.display()),
+                ));
+            }
+        }
+    }
+    if t.client_cert.is_some() != t.client_key.is_some() {
+        return Err(ConfigError::new(
+            "mqtt.tls.client_key",
+            "client_cert and client_key go together",
+        ));
+    }
+    let wants_tls = broker.tls || t.ca_file.is_some() || t.client_cert.is_some();
+    if wants_tls && !broker.tls {
+        return Err(ConfigError::new(
+            "mqtt.url",
+            "TLS files are set: use an mqtts:// URL",
+        ));
+    }
+    if broker.tls {
+        crate::edge::tls::client_config(t)?;
+    }
+    Ok(())
+}
+
+/// `[publish]`.
+fn validate_publish(p: &PublishConfig) -> Result<(), ConfigError> {
+    if !(p.polygon_tolerance.is_finite() && p.polygon_tolerance >= 0.0) {
+        return Err(ConfigError::new(
+            "publish.polygon_tolerance",
+            "must be >= 0",
+        ));
+    }
+    within(
+        "publish.polygon_tolerance",
+        p.polygon_tolerance,
+        0.0,
+        1000.0,
+    )?;
+    within(
+        "publish.update_interval_s",
+        p.update_interval_s,
+        0.0,
+        MAX_DURATION_S,
+    )?;
+    within("publish.heartbeat_s", p.heartbeat_s, 0.0, MAX_DURATION_S)?;
+    if p.heartbeat_s > 0.0 && p.heartbeat_s < p.update_interval_s {
+        return Err(ConfigError::new(
+            "publish.heartbeat_s",
+            format!(
+                "{} is below update_interval_s {}",
+                p.heartbeat_s, p.update_interval_s
+            ),
+        ));
+    }
+    if !(0.0..=1.0).contains(&p.significant_iou) {
+        return Err(ConfigError::new(
+            "publish.significant_iou",
+            format!("{} is not in [0, 1]", p.significant_iou),
+        ));
+    }
+    int_within("publish.tracks_every", p.tracks_every, 1, 100_000)
+}
+
+/// `[service]`.
+fn validate_service(s: &ServiceConfig) -> Result<(), ConfigError> {
+    positive_upto(
+        "service.stats_interval_s",
+        s.stats_interval_s,
+        MAX_DURATION_S,
+    )?;
+    within(
+        "service.shutdown_timeout_s",
+        s.shutdown_timeout_s,
+        0.0,
+        MAX_SHUTDOWN_S,
+    )?;
+    if !s.metrics_listen.is_empty() {
+        s.metrics_listen.parse::<SocketAddr>().map_err(|e| {
+            ConfigError::new(
+                "service.metrics_listen",
+                format!("`{}`: {e} (use ip:port, or \"\" for off)", s.metrics_listen),
+            )
+        })?;
+    }
+    int_within(
+        "service.spool_max_bytes",
+        s.spool_max_bytes,
+        64 * 1024,
+        1 << 40,
+    )
+}

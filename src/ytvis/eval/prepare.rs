@@ -1,0 +1,282 @@
+//! `_prepare`: the inputs checked field by field and sorted into per-(video, category) cells of
+//! ground-truth and detected tracks.
+
+use std::collections::{HashMap, HashSet};
+
+use super::super::json::{GroundTruth, GtAnnotation, Video, VideoResult};
+use super::{mean_or_zero, sort_by_score, Cell, Prepared, Track, MAX_DETS};
+use crate::ytvis::error::YtvisError;
+use crate::ytvis::rle::Rle;
+
+impl Prepared {
+    pub(super) fn new(
+        gt: &GroundTruth,
+        gt_file: &str,
+        results: &[VideoResult],
+        results_file: &str,
+    ) -> Result<Self, YtvisError> {
+        let videos = index_videos(gt, gt_file)?;
+        let cat_ids = category_ids(gt, gt_file)?;
+        let mut cells: HashMap<(u64, u64), Cell> = HashMap::new();
+        let mut ann_ids = HashSet::new();
+        for (ai, ann) in gt.annotations.iter().enumerate() {
+            let track = gt_track(ann, ai, &videos, &cat_ids, &mut ann_ids, gt_file)?;
+            cells
+                .entry((ann.video_id, ann.category_id))
+                .or_default()
+                .gts
+                .push(track);
+        }
+        for (ri, res) in results.iter().enumerate() {
+            let track = result_track(res, ri, &videos, &cat_ids, results_file)?;
+            cells
+                .entry((res.video_id, res.category_id))
+                .or_default()
+                .dts
+                .push(track);
+        }
+        let max_det = MAX_DETS[MAX_DETS.len() - 1];
+        for cell in cells.values_mut() {
+            sort_by_score(&mut cell.dts, |t| t.score);
+            cell.dts.truncate(max_det);
+        }
+        let mut vid_ids: Vec<u64> = videos.keys().copied().collect();
+        vid_ids.sort_unstable();
+        let mut cats: Vec<(u64, String)> = gt
+            .categories
+            .iter()
+            .map(|c| (c.id, c.name.clone()))
+            .collect();
+        cats.sort_by_key(|c| c.0);
+        Ok(Prepared {
+            vid_ids,
+            cats,
+            cells,
+        })
+    }
+}
+
+/// The ground truth's videos by id: ids unique, as many file names as frames.
+fn index_videos<'a>(
+    gt: &'a GroundTruth,
+    gt_file: &str,
+) -> Result<HashMap<u64, &'a Video>, YtvisError> {
+    let mut videos = HashMap::new();
+    for (i, v) in gt.videos.iter().enumerate() {
+        if videos.insert(v.id, v).is_some() {
+            return Err(YtvisError::invalid(
+                gt_file,
+                format!("videos[{i}].id"),
+                format!("video id {} appears twice", v.id),
+            ));
+        }
+        if v.file_names.len() != v.length {
+            return Err(YtvisError::invalid(
+                gt_file,
+                format!("videos[{i}].file_names"),
+                format!(
+                    "{} file names but length is {}",
+                    v.file_names.len(),
+                    v.length
+                ),
+            ));
+        }
+    }
+    Ok(videos)
+}
+
+/// The ground truth's category ids, each once.
+fn category_ids(gt: &GroundTruth, gt_file: &str) -> Result<HashSet<u64>, YtvisError> {
+    let mut cat_ids = HashSet::new();
+    for (i, c) in gt.categories.iter().enumerate() {
+        if !cat_ids.insert(c.id) {
+            return Err(YtvisError::invalid(
+                gt_file,
+                format!("categories[{i}].id"),
+                format!("category id {} appears twice", c.id),
+            ));
+        }
+    }
+    Ok(cat_ids)
+}
+
+/// Ground-truth annotation `ai` as a track; `ann_ids` collects the ids seen so far.
+fn gt_track(
+    ann: &GtAnnotation,
+    ai: usize,
+    videos: &HashMap<u64, &Video>,
+    cat_ids: &HashSet<u64>,
+    ann_ids: &mut HashSet<u64>,
+    gt_file: &str,
+) -> Result<Track, YtvisError> {
+    let at = |field: &str| format!("annotations[{ai}].{field}");
+    if ann.id == 0 || !ann_ids.insert(ann.id) {
+        return Err(YtvisError::invalid(
+            gt_file,
+            at("id"),
+            format!(
+                "annotation id {} is {}; ytvoseval needs unique ids > 0",
+                ann.id,
+                if ann.id == 0 { "zero" } else { "repeated" }
+            ),
+        ));
+    }
+    let video = videos.get(&ann.video_id).ok_or_else(|| {
+        YtvisError::invalid(
+            gt_file,
+            at("video_id"),
+            format!("video {} is not in videos", ann.video_id),
+        )
+    })?;
+    if !cat_ids.contains(&ann.category_id) {
+        return Err(YtvisError::invalid(
+            gt_file,
+            at("category_id"),
+            format!("category {} is not in categories", ann.category_id),
+        ));
+    }
+    let (h, w) = (video.height, video.width);
+    check_frame_count(ann.segmentations.len(), video, gt_file, at("segmentations"))?;
+    let mut masks = Vec::with_capacity(video.length);
+    for (fi, seg) in ann.segmentations.iter().enumerate() {
+        let path = at(&format!("segmentations[{fi}]"));
+        let rle = match seg {
+            None => None,
+            Some(s) => s
+                .to_rle(h, w)
+                .map_err(|reason| YtvisError::invalid(gt_file, path.clone(), reason))?,
+        };
+        if let Some(r) = &rle {
+            check_size([r.h, r.w], video, gt_file, &path)?;
+        }
+        masks.push(rle);
+    }
+    let avg_area = match &ann.areas {
+        Some(areas) => {
+            check_frame_count(areas.len(), video, gt_file, at("areas"))?;
+            let l: Vec<f64> = areas
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|&a| a != 0.0)
+                .collect();
+            mean_or_zero(&l)
+        }
+        None => average_mask_area(&masks),
+    };
+    Ok(Track {
+        masks,
+        avg_area,
+        iscrowd: ann.iscrowd != 0,
+        score: 0.0,
+    })
+}
+
+/// Result `ri` as a track: a known video and category, a finite score, a mask per frame of the
+/// video's size.
+fn result_track(
+    res: &VideoResult,
+    ri: usize,
+    videos: &HashMap<u64, &Video>,
+    cat_ids: &HashSet<u64>,
+    results_file: &str,
+) -> Result<Track, YtvisError> {
+    let at = |field: &str| format!("[{ri}].{field}");
+    let video = videos.get(&res.video_id).ok_or_else(|| {
+        YtvisError::invalid(
+            results_file,
+            at("video_id"),
+            format!("video {} is not in the ground truth", res.video_id),
+        )
+    })?;
+    if !cat_ids.contains(&res.category_id) {
+        return Err(YtvisError::invalid(
+            results_file,
+            at("category_id"),
+            format!(
+                "category {} is not in the ground truth's categories",
+                res.category_id
+            ),
+        ));
+    }
+    if !res.score.is_finite() {
+        return Err(YtvisError::invalid(
+            results_file,
+            at("score"),
+            format!("score {} is not a finite number", res.score),
+        ));
+    }
+    check_frame_count(
+        res.segmentations.len(),
+        video,
+        results_file,
+        at("segmentations"),
+    )?;
+    let mut masks = Vec::with_capacity(video.length);
+    for (fi, seg) in res.segmentations.iter().enumerate() {
+        let path = at(&format!("segmentations[{fi}]"));
+        let rle =
+            match seg {
+                None => None,
+                Some(r) => {
+                    check_size(r.size, video, results_file, &path)?;
+                    Some(r.to_rle().map_err(|reason| {
+                        YtvisError::invalid(results_file, path.clone(), reason)
+                    })?)
+                }
+            };
+        masks.push(rle);
+    }
+    let avg_area = average_mask_area(&masks);
+    Ok(Track {
+        masks,
+        avg_area,
+        iscrowd: false,
+        score: res.score,
+    })
+}
+
+/// `avg_area` of a track: mean of its non-null, non-zero frame areas, 0 when there are none.
+fn average_mask_area(masks: &[Option<Rle>]) -> f64 {
+    let l: Vec<f64> = masks
+        .iter()
+        .flatten()
+        .map(|r| r.area() as f64)
+        .filter(|&a| a != 0.0)
+        .collect();
+    mean_or_zero(&l)
+}
+
+/// A per-frame list (at json path `field`) has one entry per frame of `video`.
+fn check_frame_count(
+    entries: usize,
+    video: &Video,
+    file: &str,
+    field: String,
+) -> Result<(), YtvisError> {
+    if entries != video.length {
+        return Err(YtvisError::invalid(
+            file,
+            field,
+            format!(
+                "{entries} entries but video {} has {} frames",
+                video.id, video.length
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A mask at json path `path` is `[height, width]` of `video`.
+fn check_size(size: [u32; 2], video: &Video, file: &str, path: &str) -> Result<(), YtvisError> {
+    let [rh, rw] = size;
+    let (h, w) = (video.height, video.width);
+    if (rh, rw) != (h, w) {
+        return Err(YtvisError::invalid(
+            file,
+            format!("{path}.size"),
+            format!("[{rh}, {rw}] but video {} is {h}x{w}", video.id),
+        ));
+    }
+    Ok(())
+}

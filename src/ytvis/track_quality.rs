@@ -1,0 +1,194 @@
+//! Track quality beyond AP: duplicate track pairs, each object's best track and its class, the
+//! per-frame oracle mask IoU and identity switches.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use super::eval::iou_seq;
+use super::json::{GroundTruth, VideoResult};
+use super::rle::Rle;
+
+/// Duplicate tracks: pairs of tracks of one video, both scoring at least `min_score`, whose
+/// spatio-temporal mask IoU is at least `min_iou` (what the box deduplication loss is meant to
+/// remove). A track is a distinct mask sequence: the (slot, class) results of one slot share
+/// theirs and are one track, scored by its best result, so a slot's second class is not its
+/// own duplicate. Results whose masks do not decode are skipped.
+pub fn count_duplicates(results: &[VideoResult], min_score: f64, min_iou: f64) -> usize {
+    let mut by_video: std::collections::BTreeMap<u64, Vec<Vec<Option<Rle>>>> = Default::default();
+    for r in results.iter().filter(|r| r.score >= min_score) {
+        let seq: Option<Vec<Option<Rle>>> = r
+            .segmentations
+            .iter()
+            .map(|s| match s {
+                None => Some(None),
+                Some(j) => j.to_rle().ok().map(Some),
+            })
+            .collect();
+        if let Some(seq) = seq {
+            by_video.entry(r.video_id).or_default().push(seq);
+        }
+    }
+    by_video
+        .values()
+        .map(|results| {
+            let tracks = distinct_tracks(results);
+            let mut n = 0;
+            for i in 0..tracks.len() {
+                for j in i + 1..tracks.len() {
+                    if iou_seq(tracks[i], tracks[j]) >= min_iou {
+                        n += 1;
+                    }
+                }
+            }
+            n
+        })
+        .sum()
+}
+
+/// The distinct mask sequences among a video's results, in first-seen order: the (slot, class)
+/// results of one slot share their masks, so each sequence is one slot's track.
+fn distinct_tracks<'a>(
+    seqs: impl IntoIterator<Item = &'a Vec<Option<Rle>>>,
+) -> Vec<&'a Vec<Option<Rle>>> {
+    let mut seen: HashSet<&Vec<Option<Rle>>> = HashSet::new();
+    seqs.into_iter().filter(|d| seen.insert(d)).collect()
+}
+
+/// How tracks relate to objects, beyond AP: for every ground-truth object, the result of its
+/// video with the highest spatio-temporal mask IoU (any score) and whether its class is right;
+/// and the duplicate pairs ([`count_duplicates`]) per object.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrackQuality {
+    pub objects: usize,
+    /// Share of objects whose best-overlapping track has the object's category.
+    pub best_track_class_accuracy: f64,
+    /// Mean spatio-temporal IoU of each object's best-overlapping track.
+    pub best_track_iou: f64,
+    /// Masks apart from tracking: for every frame where an object is visible, the best mask IoU
+    /// of any result of its video in that frame (what perfect tracking would get), averaged
+    /// over these object-frames, and the share of them at IoU ≥ 0.75.
+    pub frame_oracle_iou: f64,
+    pub frame_oracle_iou_075: f64,
+    /// Identity switches (CLEAR-MOT's IDSW over tracks = distinct mask sequences, the results
+    /// of one slot sharing theirs, regardless of score): an object keeps its track while that
+    /// track's mask IoU with it stays ≥ 0.5; when it does not, the best track at IoU ≥ 0.5
+    /// takes over, and a different one than before is a switch (frames without one skipped).
+    pub id_switches: usize,
+    pub id_switches_per_object: f64,
+    pub duplicate_min_score: f64,
+    pub duplicate_min_iou: f64,
+    pub duplicate_pairs: usize,
+    pub duplicates_per_object: f64,
+}
+
+/// [`TrackQuality`] of `results` against `gt`. Masks that do not decode count as empty.
+pub fn track_quality(
+    gt: &GroundTruth,
+    results: &[VideoResult],
+    dup_score: f64,
+    dup_iou: f64,
+) -> TrackQuality {
+    let decode_results = |video: u64| -> Vec<(u64, Vec<Option<Rle>>)> {
+        results
+            .iter()
+            .filter(|r| r.video_id == video)
+            .map(|r| {
+                let seq = r
+                    .segmentations
+                    .iter()
+                    .map(|s| s.as_ref().and_then(|j| j.to_rle().ok()))
+                    .collect();
+                (r.category_id, seq)
+            })
+            .collect()
+    };
+    let (mut objects, mut right, mut iou_sum) = (0usize, 0usize, 0f64);
+    let (mut object_frames, mut oracle_sum, mut oracle_075) = (0usize, 0f64, 0usize);
+    let mut id_switches = 0usize;
+    for v in &gt.videos {
+        let tracks = decode_results(v.id);
+        let distinct = distinct_tracks(tracks.iter().map(|(_, d)| d));
+        for a in gt.annotations.iter().filter(|a| a.video_id == v.id) {
+            let g: Vec<Option<Rle>> = a
+                .segmentations
+                .iter()
+                .map(|s| {
+                    s.as_ref()
+                        .and_then(|s| s.to_rle(v.height, v.width).ok().flatten())
+                })
+                .collect();
+            objects += 1;
+            let mut held: Option<usize> = None;
+            for (f, g) in g.iter().enumerate() {
+                let Some(g) = g.as_ref().filter(|g| g.area() > 0) else {
+                    continue;
+                };
+                let ious: Vec<f64> = distinct
+                    .iter()
+                    .map(|d| {
+                        d.get(f)
+                            .and_then(|m| m.as_ref())
+                            .and_then(|m| Rle::intersection_union(m, g))
+                            .map_or(0.0, |(i, u)| if u > 0 { i as f64 / u as f64 } else { 0.0 })
+                    })
+                    .collect();
+                let (best, track) = ious.iter().enumerate().fold(
+                    (0.0, None),
+                    |acc: (f64, Option<usize>), (k, &iou)| {
+                        if iou > acc.0 {
+                            (iou, Some(k))
+                        } else {
+                            acc
+                        }
+                    },
+                );
+                object_frames += 1;
+                oracle_sum += best;
+                oracle_075 += usize::from(best >= 0.75);
+                // CLEAR-MOT: the object keeps its track while that track still covers it.
+                if held.is_some_and(|h| ious[h] >= 0.5) {
+                    continue;
+                }
+                if let Some(k) = track.filter(|_| best >= 0.5) {
+                    id_switches += usize::from(held.is_some());
+                    held = Some(k);
+                }
+            }
+            let best = tracks.iter().map(|(c, d)| (iou_seq(d, &g), *c)).fold(
+                None,
+                |acc: Option<(f64, u64)>, x| match acc {
+                    Some(a) if a.0 >= x.0 => Some(a),
+                    _ => Some(x),
+                },
+            );
+            if let Some((iou, class)) = best {
+                iou_sum += iou;
+                if class == a.category_id && iou > 0.0 {
+                    right += 1;
+                }
+            }
+        }
+    }
+    let duplicate_pairs = count_duplicates(results, dup_score, dup_iou);
+    let per = |x: f64| {
+        if objects == 0 {
+            0.0
+        } else {
+            x / objects as f64
+        }
+    };
+    TrackQuality {
+        objects,
+        best_track_class_accuracy: per(right as f64),
+        best_track_iou: per(iou_sum),
+        frame_oracle_iou: oracle_sum / object_frames.max(1) as f64,
+        frame_oracle_iou_075: oracle_075 as f64 / object_frames.max(1) as f64,
+        id_switches,
+        id_switches_per_object: per(id_switches as f64),
+        duplicate_min_score: dup_score,
+        duplicate_min_iou: dup_iou,
+        duplicate_pairs,
+        duplicates_per_object: per(duplicate_pairs as f64),
+    }
+}
