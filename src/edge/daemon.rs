@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use crate::edge::config::{self, ConfigError, EdgeConfig, PublishConfig};
 use crate::edge::engine::{build_engine, EngineBuildError};
 use crate::edge::events::{EventBuilder, EventBuilderOptions, FrameInfo};
-use crate::edge::ingest::{spawn_source, Item, SourceOptions};
+use crate::edge::ingest::{spawn_source, Frame, Item, SourceOptions};
 use crate::edge::metrics::{CameraMetrics, Metrics};
 use crate::edge::mqtt::Outbox;
-use crate::edge::overlay::{draw, OverlayWriter};
+use crate::edge::overlay::OverlayWriter;
 use crate::edge::queue::FrameQueue;
 use crate::edge::spool::Spool;
 use crate::edge::state::{OpenTracks, StateFile};
@@ -140,6 +140,16 @@ fn run_id() -> String {
     format!("{ms:x}{:04x}", std::process::id() & 0xffff)
 }
 
+/// What an engine thread carries from frame to frame.
+struct StreamLoop {
+    proc: StreamProcessor,
+    seen_gen: u64,
+    last_pts: Option<u64>,
+    last_info: FrameInfo,
+    frame_index: u64,
+    errors_logged: u32,
+}
+
 struct EngineThread {
     name: String,
     engine: Arc<dyn Engine>,
@@ -175,30 +185,24 @@ impl EngineThread {
     fn run(mut self) {
         let span = tracing::info_span!("stream", camera = %self.name);
         let _g = span.enter();
-        let mut proc = StreamProcessor::new(self.engine.clone(), self.tracker);
-        let mut seen_gen = 0;
-        let mut last_pts: Option<u64> = None;
-        let mut last_info = FrameInfo {
-            index: 0,
-            pts_ns: None,
-            width: 0,
-            height: 0,
+        let mut st = StreamLoop {
+            proc: StreamProcessor::new(self.engine.clone(), self.tracker),
+            seen_gen: 0,
+            last_pts: None,
+            last_info: FrameInfo {
+                index: 0,
+                pts_ns: None,
+                width: 0,
+                height: 0,
+            },
+            frame_index: 0,
+            errors_logged: 0,
         };
-        let mut frame_index = 0u64;
-        let mut errors_logged = 0u32;
-        let now_ms = |m: &Metrics| m.now_ms();
         loop {
             self.cam
                 .engine_alive_ms
-                .store(now_ms(&self.metrics), Relaxed);
-            let g = self.hot.generation.load(Relaxed);
-            if g != seen_gen {
-                seen_gen = g;
-                let (t, p) = self.hot.get();
-                proc.tracker_mut().set_config(t);
-                self.builder.set_config(p);
-                tracing::info!("tracking and publish settings reloaded");
-            }
+                .store(self.metrics.now_ms(), Relaxed);
+            self.reload_if_changed(&mut st);
             if self.token.is_cancelled() {
                 break;
             }
@@ -208,107 +212,134 @@ impl EngineThread {
             self.cam.queue_depth.store(self.queue.len() as u64, Relaxed);
             match item {
                 Item::Restart { reason } => {
-                    let ended = proc.reset();
-                    last_pts = None;
+                    let ended = st.proc.reset();
+                    st.last_pts = None;
                     self.cam.state_resets.fetch_add(1, Relaxed);
                     tracing::info!(reason = %reason, ended = ended.len(), "stream restarted: state reset");
-                    self.emit(&ended, None, &last_info);
-                    self.persist(&last_info);
+                    self.emit(&ended, None, &st.last_info);
+                    self.persist(&st.last_info);
                 }
                 Item::Eos => {
-                    tracing::info!(frames = frame_index, "end of stream");
+                    tracing::info!(frames = st.frame_index, "end of stream");
                     break;
                 }
-                Item::Frame(frame) => {
-                    self.cam
-                        .wait_us
-                        .fetch_add(frame.arrived.elapsed().as_micros() as u64, Relaxed);
-                    if let (Some(p), Some(lp)) = (frame.pts_ns, last_pts) {
-                        if p < lp || p - lp > self.jump_ns {
-                            let ended = proc.reset();
-                            self.cam.state_resets.fetch_add(1, Relaxed);
-                            tracing::info!(
-                                from_s = lp as f64 / 1e9,
-                                to_s = p as f64 / 1e9,
-                                ended = ended.len(),
-                                "timestamp jump: state reset"
-                            );
-                            self.emit(&ended, None, &last_info);
-                        }
-                    }
-                    last_pts = frame.pts_ns.or(last_pts);
-                    let t0 = Instant::now();
-                    let overlay = self.overlay.is_some();
-                    let res = frame.with_rgb(|fr| {
-                        let r = proc.process(&fr);
-                        let drawn = match (&r, overlay) {
-                            (Ok(p), true) => {
-                                let open: Vec<_> = proc.tracker().active().collect();
-                                Some(draw(&fr, &p.output, &open, &[]))
-                            }
-                            _ => None,
-                        };
-                        (r, drawn, fr.width, fr.height)
-                    });
-                    let (res, drawn, w, h) = match res {
-                        Ok(v) => v,
-                        Err(e) => {
-                            self.cam.engine_errors.fetch_add(1, Relaxed);
-                            tracing::warn!(error = %e, "cannot read the frame");
-                            continue;
-                        }
-                    };
-                    self.cam
-                        .infer_us
-                        .fetch_add(t0.elapsed().as_micros() as u64, Relaxed);
-                    let processed = match res {
-                        Ok(p) => p,
-                        Err(e) => {
-                            self.cam.engine_errors.fetch_add(1, Relaxed);
-                            if errors_logged < 10 {
-                                errors_logged += 1;
-                                tracing::warn!(error = %e, "engine failed on a frame");
-                            }
-                            continue;
-                        }
-                    };
-                    self.cam.frames_processed.fetch_add(1, Relaxed);
-                    let info = FrameInfo {
-                        index: frame_index,
-                        pts_ns: frame.pts_ns,
-                        width: w,
-                        height: h,
-                    };
-                    frame_index += 1;
-                    let t1 = Instant::now();
-                    if !processed.reset_events.is_empty() {
-                        self.cam.state_resets.fetch_add(1, Relaxed);
-                        self.emit(&processed.reset_events, None, &info);
-                    }
-                    self.emit(&processed.events, Some(&processed.output), &info);
-                    if let Some(m) = self.builder.tracks_message(proc.tracker().active(), &info) {
-                        self.outbox.push([m]);
-                    }
-                    self.cam
-                        .tracks_active
-                        .store(proc.tracker().active().count() as u64, Relaxed);
-                    self.cam
-                        .encode_us
-                        .fetch_add(t1.elapsed().as_micros() as u64, Relaxed);
-                    if let (Some(ov), Some(rgb)) = (self.overlay.as_mut(), drawn) {
-                        if let Err(e) = ov.push(info.index, rgb, w, h) {
-                            tracing::warn!(error = %e, "overlay video failed; no more overlay");
-                            self.overlay = None;
-                        }
-                    }
-                    self.persist(&info);
-                    last_info = info;
-                }
+                Item::Frame(frame) => self.on_frame(&mut st, frame),
             }
         }
-        // End every open track: these go out before `stopped`.
-        let ended = proc.reset();
-        self.emit(&ended, None, &last_info);
+        self.finish(&mut st);
+    }
+
+    /// Apply SIGHUP's tracking and publish settings once per generation.
+    fn reload_if_changed(&mut self, st: &mut StreamLoop) {
+        let g = self.hot.generation.load(Relaxed);
+        if g != st.seen_gen {
+            st.seen_gen = g;
+            let (t, p) = self.hot.get();
+            st.proc.tracker_mut().set_config(t);
+            self.builder.set_config(p);
+            tracing::info!("tracking and publish settings reloaded");
+        }
+    }
+
+    /// A timestamp jump (backwards, or forward by more than `jump_threshold_s`) resets the state.
+    fn reset_on_jump(&mut self, st: &mut StreamLoop, pts_ns: Option<u64>) {
+        if let (Some(p), Some(lp)) = (pts_ns, st.last_pts) {
+            if p < lp || p - lp > self.jump_ns {
+                let ended = st.proc.reset();
+                self.cam.state_resets.fetch_add(1, Relaxed);
+                tracing::info!(
+                    from_s = lp as f64 / 1e9,
+                    to_s = p as f64 / 1e9,
+                    ended = ended.len(),
+                    "timestamp jump: state reset"
+                );
+                self.emit(&ended, None, &st.last_info);
+            }
+        }
+        st.last_pts = pts_ns.or(st.last_pts);
+    }
+
+    /// One decoded frame: engine and tracks, events, the tracks message, overlay, state file.
+    fn on_frame(&mut self, st: &mut StreamLoop, frame: Frame) {
+        self.cam
+            .wait_us
+            .fetch_add(frame.arrived.elapsed().as_micros() as u64, Relaxed);
+        self.reset_on_jump(st, frame.pts_ns);
+        let t0 = Instant::now();
+        let overlay = self.overlay.as_ref();
+        let proc = &mut st.proc;
+        let res = frame.with_rgb(|fr| {
+            let r = proc.process(&fr);
+            let drawn = match (&r, overlay) {
+                (Ok(p), Some(ov)) => {
+                    let open: Vec<_> = proc.tracker().active().collect();
+                    Some(ov.draw(&fr, &p.output, &open))
+                }
+                _ => None,
+            };
+            (r, drawn, fr.width, fr.height)
+        });
+        let (res, drawn, w, h) = match res {
+            Ok(v) => v,
+            Err(e) => {
+                self.cam.engine_errors.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, "cannot read the frame");
+                return;
+            }
+        };
+        self.cam
+            .infer_us
+            .fetch_add(t0.elapsed().as_micros() as u64, Relaxed);
+        let processed = match res {
+            Ok(p) => p,
+            Err(e) => {
+                self.cam.engine_errors.fetch_add(1, Relaxed);
+                if st.errors_logged < 10 {
+                    st.errors_logged += 1;
+                    tracing::warn!(error = %e, "engine failed on a frame");
+                }
+                return;
+            }
+        };
+        self.cam.frames_processed.fetch_add(1, Relaxed);
+        let info = FrameInfo {
+            index: st.frame_index,
+            pts_ns: frame.pts_ns,
+            width: w,
+            height: h,
+        };
+        st.frame_index += 1;
+        let t1 = Instant::now();
+        if !processed.reset_events.is_empty() {
+            self.cam.state_resets.fetch_add(1, Relaxed);
+            self.emit(&processed.reset_events, None, &info);
+        }
+        self.emit(&processed.events, Some(&processed.output), &info);
+        let tracker = st.proc.tracker();
+        if let Some(m) = self.builder.tracks_message(tracker.active(), &info) {
+            self.outbox.push([m]);
+        }
+        self.cam
+            .tracks_active
+            .store(tracker.active().count() as u64, Relaxed);
+        self.cam
+            .encode_us
+            .fetch_add(t1.elapsed().as_micros() as u64, Relaxed);
+        if let (Some(ov), Some(rgb)) = (self.overlay.as_mut(), drawn) {
+            if let Err(e) = ov.push(info.index, rgb, w, h) {
+                tracing::warn!(error = %e, "overlay video failed; no more overlay");
+                self.overlay = None;
+            }
+        }
+        self.persist(&info);
+        st.last_info = info;
+    }
+
+    /// End every open track (these go out before `stopped`), remove the state file, write the
+    /// overlay.
+    fn finish(&mut self, st: &mut StreamLoop) {
+        let ended = st.proc.reset();
+        self.emit(&ended, None, &st.last_info);
         self.state.remove();
         self.cam.tracks_active.store(0, Relaxed);
         if let Some(ov) = self.overlay.take() {
@@ -386,7 +417,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let names: Vec<String> = cfg.cameras.iter().map(|c| c.name.clone()).collect();
     let metrics = Arc::new(Metrics::new(
         &names,
-        built.model.name.clone(),
+        built.config().name.clone(),
         built.description.clone(),
         built.random_weights,
     ));
@@ -402,9 +433,9 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
     rt.block_on(async_main(DaemonParts {
         cfg,
         opts,
-        engine: built.engine,
-        input_size: built.model.input_size,
-        class_names: built.model.class_names.clone(),
+        engine: built.engine.clone(),
+        input_size: built.config().input_size,
+        class_names: built.config().class_names.clone(),
         password: password.map(|(s, _)| s),
         spool,
         gone_status_topics,
@@ -500,7 +531,7 @@ fn start_camera(
         overlay: start
             .overlay_dir
             .as_ref()
-            .map(|d| OverlayWriter::new(d, &cam_cfg.name)),
+            .map(|d| OverlayWriter::new(d, &cam_cfg.name, start.class_names.to_vec())),
         token: start.root.clone(),
         state: StateFile::new(&cfg.service.spool_path(), &cam_cfg.name),
         topic_prefix: cfg.mqtt.topic_prefix.clone(),

@@ -3,23 +3,10 @@
 //! configuration error naming the field (exit 78).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use crate::edge::config::{ConfigError, EngineKind, EngineSection, ModelSection};
-use crate::model::ModelConfig;
-use crate::runtime::factory::{self, EngineSpec};
-use crate::runtime::{Engine, OrtOptions};
-
-pub struct BuiltEngine {
-    pub engine: Arc<dyn Engine>,
-    pub model: ModelConfig,
-    /// No trained weights were found: detections are meaningless.
-    pub random_weights: bool,
-    /// For logs and stats: engine name plus weights.
-    pub description: String,
-    /// Keeps a temporary export alive as long as the engine.
-    _built: factory::BuiltEngine,
-}
+use crate::edge::config::{ConfigError, EngineSection, ModelSection};
+use crate::runtime::factory::{self, BuiltEngine, EngineSpec};
+use crate::runtime::OrtOptions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineBuildError {
@@ -48,10 +35,7 @@ pub fn engine_spec(
         .parse()
         .map_err(|r: String| ConfigError::new("engine.provider", r))?;
     Ok(EngineSpec {
-        kind: match engine.kind {
-            EngineKind::Candle => factory::EngineKind::Candle,
-            EngineKind::Onnxruntime => factory::EngineKind::Onnxruntime,
-        },
+        kind: engine.kind,
         model: Some(model.config.clone()),
         weights: model.weights.clone(),
         default_weights: true,
@@ -71,20 +55,13 @@ pub fn build_engine(
     engine: &EngineSection,
 ) -> Result<BuiltEngine, EngineBuildError> {
     let spec = engine_spec(model, engine)?;
-    let built = factory::build_engine(&spec).map_err(|e| {
+    factory::build_engine(&spec).map_err(|e| {
         let field = match e.field {
             "model" => "model.config",
             "weights" => "model.weights",
             "provider" => "engine.provider",
             _ => "engine.onnx",
         };
-        ConfigError::new(field, e.reason)
-    })?;
-    Ok(BuiltEngine {
-        engine: built.engine.clone(),
-        model: built.config().clone(),
-        random_weights: built.random_weights,
-        description: built.description.clone(),
-        _built: built,
+        EngineBuildError::Config(ConfigError::new(field, e.reason))
     })
 }

@@ -20,7 +20,7 @@ use crate::edge::config::{BackoffConfig, CameraConfig, SourceUri};
 use crate::edge::metrics::{CameraMetrics, Metrics, SourceStatus};
 use crate::edge::mqtt::Backoff;
 use crate::edge::queue::{FrameQueue, Pushed, QueueItem};
-use crate::model::FrameRef;
+use crate::frame::FrameRef;
 
 /// A decoded RGB frame (the GStreamer sample is kept: no copy until the engine reads it).
 pub struct Frame {
@@ -31,7 +31,7 @@ pub struct Frame {
 
 /// Why a frame's pixels cannot be read.
 #[derive(Debug, thiserror::Error)]
-pub enum FrameError {
+pub enum SampleError {
     #[error("sample without caps")]
     NoCaps,
     #[error("sample without buffer")]
@@ -51,16 +51,16 @@ pub enum FrameError {
 
 impl Frame {
     /// Read the pixels through `VideoFrameRef` and the plane stride (rows are padded to 4 bytes).
-    pub fn with_rgb<R>(&self, f: impl FnOnce(FrameRef<'_>) -> R) -> Result<R, FrameError> {
-        let caps = self.sample.caps().ok_or(FrameError::NoCaps)?;
-        let info = gst_video::VideoInfo::from_caps(caps).map_err(FrameError::Info)?;
-        let buffer = self.sample.buffer().ok_or(FrameError::NoBuffer)?;
+    pub fn with_rgb<R>(&self, f: impl FnOnce(FrameRef<'_>) -> R) -> Result<R, SampleError> {
+        let caps = self.sample.caps().ok_or(SampleError::NoCaps)?;
+        let info = gst_video::VideoInfo::from_caps(caps).map_err(SampleError::Info)?;
+        let buffer = self.sample.buffer().ok_or(SampleError::NoBuffer)?;
         let vf = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
-            .map_err(FrameError::Map)?;
+            .map_err(SampleError::Map)?;
         if vf.format() != gst_video::VideoFormat::Rgb {
-            return Err(FrameError::Format { got: vf.format() });
+            return Err(SampleError::Format { got: vf.format() });
         }
-        let data = vf.plane_data(0).map_err(FrameError::Plane)?;
+        let data = vf.plane_data(0).map_err(SampleError::Plane)?;
         let stride = vf.plane_stride()[0] as usize;
         Ok(f(FrameRef {
             width: vf.width() as usize,

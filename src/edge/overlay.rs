@@ -10,36 +10,34 @@ use crate::runtime::FrameOutput;
 use crate::tracking::Track;
 use crate::video::{VideoWriter, WriterOptions};
 
-/// The tracks seen on this frame drawn onto a packed RGB copy of it, labelled with
-/// `class_names` (the class index where a name is missing).
-pub fn draw(
-    frame: &FrameRef<'_>,
-    out: &FrameOutput,
-    tracks: &[&Track],
-    class_names: &[String],
-) -> Vec<u8> {
-    let marks = render::track_marks(out, tracks, |c| {
-        class_names.get(c).cloned().unwrap_or_else(|| c.to_string())
-    });
-    render::draw_rgb(frame.to_packed(), frame.width, frame.height, &marks)
-}
-
 /// Overlay video + contact sheet for one camera.
 pub struct OverlayWriter {
     video: PathBuf,
     sheet_path: PathBuf,
     writer: Option<VideoWriter>,
     sheet: ContactSheet,
+    class_names: Vec<String>,
 }
 
 impl OverlayWriter {
-    pub fn new(dir: &Path, camera: &str) -> Self {
+    pub fn new(dir: &Path, camera: &str, class_names: Vec<String>) -> Self {
         Self {
+            class_names,
             video: dir.join(format!("{camera}-overlay.mkv")),
             sheet_path: dir.join(format!("{camera}-sheet.png")),
             writer: None,
             sheet: ContactSheet::new(16),
         }
+    }
+
+    /// The tracks seen on this frame drawn onto a packed RGB copy of it, labelled with their
+    /// class names (the class index where a name is missing).
+    pub fn draw(&self, frame: &FrameRef<'_>, out: &FrameOutput, tracks: &[&Track]) -> Vec<u8> {
+        let names = &self.class_names;
+        let marks = render::track_marks(out, tracks, |c| {
+            names.get(c).cloned().unwrap_or_else(|| c.to_string())
+        });
+        render::draw_rgb(frame.to_packed(), frame.width, frame.height, &marks)
     }
 
     /// Add frame `index` (packed RGB, `w` x `h`); the video keeps the first frame's size.

@@ -6,8 +6,7 @@ pub mod stream;
 pub mod tracks;
 pub mod video;
 
-// The state moved down to the runtime; these paths stay for callers.
-pub use crate::runtime::state;
+// The state lives in the runtime; these paths stay for callers.
 pub use crate::runtime::{FrameOutput, StreamState};
 pub use stream::{box_crop_rle, full_frame_rle, ProcessedFrame, StreamProcessor};
 pub use tracks::{Track, TrackEvent, TrackState, Tracker, TrackerConfig, TrackerConfigError};

@@ -9,7 +9,8 @@ use candle_core::{Device, Tensor};
 
 use super::matching::GtObject;
 use super::TrainError;
-use crate::model::preprocess::{preprocess, FrameGeometry, FrameRef, SIZE_DIVISIBILITY};
+use crate::frame::FrameRef;
+use crate::model::preprocess::{preprocess, FrameGeometry, SIZE_DIVISIBILITY};
 use crate::model::weights::SplitMix64;
 use crate::model::ModelConfig;
 use crate::tracking::video::category_ids;

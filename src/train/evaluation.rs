@@ -5,7 +5,8 @@ use std::collections::HashSet;
 
 use super::data::Dataset;
 use super::TrainError;
-use crate::model::{FrameRef, InsPro};
+use crate::frame::FrameRef;
+use crate::model::InsPro;
 use crate::tracking::{ResultOptions, VideoAccumulator};
 use crate::ytvis::eval::{track_quality, TrackQuality};
 use crate::ytvis::EvalSummary;

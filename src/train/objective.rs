@@ -16,7 +16,7 @@ use super::trainer::Mechanisms;
 use super::TrainError;
 use crate::model::weights::SplitMix64;
 use crate::model::{FrameOptions, InsPro, MaskSchedule, StageSchedule};
-use crate::tracking::state::clip_box;
+use crate::runtime::state::clip_box;
 
 /// Loss parts of one clip (summed over stages, averaged over frames), for logs.
 #[derive(Debug, Clone, Copy, Default, Serialize)]

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::data::{make_stream_video, synth_category_ids, VideoData};
 use super::trainer::SynthSpec;
 use super::TrainError;
-use crate::model::preprocess::{preprocess, FrameGeometry, FrameRef};
+use crate::frame::FrameRef;
+use crate::model::preprocess::{preprocess, FrameGeometry};
 use crate::model::InsPro;
 
 /// `[probe]` of a training config.

@@ -42,12 +42,8 @@ impl Default for ModelSection {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EngineKind {
-    Candle,
-    Onnxruntime,
-}
+/// `[engine] kind`: `candle` or `onnxruntime`, the runtime's one engine enum.
+pub use crate::runtime::EngineKind;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
