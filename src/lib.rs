@@ -8,6 +8,7 @@
 pub mod export;
 pub mod frame;
 pub mod model;
+pub mod names;
 pub mod render;
 pub mod rng;
 pub mod runtime;

@@ -3,6 +3,7 @@
 
 use super::graph::{Attr, Graph};
 use super::{ExportError, Weights};
+use crate::model::nn::ConvSpec;
 use crate::model::{BackboneKind, ModelConfig};
 
 /// C2..C5 value names.
@@ -19,13 +20,8 @@ pub struct ConvExport<'a> {
     pub prefix: &'a str,
     /// Key prefix of the BatchNorm after it (`weight`, `bias`, `running_mean`, `running_var`).
     pub norm: Option<&'a str>,
-    pub in_channels: usize,
-    pub out_channels: usize,
-    pub kernel: usize,
-    pub stride: usize,
-    pub padding: usize,
-    pub bias: bool,
-    pub relu: bool,
+    /// The same shape and options as the candle layer.
+    pub spec: ConvSpec,
 }
 
 /// A conv with its bias and norm folded (`nn::Conv2d::fold`: scale = γ / √(var + ε),
@@ -34,16 +30,17 @@ pub fn conv(
     g: &mut Graph,
     w: &Weights,
     x: &str,
-    spec: &ConvExport<'_>,
+    conv_export: &ConvExport<'_>,
 ) -> Result<String, ExportError> {
+    let (prefix, spec) = (conv_export.prefix, &conv_export.spec);
     let (cin, cout, k) = (spec.in_channels, spec.out_channels, spec.kernel);
-    let mut weight = w.get(&format!("{}.weight", spec.prefix), &[cout, cin, k, k])?;
+    let mut weight = w.get(&format!("{}.weight", prefix), &[cout, cin, k, k])?;
     let mut bias = if spec.bias {
-        w.get(&format!("{}.bias", spec.prefix), &[cout])?
+        w.get(&format!("{}.bias", prefix), &[cout])?
     } else {
         vec![0f32; cout]
     };
-    if let Some(norm) = spec.norm {
+    if let Some(norm) = conv_export.norm {
         let get = |name: &str| w.get(&format!("{norm}.{name}"), &[cout]);
         let (gamma, beta, mean, var) = (
             get("weight")?,
@@ -60,12 +57,8 @@ pub fn conv(
             bias[o] = bias[o] * scale + (beta[o] - mean[o] * scale);
         }
     }
-    let wn = g.init_f32(
-        &format!("{}.weight", spec.prefix),
-        &[cout, cin, k, k],
-        &weight,
-    );
-    let bn = g.init_f32(&format!("{}.bias", spec.prefix), &[cout], &bias);
+    let wn = g.init_f32(&format!("{}.weight", prefix), &[cout, cin, k, k], &weight);
+    let bn = g.init_f32(&format!("{}.bias", prefix), &[cout], &bias);
     let (p, s) = (spec.padding as i64, spec.stride as i64);
     let y = g.op(
         "Conv",
@@ -95,13 +88,7 @@ fn conv_bn(
         &ConvExport {
             prefix,
             norm: Some(&norm),
-            in_channels: cin,
-            out_channels: cout,
-            kernel: k,
-            stride,
-            padding: k / 2,
-            bias: false,
-            relu,
+            spec: ConvSpec::same(cin, cout, k, stride).with_relu(relu),
         },
     )
 }
@@ -212,13 +199,9 @@ fn tiny(
             &ConvExport {
                 prefix: &prefix,
                 norm: None,
-                in_channels: cin,
-                out_channels: cout,
-                kernel: 3,
-                stride,
-                padding: 1,
-                bias: true,
-                relu: true,
+                spec: ConvSpec::same(cin, cout, 3, stride)
+                    .with_bias()
+                    .with_relu(true),
             },
         )
     };

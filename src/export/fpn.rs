@@ -4,6 +4,7 @@
 use super::backbone::{conv, ConvExport, TrunkValues};
 use super::graph::{Attr, Graph};
 use super::{ExportError, Weights};
+use crate::model::nn::ConvSpec;
 use crate::model::ModelConfig;
 
 /// P2..P5 value names, each (1, C, Hp/s, Wp/s).
@@ -30,13 +31,7 @@ pub fn export(
             &ConvExport {
                 prefix: &prefix,
                 norm: None,
-                in_channels: cins[i],
-                out_channels: ch,
-                kernel: 1,
-                stride: 1,
-                padding: 0,
-                bias: true,
-                relu: false,
+                spec: ConvSpec::same(cins[i], ch, 1, 1).with_bias(),
             },
         )
     };
@@ -49,13 +44,7 @@ pub fn export(
             &ConvExport {
                 prefix: &prefix,
                 norm: None,
-                in_channels: ch,
-                out_channels: ch,
-                kernel: 3,
-                stride: 1,
-                padding: 1,
-                bias: true,
-                relu: false,
+                spec: ConvSpec::same(ch, ch, 3, 1).with_bias(),
             },
         )
     };

@@ -10,6 +10,7 @@ use super::graph::Graph;
 use super::head::{level_masks, select_by_level};
 use super::{ExportError, Weights};
 use crate::model::mask::{aligned_bilinear_matrix, MASK_OUT_STRIDE, REL_COORD_SOI};
+use crate::model::nn::ConvSpec;
 use crate::model::ModelConfig;
 
 /// `aligned_bilinear(x, factor)` on the last two dims of x (..., h, w) → (..., f·h, f·w):
@@ -51,13 +52,7 @@ pub fn export_branch(
             &ConvExport {
                 prefix: &conv_prefix,
                 norm: Some(&norm),
-                in_channels: cin,
-                out_channels: c,
-                kernel: 3,
-                stride: 1,
-                padding: 1,
-                bias: false,
-                relu: true,
+                spec: ConvSpec::same(cin, c, 3, 1).with_relu(true),
             },
         )
     };
@@ -94,13 +89,7 @@ pub fn export_branch(
         &ConvExport {
             prefix: &prefix,
             norm: None,
-            in_channels: c,
-            out_channels: cfg.mask_out_channels,
-            kernel: 1,
-            stride: 1,
-            padding: 0,
-            bias: true,
-            relu: false,
+            spec: ConvSpec::same(c, cfg.mask_out_channels, 1, 1).with_bias(),
         },
     )?;
     g.pop_scope();

@@ -212,16 +212,10 @@ pub enum Pooler {
     Gather,
 }
 
-impl std::str::FromStr for Pooler {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "static" => Ok(Self::Static),
-            "gather" => Ok(Self::Gather),
-            other => Err(format!("`{other}` is not static or gather")),
-        }
-    }
-}
+crate::enum_names!(Pooler {
+    Static => "static",
+    Gather => "gather",
+});
 
 /// What `export` writes.
 #[derive(Debug, Clone, Copy, Default)]

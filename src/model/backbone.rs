@@ -22,15 +22,7 @@ fn conv_bn(
     relu: bool,
 ) -> Result<Conv2d> {
     let vb = vb.pp(name);
-    let spec = ConvSpec {
-        in_channels: cin,
-        out_channels: cout,
-        kernel: k,
-        stride,
-        padding: k / 2,
-        bias: false,
-        relu,
-    };
+    let spec = ConvSpec::same(cin, cout, k, stride).with_relu(relu);
     let init = kaiming_normal_fan_out(&[cout, cin, k, k]);
     let norm = vb.pp("norm");
     Conv2d::new(spec, init, vb, Some(norm))
@@ -159,15 +151,9 @@ fn tiny_conv(
     cout: usize,
     stride: usize,
 ) -> Result<Conv2d> {
-    let spec = ConvSpec {
-        in_channels: cin,
-        out_channels: cout,
-        kernel: 3,
-        stride,
-        padding: 1,
-        bias: true,
-        relu: true,
-    };
+    let spec = ConvSpec::same(cin, cout, 3, stride)
+        .with_bias()
+        .with_relu(true);
     Conv2d::new(
         spec,
         kaiming_normal_fan_out(&[cout, cin, 3, 3]),

@@ -42,30 +42,14 @@ impl Fpn {
         let mut output = Vec::with_capacity(4);
         for (i, cin) in cfg.backbone_channels().into_iter().enumerate() {
             let level = i + 2;
-            let lat_spec = ConvSpec {
-                in_channels: cin,
-                out_channels: c,
-                kernel: 1,
-                stride: 1,
-                padding: 0,
-                bias: true,
-                relu: false,
-            };
+            let lat_spec = ConvSpec::same(cin, c, 1, 1).with_bias();
             lateral.push(Conv2d::new(
                 lat_spec,
                 fpn_init(&[c, cin, 1, 1]),
                 vb.pp(format!("fpn_lateral{level}")),
                 None,
             )?);
-            let out_spec = ConvSpec {
-                in_channels: c,
-                out_channels: c,
-                kernel: 3,
-                stride: 1,
-                padding: 1,
-                bias: true,
-                relu: false,
-            };
+            let out_spec = ConvSpec::same(c, c, 3, 1).with_bias();
             output.push(Conv2d::new(
                 out_spec,
                 fpn_init(&[c, c, 3, 3]),

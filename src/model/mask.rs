@@ -29,15 +29,7 @@ impl MaskBranch {
     pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
         let (c_in, c) = (cfg.fpn_channels, cfg.mask_branch_channels);
         let conv_bn = |vb: VarBuilder, cin: usize| -> Result<Conv2d> {
-            let spec = ConvSpec {
-                in_channels: cin,
-                out_channels: c,
-                kernel: 3,
-                stride: 1,
-                padding: 1,
-                bias: false,
-                relu: true,
-            };
+            let spec = ConvSpec::same(cin, c, 3, 1).with_relu(true);
             Conv2d::new(
                 spec,
                 c2_xavier_fill(&[c, cin, 3, 3]),
@@ -52,15 +44,7 @@ impl MaskBranch {
             .map(|i| conv_bn(vb.pp("tower").pp(i), c))
             .collect::<Result<Vec<_>>>()?;
         let out = cfg.mask_out_channels;
-        let spec = ConvSpec {
-            in_channels: c,
-            out_channels: out,
-            kernel: 1,
-            stride: 1,
-            padding: 0,
-            bias: true,
-            relu: false,
-        };
+        let spec = ConvSpec::same(c, out, 1, 1).with_bias();
         tower.push(Conv2d::new(
             spec,
             c2_xavier_fill(&[out, c, 1, 1]),

@@ -190,6 +190,7 @@ pub struct Conv2d {
     folded: Option<(Tensor, Tensor)>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvSpec {
     pub in_channels: usize,
     pub out_channels: usize,
@@ -198,6 +199,29 @@ pub struct ConvSpec {
     pub padding: usize,
     pub bias: bool,
     pub relu: bool,
+}
+
+impl ConvSpec {
+    /// A `kernel` x `kernel` conv with "same" padding (kernel / 2), no bias, no ReLU.
+    pub fn same(in_channels: usize, out_channels: usize, kernel: usize, stride: usize) -> Self {
+        Self {
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            padding: kernel / 2,
+            bias: false,
+            relu: false,
+        }
+    }
+
+    pub fn with_bias(self) -> Self {
+        Self { bias: true, ..self }
+    }
+
+    pub fn with_relu(self, relu: bool) -> Self {
+        Self { relu, ..self }
+    }
 }
 
 impl Conv2d {

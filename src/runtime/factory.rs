@@ -15,34 +15,22 @@ use crate::export::{self, manifest::MANIFEST_FILE, ExportOptions, Pooler, Weight
 use crate::model::{InsPro, ModelConfig};
 
 /// Which engine runs the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
     /// The candle network (pure Rust reference, CPU).
+    #[default]
     Candle,
     /// The exported graphs run by ONNX Runtime (CPU, CUDA or TensorRT).
     Onnxruntime,
 }
 
-impl std::str::FromStr for EngineKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "candle" => Ok(Self::Candle),
-            "onnxruntime" | "ort" => Ok(Self::Onnxruntime),
-            other => Err(format!("`{other}` is not candle or onnxruntime")),
-        }
-    }
-}
-
-impl std::fmt::Display for EngineKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Candle => "candle",
-            Self::Onnxruntime => "onnxruntime",
-        })
-    }
-}
+crate::enum_names!(EngineKind {
+    Candle => "candle",
+    Onnxruntime => "onnxruntime" | "ort",
+});
 
 impl Pooler {
     /// The pooler the export recommends per provider: static shapes for TensorRT and CUDA, each
@@ -55,8 +43,9 @@ impl Pooler {
     }
 }
 
-/// Everything a front-end knows about the engine it wants.
-#[derive(Debug, Clone)]
+/// Everything a front-end knows about the engine it wants. The default: candle, random weights
+/// (seed 0), the model config's K, ONNX Runtime on the CPU.
+#[derive(Debug, Clone, Default)]
 pub struct EngineSpec {
     pub kind: EngineKind,
     /// Model config (TOML). Needed unless `weights` or `engine_dir` is an exported engine, whose
@@ -82,23 +71,6 @@ pub struct EngineSpec {
     pub pooler: Option<Pooler>,
     /// A temporary export also writes the bare trunk graph (benchmarks).
     pub export_trunk: bool,
-}
-
-impl Default for EngineSpec {
-    fn default() -> Self {
-        Self {
-            kind: EngineKind::Candle,
-            model: None,
-            weights: None,
-            default_weights: false,
-            seed: 0,
-            engine_dir: None,
-            key_frame_interval: None,
-            ort: OrtOptions::default(),
-            pooler: None,
-            export_trunk: false,
-        }
-    }
 }
 
 /// What went wrong, with the setting to fix (`field`: model, weights, engine_dir, provider,

@@ -47,27 +47,11 @@ pub enum Provider {
     Tensorrt,
 }
 
-impl std::str::FromStr for Provider {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "cpu" => Ok(Self::Cpu),
-            "cuda" => Ok(Self::Cuda),
-            "tensorrt" | "trt" => Ok(Self::Tensorrt),
-            other => Err(format!("`{other}` is not cpu, cuda or tensorrt")),
-        }
-    }
-}
-
-impl std::fmt::Display for Provider {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Cpu => "cpu",
-            Self::Cuda => "cuda",
-            Self::Tensorrt => "tensorrt",
-        })
-    }
-}
+crate::enum_names!(Provider {
+    Cpu => "cpu",
+    Cuda => "cuda",
+    Tensorrt => "tensorrt" | "trt",
+});
 
 /// How to run the graphs.
 #[derive(Debug, Clone)]

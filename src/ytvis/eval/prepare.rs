@@ -121,20 +121,14 @@ fn gt_track(
             ),
         ));
     }
-    let video = videos.get(&ann.video_id).ok_or_else(|| {
-        YtvisError::invalid(
-            gt_file,
-            at("video_id"),
-            format!("video {} is not in videos", ann.video_id),
-        )
-    })?;
-    if !cat_ids.contains(&ann.category_id) {
-        return Err(YtvisError::invalid(
-            gt_file,
-            at("category_id"),
-            format!("category {} is not in categories", ann.category_id),
-        ));
-    }
+    let listed = Listed {
+        videos,
+        cat_ids,
+        file: gt_file,
+        videos_name: "videos",
+        categories_name: "categories",
+    };
+    let video = listed.check(ann.video_id, ann.category_id, &at)?;
     let (h, w) = (video.height, video.width);
     check_frame_count(ann.segmentations.len(), video, gt_file, at("segmentations"))?;
     let mut masks = Vec::with_capacity(video.length);
@@ -172,6 +166,41 @@ fn gt_track(
     })
 }
 
+/// The videos and categories a track may name, and how an error names them.
+struct Listed<'a, 'v> {
+    videos: &'a HashMap<u64, &'v Video>,
+    cat_ids: &'a HashSet<u64>,
+    file: &'a str,
+    videos_name: &'a str,
+    categories_name: &'a str,
+}
+
+impl<'v> Listed<'_, 'v> {
+    /// The track's video, when both it and the category are listed.
+    fn check(
+        &self,
+        video_id: u64,
+        category_id: u64,
+        at: &dyn Fn(&str) -> String,
+    ) -> Result<&'v Video, YtvisError> {
+        let invalid =
+            |field: &str, reason: String| YtvisError::invalid(self.file, at(field), reason);
+        let video = self.videos.get(&video_id).copied().ok_or_else(|| {
+            invalid(
+                "video_id",
+                format!("video {video_id} is not in {}", self.videos_name),
+            )
+        })?;
+        if !self.cat_ids.contains(&category_id) {
+            return Err(invalid(
+                "category_id",
+                format!("category {category_id} is not in {}", self.categories_name),
+            ));
+        }
+        Ok(video)
+    }
+}
+
 /// Result `ri` as a track: a known video and category, a finite score, a mask per frame of the
 /// video's size.
 fn result_track(
@@ -182,23 +211,14 @@ fn result_track(
     results_file: &str,
 ) -> Result<Track, YtvisError> {
     let at = |field: &str| format!("[{ri}].{field}");
-    let video = videos.get(&res.video_id).ok_or_else(|| {
-        YtvisError::invalid(
-            results_file,
-            at("video_id"),
-            format!("video {} is not in the ground truth", res.video_id),
-        )
-    })?;
-    if !cat_ids.contains(&res.category_id) {
-        return Err(YtvisError::invalid(
-            results_file,
-            at("category_id"),
-            format!(
-                "category {} is not in the ground truth's categories",
-                res.category_id
-            ),
-        ));
-    }
+    let listed = Listed {
+        videos,
+        cat_ids,
+        file: results_file,
+        videos_name: "the ground truth",
+        categories_name: "the ground truth's categories",
+    };
+    let video = listed.check(res.video_id, res.category_id, &at)?;
     if !res.score.is_finite() {
         return Err(YtvisError::invalid(
             results_file,
