@@ -417,32 +417,38 @@ pub fn export(
         ("inspro.model".to_string(), cfg.name.clone()),
         ("inspro.weights".to_string(), w.file().to_string()),
     ];
-    let key = frame_graph(cfg, w, GraphKind::Key, opts.pooler)?;
-    write(
-        &out_dir.join(manifest::KEY_FILE),
-        &key.to_model_bytes(OPSET, "InsPro key frame: every stage", &meta),
+    // One graph at a time in memory: built, serialised, written, dropped.
+    let write_graph = |file: &str, graph: Graph, doc: &str| -> Result<String, ExportError> {
+        write(
+            &out_dir.join(file),
+            &graph.to_model_bytes(OPSET, doc, &meta),
+        )?;
+        Ok(file.to_string())
+    };
+    write_graph(
+        manifest::KEY_FILE,
+        frame_graph(cfg, w, GraphKind::Key, opts.pooler)?,
+        "InsPro key frame: every stage",
     )?;
-    drop(key);
-    let non_key = if cfg.key_frame_interval > 0 {
-        let g = frame_graph(cfg, w, GraphKind::NonKey, opts.pooler)?;
-        write(
-            &out_dir.join(manifest::NON_KEY_FILE),
-            &g.to_model_bytes(OPSET, "InsPro-lite non-key frame: the last stage", &meta),
-        )?;
-        Some(manifest::NON_KEY_FILE.to_string())
-    } else {
-        None
-    };
-    let trunk = if opts.trunk {
-        let g = trunk_graph(cfg, w)?;
-        write(
-            &out_dir.join(manifest::TRUNK_FILE),
-            &g.to_model_bytes(OPSET, "backbone trunk only (benchmark reference)", &meta),
-        )?;
-        Some(manifest::TRUNK_FILE.to_string())
-    } else {
-        None
-    };
+    let non_key = (cfg.key_frame_interval > 0)
+        .then(|| {
+            write_graph(
+                manifest::NON_KEY_FILE,
+                frame_graph(cfg, w, GraphKind::NonKey, opts.pooler)?,
+                "InsPro-lite non-key frame: the last stage",
+            )
+        })
+        .transpose()?;
+    let trunk = opts
+        .trunk
+        .then(|| {
+            write_graph(
+                manifest::TRUNK_FILE,
+                trunk_graph(cfg, w)?,
+                "backbone trunk only (benchmark reference)",
+            )
+        })
+        .transpose()?;
     let (n, c) = (cfg.num_queries, cfg.fpn_channels);
     let init: HashMap<String, Tensor> = [
         ("init_proposal_features.weight", vec![n, c]),
