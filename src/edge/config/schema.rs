@@ -49,7 +49,8 @@ pub use crate::runtime::EngineKind;
 #[serde(default, deny_unknown_fields)]
 pub struct EngineSection {
     pub kind: EngineKind,
-    /// ONNX graph for `onnxruntime`; unset: `engines/<model name>/model.onnx`.
+    /// Exported engine directory for `onnxruntime`; unset: `engines/<model name>/` when it holds
+    /// one, else the weights are exported into a temporary directory at start.
     pub onnx: Option<PathBuf>,
     /// Engine cache (TensorRT plans) for `onnxruntime`; unset: `$CACHE_DIRECTORY` or none.
     pub cache_dir: Option<PathBuf>,
