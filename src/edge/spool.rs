@@ -416,6 +416,16 @@ mod tests {
     }
 
     /// Everything, acknowledging each segment as it is handed out.
+    /// A spool of 1 MiB in a fresh directory holding messages 0..n.
+    fn filled(n: usize) -> (tempfile::TempDir, Spool) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        for i in 0..n {
+            s.push(&msg(i)).unwrap();
+        }
+        (dir, s)
+    }
+
     fn drain(s: &mut Spool) -> Vec<OutMsg> {
         let mut got = Vec::new();
         while let Some((id, msgs)) = s.take_oldest().unwrap() {
@@ -429,11 +439,7 @@ mod tests {
 
     #[test]
     fn replays_in_order_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
-        for i in 0..100 {
-            s.push(&msg(i)).unwrap();
-        }
+        let (dir, mut s) = filled(100);
         s.sync().unwrap();
         drop(s);
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
@@ -449,11 +455,7 @@ mod tests {
 
     #[test]
     fn a_segment_stays_until_every_message_is_acknowledged() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
-        for i in 0..5 {
-            s.push(&msg(i)).unwrap();
-        }
+        let (dir, mut s) = filled(5);
         let (id, msgs) = s.take_oldest().unwrap().unwrap();
         assert_eq!(msgs.len(), 5);
         assert!(s.is_empty(), "nothing pending once handed out");

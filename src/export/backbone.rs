@@ -130,27 +130,17 @@ fn resnet(
         for b in 0..*depth {
             let stride = if b == 0 && i > 0 { 2 } else { 1 };
             let p = format!("{root}.res{}.{b}", i + 2);
+            // A conv + norm of this block by its key below `p`.
+            let block = |g: &mut Graph, x: &str, key: &str, dims, relu| {
+                conv_bn(g, w, x, &format!("{p}.{key}"), dims, relu)
+            };
             let y = if bottleneck {
-                let y = conv_bn(g, w, &x, &format!("{p}.conv1"), (cin, width, 1, 1), true)?;
-                let y = conv_bn(
-                    g,
-                    w,
-                    &y,
-                    &format!("{p}.conv2"),
-                    (width, width, 3, stride),
-                    true,
-                )?;
-                conv_bn(g, w, &y, &format!("{p}.conv3"), (width, cout, 1, 1), false)?
+                let y = block(g, &x, "conv1", (cin, width, 1, 1), true)?;
+                let y = block(g, &y, "conv2", (width, width, 3, stride), true)?;
+                block(g, &y, "conv3", (width, cout, 1, 1), false)?
             } else {
-                let y = conv_bn(
-                    g,
-                    w,
-                    &x,
-                    &format!("{p}.conv1"),
-                    (cin, cout, 3, stride),
-                    true,
-                )?;
-                conv_bn(g, w, &y, &format!("{p}.conv2"), (cout, cout, 3, 1), false)?
+                let y = block(g, &x, "conv1", (cin, cout, 3, stride), true)?;
+                block(g, &y, "conv2", (cout, cout, 3, 1), false)?
             };
             let has_shortcut = if bottleneck {
                 cin != cout
@@ -158,14 +148,7 @@ fn resnet(
                 cin != cout || stride != 1
             };
             let identity = if has_shortcut {
-                conv_bn(
-                    g,
-                    w,
-                    &x,
-                    &format!("{p}.shortcut"),
-                    (cin, cout, 1, stride),
-                    false,
-                )?
+                block(g, &x, "shortcut", (cin, cout, 1, stride), false)?
             } else {
                 x.clone()
             };

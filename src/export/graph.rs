@@ -120,11 +120,22 @@ impl Graph {
         } else {
             name.to_string()
         };
+        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.push_initializer(name, DataType::Float, dims, raw)
+    }
+
+    fn push_initializer(
+        &mut self,
+        name: String,
+        dtype: DataType,
+        dims: &[usize],
+        raw: Vec<u8>,
+    ) -> String {
         self.initializers.push(Initializer {
             name: name.clone(),
-            dtype: DataType::Float,
+            dtype,
             dims: dims.iter().map(|d| *d as i64).collect(),
-            raw: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            raw,
         });
         name
     }
@@ -143,13 +154,8 @@ impl Graph {
     /// An int64 constant (shapes, axes, indices).
     pub fn const_i64(&mut self, hint: &str, dims: &[usize], data: &[i64]) -> String {
         let name = self.fresh(hint);
-        self.initializers.push(Initializer {
-            name: name.clone(),
-            dtype: DataType::Int64,
-            dims: dims.iter().map(|d| *d as i64).collect(),
-            raw: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        });
-        name
+        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.push_initializer(name, DataType::Int64, dims, raw)
     }
 
     pub fn ints(&mut self, data: &[i64]) -> String {

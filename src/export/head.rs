@@ -285,37 +285,20 @@ pub fn export_stage(
     )?;
     let x2 = g.add(&x, &dy);
     let x = layer_norm(g, w, &x2, &format!("{prefix}.norm2"), c)?;
-    let h1 = linear(
-        g,
-        w,
-        &x,
-        &format!("{prefix}.linear1"),
-        (c, cfg.ffn_dim),
-        true,
-    )?;
+    // A linear layer of this stage by its key below `prefix`.
+    let lin = |g: &mut Graph, x: &str, key: &str, dims: (usize, usize), bias: bool| {
+        linear(g, w, x, &format!("{prefix}.{key}"), dims, bias)
+    };
+    let h1 = lin(g, &x, "linear1", (c, cfg.ffn_dim), true)?;
     let h1 = g.relu(&h1);
-    let ffn = linear(
-        g,
-        w,
-        &h1,
-        &format!("{prefix}.linear2"),
-        (cfg.ffn_dim, c),
-        true,
-    )?;
+    let ffn = lin(g, &h1, "linear2", (cfg.ffn_dim, c), true)?;
     let x3 = g.add(&x, &ffn);
     let obj = layer_norm(g, w, &x3, &format!("{prefix}.norm3"), c)?; // (N, C)
 
     let tower = |g: &mut Graph, name: &str, layers: usize| -> Result<String, ExportError> {
         let mut y = obj.clone();
         for i in 0..layers {
-            y = linear(
-                g,
-                w,
-                &y,
-                &format!("{prefix}.{name}.{}", 3 * i),
-                (c, c),
-                false,
-            )?;
+            y = lin(g, &y, &format!("{name}.{}", 3 * i), (c, c), false)?;
             y = layer_norm(g, w, &y, &format!("{prefix}.{name}.{}", 3 * i + 1), c)?;
             y = g.relu(&y);
         }
@@ -323,15 +306,8 @@ pub fn export_stage(
     };
     let cls = tower(g, "cls_module", cfg.num_cls_layers)?;
     let reg = tower(g, "reg_module", cfg.num_reg_layers)?;
-    let class_logits = linear(
-        g,
-        w,
-        &cls,
-        &format!("{prefix}.class_logits"),
-        (c, cfg.num_classes),
-        true,
-    )?;
-    let deltas = linear(g, w, &reg, &format!("{prefix}.bboxes_delta"), (c, 4), true)?;
+    let class_logits = lin(g, &cls, "class_logits", (c, cfg.num_classes), true)?;
+    let deltas = lin(g, &reg, "bboxes_delta", (c, 4), true)?;
     let pred = apply_deltas(g, &deltas, proposal_boxes_xyxy);
     let params = linear(
         g,
