@@ -3,8 +3,10 @@
 //! `inspro synth --clip` write with [`VideoWriter`]; `inspro segment` reads with [`VideoReader`].
 
 use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
+use std::thread::JoinHandle;
 
 use crate::frame::FrameRef;
 
@@ -54,6 +56,30 @@ pub fn rgb_stride(width: usize) -> usize {
     (width * 3).div_ceil(4) * 4
 }
 
+/// `gst-launch-1.0` in its own process group: a Ctrl-C meant for the program that runs it does
+/// not cut the file short; the program closes the pipe and the pipeline ends the file itself.
+fn gst_launch() -> Command {
+    let mut cmd = Command::new("gst-launch-1.0");
+    cmd.process_group(0);
+    cmd
+}
+
+/// Read a child's stderr to its end on a thread, so a chatty pipeline never blocks on a full
+/// pipe; the text comes back from `join`.
+fn drain(stderr: Option<ChildStderr>) -> Option<JoinHandle<String>> {
+    stderr.map(|mut e| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = e.read_to_string(&mut text);
+            text.trim().to_string()
+        })
+    })
+}
+
+fn joined(stderr: Option<JoinHandle<String>>) -> String {
+    stderr.and_then(|h| h.join().ok()).unwrap_or_default()
+}
+
 /// How a [`VideoWriter`] encodes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WriterOptions {
@@ -76,6 +102,7 @@ impl Default for WriterOptions {
 pub struct VideoWriter {
     child: Child,
     stdin: Option<ChildStdin>,
+    stderr: Option<JoinHandle<String>>,
     path: PathBuf,
     width: usize,
     height: usize,
@@ -132,8 +159,9 @@ impl VideoWriter {
              ! filesink location={}",
             quote(&path.display().to_string())
         );
-        let mut child = Command::new("gst-launch-1.0")
+        let mut child = gst_launch()
             .arg("-q")
+            .arg("-e")
             .args(pipeline.split_whitespace())
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -141,9 +169,11 @@ impl VideoWriter {
             .spawn()
             .map_err(|e| launch_error(e, path))?;
         let stdin = child.stdin.take();
+        let stderr = drain(child.stderr.take());
         Ok(Self {
             child,
             stdin,
+            stderr,
             path: path.to_path_buf(),
             width,
             height,
@@ -171,40 +201,63 @@ impl VideoWriter {
                 ),
             });
         }
-        let io = |source| VideoError::Io {
-            path: self.path.clone(),
-            source,
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(VideoError::Io {
+                path: self.path.clone(),
+                source: std::io::ErrorKind::BrokenPipe.into(),
+            });
         };
-        let stdin = self
-            .stdin
-            .as_mut()
-            .ok_or_else(|| io(std::io::ErrorKind::BrokenPipe.into()))?;
+        let mut written = Ok(());
         for y in 0..self.height {
             let src = frame.row(y);
             self.row[..src.len()].copy_from_slice(src);
-            stdin.write_all(&self.row).map_err(io)?;
+            written = stdin.write_all(&self.row);
+            if written.is_err() {
+                break;
+            }
+        }
+        match written {
+            Ok(()) => Ok(()),
+            // The pipeline is gone: its exit status and stderr say why, not the broken pipe.
+            Err(source) => Err(self.ended().err().unwrap_or(VideoError::Io {
+                path: self.path.clone(),
+                source,
+            })),
+        }
+    }
+
+    /// Close the pipe and wait for the pipeline; its failure with gst-launch-1.0's stderr.
+    fn ended(&mut self) -> Result<(), VideoError> {
+        drop(self.stdin.take());
+        let status = self.child.wait().map_err(|source| VideoError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        let stderr = joined(self.stderr.take());
+        if !status.success() {
+            return Err(VideoError::Failed {
+                path: self.path.clone(),
+                status,
+                stderr,
+            });
         }
         Ok(())
     }
 
     /// Close the stream and wait for the file to be complete.
     pub fn finish(mut self) -> Result<PathBuf, VideoError> {
-        drop(self.stdin.take());
-        let out = self
-            .child
-            .wait_with_output()
-            .map_err(|source| VideoError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(VideoError::Failed {
-                path: self.path,
-                status: out.status,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
+        self.ended()?;
+        Ok(self.path.clone())
+    }
+}
+
+impl Drop for VideoWriter {
+    /// An unfinished writer (an error, a panic) still ends its pipeline: the pipe closes, the
+    /// child is waited for, no zombie stays behind.
+    fn drop(&mut self) {
+        if self.stdin.is_some() {
+            let _ = self.ended();
         }
-        Ok(self.path)
     }
 }
 
@@ -230,6 +283,8 @@ fn source(input: &str) -> Result<String, VideoError> {
 pub struct VideoReader {
     child: Child,
     stdout: ChildStdout,
+    stderr: Option<JoinHandle<String>>,
+    finished: bool,
     input: String,
     pub width: usize,
     pub height: usize,
@@ -249,7 +304,7 @@ impl VideoReader {
             reason,
         };
         // Probe the decoded size with one buffer (-v prints the negotiated caps).
-        let probe = Command::new("gst-launch-1.0")
+        let probe = gst_launch()
             .stdin(Stdio::null())
             .arg("-v")
             .args(format!("{src} ! {convert} ! fakesink num-buffers=1").split(' '))
@@ -285,7 +340,7 @@ impl VideoReader {
             })
             .filter(|(n, d)| *n > 0.0 && *d > 0.0)
             .map_or(25, |(n, d)| (n / d).round().max(1.0) as u32);
-        let mut child = Command::new("gst-launch-1.0")
+        let mut child = gst_launch()
             .stdin(Stdio::null())
             .arg("-q")
             .args(format!("{src} ! {convert} ! fdsink fd=1").split(' '))
@@ -297,9 +352,12 @@ impl VideoReader {
             .stdout
             .take()
             .ok_or_else(|| decode("gst-launch-1.0 has no stdout".into()))?;
+        let stderr = drain(child.stderr.take());
         Ok(Self {
             child,
             stdout,
+            stderr,
+            finished: false,
             input: input.into(),
             width,
             height,
@@ -349,22 +407,30 @@ impl VideoReader {
 
     /// Wait for the decoder; an error when it failed.
     pub fn finish(mut self) -> Result<(), VideoError> {
+        self.finished = true;
         let mut rest = Vec::new();
         let _ = self.stdout.read_to_end(&mut rest);
-        let out = self
-            .child
-            .wait_with_output()
-            .map_err(|source| VideoError::Io {
-                path: PathBuf::from(&self.input),
-                source,
-            })?;
-        if !out.status.success() {
+        let status = self.child.wait().map_err(|source| VideoError::Io {
+            path: PathBuf::from(&self.input),
+            source,
+        })?;
+        if !status.success() {
             return Err(VideoError::Failed {
-                path: PathBuf::from(self.input),
-                status: out.status,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                path: PathBuf::from(&self.input),
+                status,
+                stderr: joined(self.stderr.take()),
             });
         }
         Ok(())
+    }
+}
+
+impl Drop for VideoReader {
+    /// A reader dropped before the end stops its decoder and waits for it.
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }

@@ -140,3 +140,46 @@ fn one_track_one_colour_on_rgb_and_yuv() {
         assert!(d <= 3, "{back:?} vs {:?}", render::colour(7));
     }
 }
+
+/// An exported engine carries its own config, but a model config the caller names must still
+/// read; missing weights found while exporting are the weights' fault.
+#[test]
+fn exported_engines_still_check_the_named_model_config() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = EngineSpec {
+        kind: EngineKind::Onnxruntime,
+        model: Some(TINY.into()),
+        ..EngineSpec::default()
+    };
+    let (graphs, _temp, random) = inspro::runtime::factory::prepare_graphs(&spec).expect("export");
+    assert!(random);
+    let typo = EngineSpec {
+        engine_dir: Some(graphs.clone()),
+        model: Some(dir.path().join("typo.toml")),
+        ..spec.clone()
+    };
+    assert_eq!(build_engine(&typo).err().expect("an error").field, "model");
+    let fine = EngineSpec {
+        engine_dir: Some(graphs),
+        ..spec.clone()
+    };
+    assert!(build_engine(&fine).is_ok());
+    // Safetensors without the model's keys: the export names the weights.
+    let empty = dir.path().join("empty.safetensors");
+    let tensors: std::collections::HashMap<String, candle_core::Tensor> = [(
+        "unrelated".to_string(),
+        candle_core::Tensor::zeros(2, candle_core::DType::F32, &candle_core::Device::Cpu)
+            .expect("tensor"),
+    )]
+    .into_iter()
+    .collect();
+    candle_core::safetensors::save(&tensors, &empty).expect("save");
+    let wrong = EngineSpec {
+        weights: Some(empty),
+        ..spec
+    };
+    assert_eq!(
+        build_engine(&wrong).err().expect("an error").field,
+        "weights"
+    );
+}

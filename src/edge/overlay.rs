@@ -58,10 +58,10 @@ impl OverlayWriter {
 
     /// Finish the video and write the contact sheet; returns the two paths.
     pub fn finish(self) -> anyhow::Result<(PathBuf, PathBuf)> {
-        if let Some(writer) = self.writer {
-            writer.finish()?;
-        }
+        // The sheet is written even when the video failed.
+        let video = self.writer.map(|w| w.finish()).transpose();
         self.sheet.write_png(&self.sheet_path)?;
+        video?;
         Ok((self.video, self.sheet_path))
     }
 }

@@ -415,7 +415,6 @@ mod tests {
             .count()
     }
 
-    /// Everything, acknowledging each segment as it is handed out.
     /// A spool of 1 MiB in a fresh directory holding messages 0..n.
     fn filled(n: usize) -> (tempfile::TempDir, Spool) {
         let dir = tempfile::tempdir().unwrap();
@@ -426,6 +425,7 @@ mod tests {
         (dir, s)
     }
 
+    /// Everything, acknowledging each segment as it is handed out.
     fn drain(s: &mut Spool) -> Vec<OutMsg> {
         let mut got = Vec::new();
         while let Some((id, msgs)) = s.take_oldest().unwrap() {

@@ -11,8 +11,8 @@ use candle_core::Device;
 use tempfile::TempDir;
 
 use super::{CandleEngine, Engine, OrtEngine, OrtOptions, Provider};
-use crate::export::{self, manifest::MANIFEST_FILE, ExportOptions, Pooler, Weights};
-use crate::model::{InsPro, ModelConfig};
+use crate::export::{self, manifest::MANIFEST_FILE, ExportError, ExportOptions, Pooler, Weights};
+use crate::model::{InsPro, ModelConfig, ModelError};
 
 /// Which engine runs the network.
 #[derive(
@@ -197,7 +197,11 @@ pub fn load_network(spec: &EngineSpec) -> Result<(InsPro, String, bool), EngineB
             let model = InsPro::load(&cfg, w, &device).map_err(|e| {
                 EngineBuildError::new(
                     "weights",
-                    format!("{} does not load with model {}: {e}", w.display(), cfg.name),
+                    format!(
+                        "{} does not load with {}: {e}",
+                        w.display(),
+                        spec.model.as_deref().unwrap_or(Path::new("?")).display()
+                    ),
                 )
             })?;
             Ok((model, w.display().to_string(), false))
@@ -276,8 +280,16 @@ pub fn prepare_graphs(
         trunk: spec.export_trunk,
     };
     let t0 = Instant::now();
-    export::export(&cfg, &weights, temp.path(), &opts)
-        .map_err(|e| EngineBuildError::new("engine_dir", format!("exporting {}: {e}", cfg.name)))?;
+    export::export(&cfg, &weights, temp.path(), &opts).map_err(|e| {
+        // A missing or wrong-shape weight is the weights' fault, anything else the export's.
+        let field = match &e {
+            ExportError::Model(
+                ModelError::MissingWeight { .. } | ModelError::WeightShape { .. },
+            ) => "weights",
+            _ => "engine_dir",
+        };
+        EngineBuildError::new(field, format!("exporting {}: {e}", cfg.name))
+    })?;
     tracing::info!(
         dir = %temp.path().display(),
         seconds = t0.elapsed().as_secs_f64(),
@@ -319,7 +331,7 @@ fn build_onnxruntime(spec: &EngineSpec) -> Result<BuiltEngine, EngineBuildError>
         ));
     }
     if temp.is_none() {
-        warn_if_other_config(spec, &engine.manifest.model, &dir);
+        check_other_config(spec, &engine.manifest.model, &dir)?;
     }
     let engine: Arc<dyn Engine> = Arc::new(engine);
     Ok(BuiltEngine {
@@ -336,20 +348,24 @@ fn build_onnxruntime(spec: &EngineSpec) -> Result<BuiltEngine, EngineBuildError>
     })
 }
 
-/// An exported engine carries its own config; say so when the front-end named another one.
-fn warn_if_other_config(spec: &EngineSpec, engine_cfg: &ModelConfig, dir: &Path) {
-    let Some(path) = &spec.model else { return };
-    match ModelConfig::from_file(path) {
-        Ok(mut cfg) => {
-            cfg.key_frame_interval = spec.key_frame_interval.unwrap_or(cfg.key_frame_interval);
-            if &cfg != engine_cfg {
-                tracing::warn!(
-                    engine = %dir.display(),
-                    model = %path.display(),
-                    "the engine's manifest was made from a different model config; using the engine's"
-                );
-            }
-        }
-        Err(e) => tracing::warn!(model = %path.display(), "model config: {e}"),
+/// An exported engine carries its own config: a model config the front-end names must still
+/// read, and when it differs from the engine's the engine's wins (said in the log).
+fn check_other_config(
+    spec: &EngineSpec,
+    engine_cfg: &ModelConfig,
+    dir: &Path,
+) -> Result<(), EngineBuildError> {
+    let Some(path) = &spec.model else {
+        return Ok(());
+    };
+    let mut cfg = ModelConfig::from_file(path).map_err(|e| EngineBuildError::new("model", e))?;
+    cfg.key_frame_interval = spec.key_frame_interval.unwrap_or(cfg.key_frame_interval);
+    if &cfg != engine_cfg {
+        tracing::warn!(
+            engine = %dir.display(),
+            model = %path.display(),
+            "the engine's manifest was made from a different model config; using the engine's"
+        );
     }
+    Ok(())
 }

@@ -37,7 +37,10 @@ pub fn write_clip(
     opts.validate()?;
     let enc_err = |e: VideoError| YtvisError::Encoder {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        reason: match e {
+            VideoError::Setting { reason, .. } => reason,
+            other => other.to_string(),
+        },
     };
     let writer_opts = WriterOptions {
         fps: clip.fps,

@@ -50,7 +50,7 @@ pub use crate::runtime::EngineKind;
 pub struct EngineSection {
     pub kind: EngineKind,
     /// Exported engine directory for `onnxruntime`; unset: `engines/<model name>/` when it holds
-    /// one, else the weights are exported into a temporary directory at start.
+    /// one and `weights` is unset, else the weights are exported into a temporary directory.
     pub onnx: Option<PathBuf>,
     /// Engine cache (TensorRT plans) for `onnxruntime`; unset: `$CACHE_DIRECTORY` or none.
     pub cache_dir: Option<PathBuf>,
