@@ -77,8 +77,7 @@ fn a_failing_pipeline_reports_its_reason() {
                 Err(e) => e,
                 Ok(()) => writer
                     .finish()
-                    .err()
-                    .expect("the pipeline cannot write there"),
+                    .expect_err("the pipeline cannot write there"),
             }
         }
     };
