@@ -434,7 +434,6 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         cfg,
         opts,
         engine: built.engine.clone(),
-        input_size: built.config().input_size,
         class_names: built.config().class_names.clone(),
         password: password.map(|(s, _)| s),
         spool,
@@ -446,7 +445,6 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
 /// What every camera's threads share.
 struct CameraStart<'a> {
     cfg: &'a EdgeConfig,
-    input_size: [usize; 2],
     engine: &'a Arc<dyn Engine>,
     class_names: &'a [String],
     metrics: &'a Arc<Metrics>,
@@ -489,11 +487,8 @@ fn start_camera(
 ) -> Result<[std::thread::JoinHandle<()>; 2], DaemonError> {
     let (cfg, metrics) = (start.cfg, start.metrics);
     let cam = metrics.cameras[i].clone();
-    let (w, h) = if cam_cfg.width > 0 {
-        (cam_cfg.width, cam_cfg.height)
-    } else {
-        (start.input_size[0] as u32, start.input_size[1] as u32)
-    };
+    // The camera's own size unless the config scales it: events are in the camera's pixels.
+    let (w, h) = (cam_cfg.width, cam_cfg.height);
     let queue = Arc::new(FrameQueue::new(cam_cfg.queue));
     cam.queue_capacity.store(cam_cfg.queue as u64, Relaxed);
     let src = spawn_source(

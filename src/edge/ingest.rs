@@ -90,7 +90,7 @@ impl QueueItem for Item {
 
 pub struct SourceOptions {
     pub camera: CameraConfig,
-    /// Frame size given to the engine.
+    /// Frame size given to the engine; 0 x 0 = the camera's own.
     pub width: u32,
     pub height: u32,
     pub backoff: BackoffConfig,
@@ -120,8 +120,15 @@ pub fn pipeline_description(src: &SourceUri, cam: &CameraConfig, w: u32, h: u32)
         String::new()
     };
     let drop = cam.drops_frames();
+    // 0 x 0: the camera's own size (square pixels); the engine letterboxes it for the network and
+    // reports boxes and masks in these pixels.
+    let size = if w > 0 && h > 0 {
+        format!("width={w},height={h},")
+    } else {
+        String::new()
+    };
     format!(
-        "{head}{rate} ! videoconvertscale ! video/x-raw,format=RGB,width={w},height={h},pixel-aspect-ratio=1/1 ! appsink name=sink sync=false max-buffers=1 drop={drop} enable-last-sample=false"
+        "{head}{rate} ! videoconvertscale ! video/x-raw,format=RGB,{size}pixel-aspect-ratio=1/1 ! appsink name=sink sync=false max-buffers=1 drop={drop} enable-last-sample=false"
     )
 }
 
@@ -460,6 +467,13 @@ mod tests {
             let src = cam.source().expect("uri");
             let desc = pipeline_description(&src, &cam, 160, 96);
             assert!(desc.contains("format=RGB,width=160,height=96"), "{desc}");
+            // Unset: the camera's own size, square pixels.
+            let native = pipeline_description(&src, &cam, 0, 0);
+            assert!(
+                native.contains("format=RGB,pixel-aspect-ratio=1/1 ! appsink")
+                    && !native.contains("width="),
+                "{native}"
+            );
             assert_eq!(desc.contains("max-rate=13"), fps == 12.5, "{desc}");
             assert!(
                 desc.contains(&format!("drop={}", cam.drops_frames())),

@@ -91,7 +91,8 @@ pub struct CameraConfig {
     pub uri: String,
     /// Frame-rate cap (frames per second); 0 = none.
     pub fps: f64,
-    /// Size the frames are scaled to before the engine; 0 = the model's input size.
+    /// Size the frames are scaled to before the engine; 0 = the camera's own size (the engine
+    /// letterboxes it for the network; boxes and masks come back in these pixels).
     pub width: u32,
     pub height: u32,
     pub pace: Pace,

@@ -23,7 +23,6 @@ pub(super) struct DaemonParts {
     pub(super) cfg: EdgeConfig,
     pub(super) opts: RunOptions,
     pub(super) engine: Arc<dyn Engine>,
-    pub(super) input_size: [usize; 2],
     pub(super) class_names: Vec<String>,
     pub(super) password: Option<config::Secret>,
     pub(super) spool: Spool,
@@ -36,7 +35,6 @@ pub(super) async fn async_main(parts: DaemonParts) -> Result<(), DaemonError> {
         cfg,
         opts,
         engine,
-        input_size,
         class_names,
         password,
         spool,
@@ -71,7 +69,6 @@ pub(super) async fn async_main(parts: DaemonParts) -> Result<(), DaemonError> {
 
     let cameras = start_cameras(&CameraStart {
         cfg: &cfg,
-        input_size,
         engine: &engine,
         class_names: &class_names,
         metrics: &metrics,
