@@ -199,3 +199,41 @@ fn python_reads_the_meta_by_name() {
     assert!(lines[2].starts_with("frame 2: 16 tracks"), "{t}");
     assert!(lines[2].contains("id 16 "), "{t}");
 }
+
+/// Without `weights` the element finds the shipped weights as the daemon does
+/// (`$INSPRO_ENGINES/<model name>/model.safetensors`) and says nothing about random weights.
+#[test]
+fn gst_launch_finds_the_shipped_weights() {
+    let plugins = plugin_dir();
+    let engines = Path::new(env!("CARGO_MANIFEST_DIR")).join("../engines");
+    assert!(engines.join("inspro-tiny/model.safetensors").exists());
+    let run = |engines_env: Option<&Path>| {
+        let mut cmd = gst_command("gst-launch-1.0", plugins.path());
+        if let Some(e) = engines_env {
+            cmd.env("INSPRO_ENGINES", e);
+        } else {
+            cmd.env_remove("INSPRO_ENGINES");
+        }
+        cmd.args(
+            format!(
+                "videotestsrc num-buffers=2 ! video/x-raw,width=160,height=96 ! inspro model={} ! fakesink",
+                tiny_model().display()
+            )
+            .split_whitespace(),
+        )
+        .output()
+        .expect("gst-launch-1.0")
+    };
+    let found = run(Some(&engines));
+    let t = text(&found);
+    assert!(found.status.success(), "{t}");
+    assert!(!t.contains("RANDOM weights"), "shipped weights found:\n{t}");
+    // Pointed at a directory without them: random weights, said loudly.
+    let empty = tempfile::tempdir().expect("temp dir");
+    let random = run(Some(empty.path()));
+    assert!(
+        text(&random).contains("RANDOM weights"),
+        "{}",
+        text(&random)
+    );
+}

@@ -52,10 +52,11 @@ pub struct EngineSpec {
     /// manifest holds the config.
     pub model: Option<PathBuf>,
     /// Trained weights: safetensors, or an exported engine (its directory, `manifest.json` or a
-    /// graph in it). Unset: `engines/<model name>/model.safetensors` when `default_weights` and it
-    /// exists, else random weights (warned).
+    /// graph in it). Unset: `<engines root>/<model name>/model.safetensors` ([`engines_root`]:
+    /// `$INSPRO_ENGINES` or `engines/`) when `default_weights` and it exists, else random weights
+    /// (warned).
     pub weights: Option<PathBuf>,
-    /// Look for `engines/<model name>/model.safetensors` when `weights` is unset.
+    /// Look for the shipped weights ([`default_weights`]) when `weights` is unset.
     pub default_weights: bool,
     /// Seed of the random weights.
     pub seed: u64,
@@ -111,11 +112,17 @@ impl BuiltEngine {
     }
 }
 
-/// `engines/<model name>/model.safetensors`, when it exists.
+/// Where the shipped engines live: `$INSPRO_ENGINES`, else `engines/` (relative to the working
+/// directory; the systemd unit's is `/usr/share/inspro`).
+pub fn engines_root() -> PathBuf {
+    std::env::var_os("INSPRO_ENGINES")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("engines"), PathBuf::from)
+}
+
+/// `<engines root>/<model name>/model.safetensors`, when it exists.
 pub fn default_weights(cfg: &ModelConfig) -> Option<PathBuf> {
-    let guess = Path::new("engines")
-        .join(&cfg.name)
-        .join("model.safetensors");
+    let guess = engines_root().join(&cfg.name).join("model.safetensors");
     guess.exists().then_some(guess)
 }
 
@@ -253,7 +260,7 @@ pub fn prepare_graphs(
     }
     let cfg = spec.model_config()?;
     if spec.default_weights && spec.weights.is_none() {
-        let shipped = Path::new("engines").join(&cfg.name);
+        let shipped = engines_root().join(&cfg.name);
         if shipped.join(MANIFEST_FILE).exists() {
             return Ok((shipped, None, false));
         }

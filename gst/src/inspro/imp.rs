@@ -161,6 +161,8 @@ impl InsPro {
             kind: s.engine.into(),
             model: s.model.clone(),
             weights: s.weights.clone(),
+            // As the daemon: `$INSPRO_ENGINES/<model name>/model.safetensors` (default `engines/`).
+            default_weights: true,
             seed: RANDOM_WEIGHTS_SEED,
             key_frame_interval: usize::try_from(s.key_frame_interval).ok(),
             ort: OrtOptions {
@@ -282,7 +284,7 @@ impl ObjectImpl for InsPro {
                     .build(),
                 glib::ParamSpecString::builder("weights")
                     .nick("Weights")
-                    .blurb("Path of the weights: safetensors (both engines; engine=onnxruntime exports them at start), or for engine=onnxruntime an engine written by `inspro export` (its directory or manifest.json). Unset: random weights, meaningless detections (a warning is posted).")
+                    .blurb("Path of the weights: safetensors (both engines; engine=onnxruntime exports them at start), or for engine=onnxruntime an engine written by `inspro export` (its directory or manifest.json). Unset: the shipped weights $INSPRO_ENGINES/<model name>/model.safetensors (default engines/ in the working directory), as the daemon finds them; without those, random weights and meaningless detections (a warning is posted).")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("engine", DEFAULT_ENGINE)
