@@ -1,6 +1,7 @@
 //! Events are in the camera's pixels: a 1280x720 and a 640x480 clip through the whole daemon
 //! (GStreamer decode at the clip's own size, the engine letterboxing it, a real mosquitto), the
 //! shipped weights' boxes compared with the clip's ground truth.
+#![cfg(feature = "edge")]
 
 mod edge_common;
 
