@@ -22,6 +22,7 @@ use crate::edge::queue::FrameQueue;
 use crate::edge::spool::Spool;
 use crate::edge::state::{OpenTracks, StateFile};
 use crate::runtime::Engine;
+use crate::tracking::rules::Rules;
 use crate::tracking::{StreamProcessor, TrackEvent, TrackerConfig};
 use supervise::{async_main, DaemonParts};
 
@@ -56,22 +57,31 @@ impl From<EngineBuildError> for DaemonError {
 /// Settings that SIGHUP changes while running.
 pub struct HotSettings {
     generation: AtomicU64,
-    value: Mutex<(TrackerConfig, PublishConfig)>,
+    value: Mutex<(TrackerConfig, PublishConfig, Vec<config::CameraConfig>)>,
 }
 
 impl HotSettings {
-    fn new(t: TrackerConfig, p: PublishConfig) -> Self {
+    fn new(cfg: &EdgeConfig) -> Self {
         Self {
             generation: AtomicU64::new(0),
-            value: Mutex::new((t, p)),
+            value: Mutex::new((cfg.tracking, cfg.publish.clone(), cfg.cameras.clone())),
         }
     }
-    fn set(&self, t: TrackerConfig, p: PublishConfig) {
-        *self.value.lock().unwrap_or_else(|e| e.into_inner()) = (t, p);
+    fn set(&self, cfg: &EdgeConfig) {
+        *self.value.lock().unwrap_or_else(|e| e.into_inner()) =
+            (cfg.tracking, cfg.publish.clone(), cfg.cameras.clone());
         self.generation.fetch_add(1, Relaxed);
     }
-    fn get(&self) -> (TrackerConfig, PublishConfig) {
-        self.value.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Camera `name`'s tracking (the global settings with its overrides), the publishing
+    /// settings, and its rules.
+    fn get(&self, name: &str) -> (TrackerConfig, PublishConfig, Rules) {
+        let v = self.value.lock().unwrap_or_else(|e| e.into_inner());
+        let cam = v.2.iter().find(|c| c.name == name);
+        (
+            cam.map_or(v.0, |c| c.tracking.apply(v.0)),
+            v.1.clone(),
+            cam.map(config::CameraConfig::rules).unwrap_or_default(),
+        )
     }
 }
 
@@ -234,9 +244,10 @@ impl EngineThread {
         let g = self.hot.generation.load(Relaxed);
         if g != st.seen_gen {
             st.seen_gen = g;
-            let (t, p) = self.hot.get();
+            let (t, p, rules) = self.hot.get(&self.name);
             st.proc.tracker_mut().set_config(t);
             self.builder.set_config(p);
+            self.builder.set_rules(rules);
             tracing::info!("tracking and publish settings reloaded");
         }
     }
@@ -376,6 +387,9 @@ impl EngineThread {
             .events_suppressed
             .fetch_add(self.builder.suppressed - before, Relaxed);
         self.cam.events.fetch_add(msgs.len() as u64, Relaxed);
+        if msgs.iter().any(|m| m.payload.contains("\"type\":\"line\"")) {
+            self.cam.set_line_crossings(self.builder.line_counts());
+        }
         for m in &msgs {
             tracing::debug!(topic = %m.topic, bytes = m.payload.len(), "event");
         }
@@ -520,8 +534,9 @@ fn start_camera(
             cfg: cfg.publish.clone(),
             qos: cfg.mqtt.qos.clone(),
             max_packet_size: cfg.mqtt.max_packet_size,
+            rules: cam_cfg.rules(),
         }),
-        tracker: cfg.tracking,
+        tracker: cam_cfg.tracking.apply(cfg.tracking),
         jump_ns: (cam_cfg.jump_threshold_s * 1e9) as u64,
         overlay: start
             .overlay_dir

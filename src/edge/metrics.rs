@@ -1,9 +1,10 @@
 //! Counters shared by the camera threads and the IO tasks, the `<prefix>/stats` payload, and a
 //! small Prometheus text endpoint (HTTP/1.1 `GET /metrics`) on tokio.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -64,6 +65,8 @@ pub struct CameraMetrics {
     pub source_alive_ms: AtomicU64,
     status: AtomicU8,
     pub status_changed: AtomicBool,
+    /// Line crossings by (line, label, direction) since start.
+    pub line_crossings: Mutex<BTreeMap<(String, String, &'static str), u64>>,
 }
 
 impl CameraMetrics {
@@ -75,6 +78,30 @@ impl CameraMetrics {
     }
     pub fn status(&self) -> SourceStatus {
         SourceStatus::from_u8(self.status.load(Relaxed))
+    }
+
+    pub fn set_line_crossings(&self, counts: BTreeMap<(String, String, &'static str), u64>) {
+        *self
+            .line_crossings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = counts;
+    }
+
+    fn line_crossings(&self) -> BTreeMap<(String, String, &'static str), u64> {
+        self.line_crossings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// `{line: {label: {forward: n, backward: n}}}` for the stats message.
+    fn line_crossings_json(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        for ((line, label, dir), n) in self.line_crossings() {
+            let by_label = out.entry(line).or_insert_with(|| serde_json::json!({}));
+            by_label[label.as_str()][dir] = serde_json::json!(n);
+        }
+        serde_json::Value::Object(out)
     }
     pub fn set_status(&self, s: SourceStatus) {
         if self.status.swap(s as u8, Relaxed) != s as u8 {
@@ -259,6 +286,25 @@ impl Metrics {
             "Time frames waited in the queue.",
             cam(&|c| l(&c.wait_us) / 1e6),
         );
+        metric(
+            "line_crossings_total",
+            "counter",
+            "Tracks crossing a [[camera.line]], by line, label and direction.",
+            self.cameras
+                .iter()
+                .flat_map(|c| {
+                    c.line_crossings().into_iter().map(|((line, label, dir), n)| {
+                        (
+                            format!(
+                                "{{camera=\"{}\",line=\"{line}\",label=\"{label}\",direction=\"{dir}\"}}",
+                                c.name
+                            ),
+                            n as f64,
+                        )
+                    })
+                })
+                .collect(),
+        );
         let m = &self.mqtt;
         metric(
             "mqtt_connected",
@@ -414,6 +460,7 @@ impl Metrics {
                     "tracks_active": c.tracks_active.load(Relaxed),
                     "tracks_total": c.tracks_total.load(Relaxed),
                     "events": c.events.load(Relaxed),
+                    "line_crossings": c.line_crossings_json(),
                 }),
             );
             next.processed.push(processed);
@@ -513,5 +560,35 @@ pub async fn serve(
             let _ = sock.write_all(body.as_bytes()).await;
             let _ = sock.shutdown().await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_crossings_reach_stats_and_prometheus() {
+        let m = Metrics::new(&["door".to_string()], "tiny".into(), "candle".into(), false);
+        m.cameras[0].set_line_crossings(
+            [
+                (("gate".to_string(), "person".to_string(), "forward"), 3),
+                (("gate".to_string(), "person".to_string(), "backward"), 1),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        let text = m.render_prometheus();
+        assert!(
+            text.contains(
+                "inspro_line_crossings_total{camera=\"door\",line=\"gate\",label=\"person\",direction=\"forward\"} 3"
+            ),
+            "{text}"
+        );
+        let stats = m.stats_json(&mut Snapshot::default());
+        assert_eq!(
+            stats["cameras"]["door"]["line_crossings"]["gate"]["person"],
+            serde_json::json!({"forward": 3, "backward": 1})
+        );
     }
 }

@@ -9,6 +9,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
 pub mod overlay;
+pub mod polygons;
 pub mod queue;
 pub mod spool;
 pub mod state;

@@ -2,6 +2,7 @@
 //! from frame to frame so that query slot i stays bound to one object with no tracker; and the
 //! YouTube-VIS results a video's slots become.
 
+pub mod rules;
 pub mod stream;
 pub mod tracks;
 pub mod video;

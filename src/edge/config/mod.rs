@@ -124,6 +124,42 @@ mod tests {
     }
 
     #[test]
+    fn camera_rules_parse_validate_and_reload_hot() {
+        let text = |coordinates: &str| {
+            format!(
+                "[[camera]]\nname = \"c\"\nuri = \"test:ball\"\n\
+                 [[camera.zone]]\nname = \"door\"\ncoordinates = {coordinates}\n\
+                 [[camera.line]]\nname = \"gate\"\npoints = [[10, 0], [10, 100]]\ndirection = \"forward\"\n\
+                 [camera.filters.person]\nmin_area = 50\n\
+                 [camera.tracking]\nbirth_score = 0.8\n"
+            )
+        };
+        let f = write(&text("[[0, 0], [100, 0], [100, 50]]"));
+        let cfg = load(Some(f.path()), &BTreeMap::new()).expect("parses");
+        cfg.validate().expect("valid");
+        let cam = &cfg.cameras[0];
+        let rules = cam.rules();
+        assert_eq!(rules.zones[0].coordinates[2], [100.0, 50.0]);
+        assert_eq!(rules.filters["person"].min_area, 50.0);
+        assert_eq!(cam.tracking.apply(cfg.tracking).birth_score, 0.8);
+        assert_eq!(
+            cam.tracking.apply(cfg.tracking).min_frames,
+            cfg.tracking.min_frames
+        );
+        // Rules are hot: changing them is no cold change.
+        let mut other = cfg.clone();
+        other.cameras[0].zone.clear();
+        assert!(cfg.cold_changes(&other).is_empty());
+        other.cameras[0].uri = "test:smpte".into();
+        assert_eq!(cfg.cold_changes(&other), vec!["camera"]);
+        let f = write(&text("[[0, 0], [100, 0]]"));
+        let e = load(Some(f.path()), &BTreeMap::new())
+            .and_then(|c| c.validate())
+            .unwrap_err();
+        assert_eq!(e.field, "camera[0].zone[0].coordinates");
+    }
+
+    #[test]
     fn env_overrides_file() {
         let f = write(DEFAULT_CONFIG_TOML);
         let cfg = load(

@@ -12,7 +12,9 @@ impl EdgeConfig {
         if self.engine != new.engine {
             v.push("engine");
         }
-        if self.cameras != new.cameras {
+        // Zones, lines, filters and tracking overrides are hot; the rest of a camera is not.
+        let cold = |c: &[super::CameraConfig]| c.iter().map(|c| c.cold()).collect::<Vec<_>>();
+        if cold(&self.cameras) != cold(&new.cameras) {
             v.push("camera");
         }
         if self.mqtt != new.mqtt {

@@ -1,10 +1,12 @@
 //! The serde structs of the configuration: one per TOML section, with the defaults that
 //! `configs/edge.toml` spells out, and the limits the checks share.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::tracking::rules::{LabelFilter, Line, Rules, Zone};
 use crate::tracking::TrackerConfig;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -106,6 +108,64 @@ pub struct CameraConfig {
     pub rtsp_latency_ms: u32,
     /// Restart a file source at end of stream instead of ending the camera.
     pub loop_file: bool,
+    /// `[[camera.zone]]`: polygons in camera pixels (Frigate's `coordinates`); events carry
+    /// `current_zones` / `entered_zones`.
+    pub zone: Vec<Zone>,
+    /// `[[camera.line]]`: counting lines (two points, a direction); crossings are events and
+    /// counts.
+    pub line: Vec<Line>,
+    /// `[camera.filters.<label>]`: `min_area`, `max_area`, `min_score`; a track that fails its
+    /// label's filter is not published.
+    pub filters: BTreeMap<String, LabelFilter>,
+    /// `[camera.tracking]`: this camera's overrides of `[tracking]`.
+    pub tracking: TrackingOverride,
+}
+
+/// Per-camera overrides of `[tracking]`; unset keys keep the global value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackingOverride {
+    pub birth_score: Option<f32>,
+    pub min_frames: Option<u32>,
+    pub keep_score: Option<f32>,
+    pub max_lost_frames: Option<u32>,
+    pub reuse_iou: Option<f32>,
+}
+
+impl TrackingOverride {
+    /// The global settings with this camera's overrides.
+    pub fn apply(&self, global: TrackerConfig) -> TrackerConfig {
+        TrackerConfig {
+            birth_score: self.birth_score.unwrap_or(global.birth_score),
+            min_frames: self.min_frames.unwrap_or(global.min_frames),
+            keep_score: self.keep_score.unwrap_or(global.keep_score),
+            max_lost_frames: self.max_lost_frames.unwrap_or(global.max_lost_frames),
+            reuse_iou: self.reuse_iou.unwrap_or(global.reuse_iou),
+        }
+    }
+}
+
+impl CameraConfig {
+    /// The camera's analytics rules.
+    pub fn rules(&self) -> Rules {
+        Rules {
+            zones: self.zone.clone(),
+            lines: self.line.clone(),
+            filters: self.filters.clone(),
+        }
+    }
+
+    /// The camera without what SIGHUP changes (rules, tracking overrides): a difference here
+    /// needs a restart.
+    pub fn cold(&self) -> CameraConfig {
+        CameraConfig {
+            zone: Vec::new(),
+            line: Vec::new(),
+            filters: BTreeMap::new(),
+            tracking: TrackingOverride::default(),
+            ..self.clone()
+        }
+    }
 }
 
 impl Default for CameraConfig {
@@ -122,6 +182,10 @@ impl Default for CameraConfig {
             jump_threshold_s: 5.0,
             rtsp_latency_ms: 200,
             loop_file: false,
+            zone: Vec::new(),
+            line: Vec::new(),
+            filters: BTreeMap::new(),
+            tracking: TrackingOverride::default(),
         }
     }
 }

@@ -82,7 +82,7 @@ impl EdgeConfig {
     /// Every check that needs no network or device; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_model(&self.model, &self.engine)?;
-        validate_cameras(&self.cameras)?;
+        validate_cameras(&self.cameras, self.tracking)?;
         validate_tracking(&self.tracking)?;
         validate_mqtt(&self.mqtt)?;
         validate_publish(&self.publish)?;
@@ -111,7 +111,7 @@ fn validate_model(model: &ModelSection, engine: &EngineSection) -> Result<(), Co
 }
 
 /// Every `[[camera]]`: at least one, unique topic-safe names, each camera's fields.
-fn validate_cameras(cameras: &[CameraConfig]) -> Result<(), ConfigError> {
+fn validate_cameras(cameras: &[CameraConfig], tracking: TrackerConfig) -> Result<(), ConfigError> {
     if cameras.is_empty() {
         return Err(ConfigError::new(
             "camera",
@@ -120,7 +120,7 @@ fn validate_cameras(cameras: &[CameraConfig]) -> Result<(), ConfigError> {
     }
     let mut names = HashSet::new();
     for (i, c) in cameras.iter().enumerate() {
-        validate_camera(i, c, &mut names)?;
+        validate_camera(i, c, &mut names, tracking)?;
     }
     Ok(())
 }
@@ -130,6 +130,7 @@ fn validate_camera(
     i: usize,
     c: &CameraConfig,
     names: &mut HashSet<String>,
+    tracking: TrackerConfig,
 ) -> Result<(), ConfigError> {
     let f = |k: &str| format!("camera[{i}].{k}");
     if !topic_safe(&c.name) {
@@ -176,6 +177,16 @@ fn validate_camera(
     int_within(&f("queue"), c.queue, 1, 64)?;
     positive_upto(&f("stall_timeout_s"), c.stall_timeout_s, 3600.0)?;
     positive_upto(&f("jump_threshold_s"), c.jump_threshold_s, MAX_DURATION_S)?;
+    c.rules()
+        .validate()
+        .map_err(|e| ConfigError::new(f(&e.field), e.reason))?;
+    // The overrides with the global values (a bad global value is `[tracking]`'s own error).
+    if c.tracking != Default::default() {
+        c.tracking
+            .apply(tracking)
+            .validate()
+            .map_err(|e| ConfigError::new(f(&format!("tracking.{}", e.field)), e.reason))?;
+    }
     Ok(())
 }
 

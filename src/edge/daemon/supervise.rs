@@ -45,7 +45,7 @@ pub(super) async fn async_main(parts: DaemonParts) -> Result<(), DaemonError> {
     let mqtt_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let outbox = Arc::new(Outbox::new(4096));
-    let hot = Arc::new(HotSettings::new(cfg.tracking, cfg.publish.clone()));
+    let hot = Arc::new(HotSettings::new(&cfg));
     let (stats_tx, stats_rx) = tokio::sync::watch::channel(cfg.service.stats_interval_s);
     let run = run_id();
     tracing::info!(run = %run, "starting");
@@ -227,7 +227,17 @@ impl Supervisor {
                 if !cold.is_empty() {
                     tracing::warn!(keys = ?cold, "SIGHUP: these changed keys need a restart; kept the running values");
                 }
-                self.hot.set(new.tracking, new.publish.clone());
+                self.hot.set(&new);
+                // The running cameras take the new rules and tracking overrides (hot); the rest
+                // of a camera waits for a restart.
+                for cam in &mut self.cur.cameras {
+                    if let Some(n) = new.cameras.iter().find(|n| n.name == cam.name) {
+                        cam.zone = n.zone.clone();
+                        cam.line = n.line.clone();
+                        cam.filters = n.filters.clone();
+                        cam.tracking = n.tracking;
+                    }
+                }
                 let _ = self.stats_tx.send(new.service.stats_interval_s);
                 self.watchdog_on = new.service.watchdog;
                 self.cur.tracking = new.tracking;
