@@ -19,6 +19,7 @@ use crate::edge::metrics::{CameraMetrics, Metrics};
 use crate::edge::mqtt::Outbox;
 use crate::edge::overlay::OverlayWriter;
 use crate::edge::queue::FrameQueue;
+use crate::edge::snapshots::{self, Snapshots};
 use crate::edge::spool::Spool;
 use crate::edge::state::{OpenTracks, StateFile};
 use crate::runtime::Engine;
@@ -172,6 +173,8 @@ struct EngineThread {
     tracker: TrackerConfig,
     jump_ns: u64,
     overlay: Option<OverlayWriter>,
+    /// `[camera.snapshots]`: the best views and the worker that encodes them.
+    snapshots: Option<(Snapshots, std::thread::JoinHandle<()>)>,
     token: CancellationToken,
     state: StateFile,
     topic_prefix: String,
@@ -278,9 +281,14 @@ impl EngineThread {
         self.reset_on_jump(st, frame.pts_ns);
         let t0 = Instant::now();
         let overlay = self.overlay.as_ref();
+        let snapshots = self.snapshots.as_mut().map(|(s, _)| s);
         let proc = &mut st.proc;
         let res = frame.with_rgb(|fr| {
             let r = proc.process(&fr);
+            if let (Ok(p), Some(snaps)) = (&r, snapshots) {
+                let seen: Vec<_> = proc.tracker().active().collect();
+                snaps.observe(&fr, &p.output, &seen);
+            }
             let drawn = match (&r, overlay) {
                 (Ok(p), Some(ov)) => {
                     let open: Vec<_> = proc.tracker().active().collect();
@@ -353,6 +361,11 @@ impl EngineThread {
         self.emit(&ended, None, &st.last_info);
         self.state.remove();
         self.cam.tracks_active.store(0, Relaxed);
+        if let Some((snaps, worker)) = self.snapshots.take() {
+            // The last views are queued; the worker ends when its queue does.
+            drop(snaps);
+            let _ = worker.join();
+        }
         if let Some(ov) = self.overlay.take() {
             match ov.finish() {
                 Ok((video, sheet)) => {
@@ -378,7 +391,32 @@ impl EngineThread {
             .count();
         self.cam.tracks_total.fetch_add(born as u64, Relaxed);
         let before = self.builder.suppressed;
+        let ending: Vec<u64> = events
+            .iter()
+            .filter(|e| matches!(e, TrackEvent::End(_)))
+            .map(|e| e.track().id)
+            .filter(|id| self.builder.is_published(*id))
+            .collect();
         let msgs = self.builder.on_events(events, out, info);
+        if let Some((snaps, _)) = self.snapshots.as_mut() {
+            for e in events {
+                let (t, end) = match e {
+                    TrackEvent::New(t) => (t, false),
+                    TrackEvent::End(t) => (t, true),
+                    TrackEvent::Update(_) => continue,
+                };
+                let published = if end {
+                    ending.contains(&t.id)
+                } else {
+                    self.builder.is_published(t.id)
+                };
+                if published {
+                    snaps.publish(t, &self.builder.label_name(t.label), end);
+                } else if end {
+                    snaps.forget(t.id);
+                }
+            }
+        }
         if born > 0 {
             // On disk before the `new` events can be: a crash never leaves a track unended.
             self.persist(info);
@@ -491,6 +529,39 @@ fn start_cameras(start: &CameraStart<'_>) -> Result<Cameras, DaemonError> {
     })
 }
 
+/// The camera's snapshot worker, when `[camera.snapshots]` is enabled.
+fn start_snapshots(
+    start: &CameraStart<'_>,
+    cam_cfg: &config::CameraConfig,
+) -> Result<Option<(Snapshots, std::thread::JoinHandle<()>)>, DaemonError> {
+    let snap_cfg = cam_cfg.snapshots;
+    if !snap_cfg.enabled {
+        return Ok(None);
+    }
+    let (tx, rx) = snapshots::channel(8);
+    let dir = start
+        .cfg
+        .service
+        .spool_path()
+        .join("snapshots")
+        .join(&cam_cfg.name);
+    let outbox = start.outbox.clone();
+    let max_payload = start.cfg.mqtt.max_packet_size.saturating_sub(256);
+    let name: String = format!("snap-{}", cam_cfg.name).chars().take(15).collect();
+    let worker = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || snapshots::run_worker(rx, dir, snap_cfg, outbox, max_payload))
+        .map_err(|e| anyhow::anyhow!("snapshot thread: {e}"))?;
+    let snaps = Snapshots::new(
+        snap_cfg,
+        &cam_cfg.name,
+        &start.cfg.mqtt.topic_prefix,
+        start.run,
+        tx,
+    );
+    Ok(Some((snaps, worker)))
+}
+
 /// Camera `i`'s source and engine threads; the last engine thread to end notifies `done`.
 fn start_camera(
     start: &CameraStart<'_>,
@@ -542,6 +613,7 @@ fn start_camera(
             .overlay_dir
             .as_ref()
             .map(|d| OverlayWriter::new(d, &cam_cfg.name, start.class_names.to_vec())),
+        snapshots: start_snapshots(start, cam_cfg)?,
         token: start.root.clone(),
         state: StateFile::new(&cfg.service.spool_path(), &cam_cfg.name),
         topic_prefix: cfg.mqtt.topic_prefix.clone(),

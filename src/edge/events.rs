@@ -21,6 +21,29 @@ pub struct OutMsg {
     pub payload: String,
     pub qos: u8,
     pub retain: bool,
+    /// A binary payload (snapshots' JPEG) sent instead of `payload`; never spooled (QoS 0).
+    #[serde(skip)]
+    pub bytes: Option<std::sync::Arc<[u8]>>,
+}
+
+impl OutMsg {
+    /// A binary message at QoS 0.
+    pub fn binary(topic: String, bytes: Vec<u8>, retain: bool) -> Self {
+        Self {
+            topic,
+            payload: String::new(),
+            qos: 0,
+            retain,
+            bytes: Some(bytes.into()),
+        }
+    }
+
+    /// The bytes on the wire.
+    pub fn wire_bytes(&self) -> Vec<u8> {
+        self.bytes
+            .as_deref()
+            .map_or_else(|| self.payload.clone().into_bytes(), <[u8]>::to_vec)
+    }
 }
 
 /// Frame facts every message carries.
@@ -233,6 +256,11 @@ impl EventBuilder {
         self.cfg = cfg;
     }
 
+    /// Whether a `new` went out for this track and no `end` yet.
+    pub fn is_published(&self, id: u64) -> bool {
+        self.last.contains_key(&id)
+    }
+
     pub fn open_tracks(&self) -> usize {
         self.seen.len()
     }
@@ -246,7 +274,8 @@ impl EventBuilder {
         (self.seq, &self.run, open)
     }
 
-    fn label_name(&self, i: usize) -> String {
+    /// A class's name (`class_<i>` where the model has none).
+    pub fn label_name(&self, i: usize) -> String {
         self.class_names
             .get(i)
             .cloned()
@@ -297,6 +326,7 @@ impl EventBuilder {
             payload: body.to_string(),
             qos: self.qos.lifecycle,
             retain: false,
+            bytes: None,
         }
     }
 
@@ -403,6 +433,7 @@ impl EventBuilder {
             payload,
             qos,
             retain: false,
+            bytes: None,
         }
     }
 
@@ -539,6 +570,7 @@ impl EventBuilder {
             .to_string(),
             qos: self.qos.tracks,
             retain: false,
+            bytes: None,
         })
     }
 }

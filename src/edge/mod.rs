@@ -11,6 +11,7 @@ pub mod mqtt;
 pub mod overlay;
 pub mod polygons;
 pub mod queue;
+pub mod snapshots;
 pub mod spool;
 pub mod state;
 pub mod tls;

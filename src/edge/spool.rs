@@ -402,6 +402,7 @@ mod tests {
             payload: format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(200)),
             qos: 1,
             retain: false,
+            bytes: None,
         }
     }
 

@@ -176,6 +176,7 @@ pub fn recover(dir: &Path, spool: &mut Spool, qos: u8) -> io::Result<Recovered> 
                 payload: body.to_string(),
                 qos,
                 retain: false,
+                bytes: None,
             })?;
             out.ended += 1;
         }

@@ -295,6 +295,8 @@ impl Drop for Daemon {
 pub struct Msg {
     pub topic: String,
     pub payload: String,
+    /// The payload as received (binary payloads: snapshots).
+    pub bytes: Vec<u8>,
     pub retain: bool,
     pub at: Instant,
     /// Wall-clock receive time (to compare with the payload's `timestamp`).
@@ -357,6 +359,7 @@ impl Subscriber {
                         m2.lock().unwrap().push(Msg {
                             topic: p.topic.clone(),
                             payload: String::from_utf8_lossy(&p.payload).to_string(),
+                            bytes: p.payload.to_vec(),
                             retain: p.retain,
                             at: Instant::now(),
                             wall: std::time::SystemTime::now(),

@@ -18,8 +18,8 @@ use std::path::Path;
 
 pub use schema::{
     BackoffConfig, CameraConfig, EdgeConfig, EngineKind, EngineSection, MaskFormat, MaskRegion,
-    ModelSection, MqttConfig, Pace, PublishConfig, QosConfig, ServiceConfig, TlsConfig,
-    MAX_DURATION_S, MAX_SHUTDOWN_S, MAX_SIDE,
+    ModelSection, MqttConfig, Pace, PublishConfig, QosConfig, ServiceConfig, SnapshotConfig,
+    TlsConfig, MAX_DURATION_S, MAX_SHUTDOWN_S, MAX_SIDE,
 };
 pub use secrets::{mqtt_password, Secret};
 pub use sources::{BrokerAddr, SourceUri, TestSource, VIDEOTESTSRC_PATTERNS};

@@ -119,6 +119,35 @@ pub struct CameraConfig {
     pub filters: BTreeMap<String, LabelFilter>,
     /// `[camera.tracking]`: this camera's overrides of `[tracking]`.
     pub tracking: TrackingOverride,
+    /// `[camera.snapshots]`: a JPEG of each track's best frame.
+    pub snapshots: SnapshotConfig,
+}
+
+/// Snapshots, Frigate's way: per track the frame with the highest score (the larger box on a
+/// tie), cropped around the box with the mask outlined, published retained on
+/// `<prefix>/<camera>/<label>/snapshot` when the track is born and when it ends, and written
+/// under `<spool_dir>/snapshots/<camera>/`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotConfig {
+    pub enabled: bool,
+    /// Files kept per camera; the oldest go first.
+    pub max_files: usize,
+    /// JPEG quality, 1-100.
+    pub quality: u8,
+    /// Context around the box, as a fraction of its size on each side.
+    pub padding: f32,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_files: 200,
+            quality: 85,
+            padding: 0.15,
+        }
+    }
 }
 
 /// Per-camera overrides of `[tracking]`; unset keys keep the global value.
@@ -186,6 +215,7 @@ impl Default for CameraConfig {
             line: Vec::new(),
             filters: BTreeMap::new(),
             tracking: TrackingOverride::default(),
+            snapshots: SnapshotConfig::default(),
         }
     }
 }

@@ -177,6 +177,10 @@ fn validate_camera(
     int_within(&f("queue"), c.queue, 1, 64)?;
     positive_upto(&f("stall_timeout_s"), c.stall_timeout_s, 3600.0)?;
     positive_upto(&f("jump_threshold_s"), c.jump_threshold_s, MAX_DURATION_S)?;
+    let snap = &c.snapshots;
+    int_within(&f("snapshots.max_files"), snap.max_files, 1, 100_000)?;
+    int_within(&f("snapshots.quality"), usize::from(snap.quality), 1, 100)?;
+    within(&f("snapshots.padding"), f64::from(snap.padding), 0.0, 2.0)?;
     c.rules()
         .validate()
         .map_err(|e| ConfigError::new(f(&e.field), e.reason))?;

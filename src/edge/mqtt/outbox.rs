@@ -74,6 +74,7 @@ mod tests {
             payload: i.to_string(),
             qos: q,
             retain: false,
+            bytes: None,
         };
         o.push([m(0, 0), m(1, 1), m(1, 2)]);
         assert_eq!(o.dropped(), 1);

@@ -114,6 +114,7 @@ impl MqttTask {
                 payload: "online".into(),
                 qos: 1,
                 retain: true,
+                bytes: None,
             },
         );
         // Correct what a crash left retained: this run's cameras are starting, gone ones ended.
@@ -126,6 +127,7 @@ impl MqttTask {
                     payload: SourceStatus::Starting.as_str().into(),
                     qos: 1,
                     retain: true,
+                    bytes: None,
                 },
             );
         }
@@ -135,6 +137,7 @@ impl MqttTask {
                 payload: SourceStatus::Ended.as_str().into(),
                 qos: 1,
                 retain: true,
+                bytes: None,
             });
         }
         let stats_interval = opts.stats_interval;
@@ -240,6 +243,7 @@ impl MqttTask {
                     payload: s.as_str().into(),
                     qos: q.max(u8::from(s == SourceStatus::Ended)),
                     retain: true,
+                    bytes: None,
                 });
             }
         }
@@ -275,12 +279,10 @@ impl MqttTask {
                 break;
             };
             let m = &q.msg;
-            match self.client.try_publish(
-                m.topic.clone(),
-                qos(m.qos),
-                m.retain,
-                m.payload.clone().into_bytes(),
-            ) {
+            match self
+                .client
+                .try_publish(m.topic.clone(), qos(m.qos), m.retain, m.wire_bytes())
+            {
                 Ok(()) => {
                     self.submitted.push_back(q);
                     self.metrics.mqtt.published.fetch_add(1, Relaxed);
@@ -434,6 +436,7 @@ impl MqttTask {
                         payload: "stopped".into(),
                         qos: 1,
                         retain: true,
+                        bytes: None,
                     });
                     // `route` puts retained messages first; `stopped` must come last.
                     if let Some(pos) = self.queue.iter().position(|q| q.msg.topic == self.available_topic && q.msg.payload == "stopped") {
@@ -470,6 +473,7 @@ impl MqttTask {
                         payload: stats.to_string(),
                         qos: self.opts.cfg.qos.stats,
                         retain: false,
+                        bytes: None,
                     });
                 }
                 changed = reload.changed() => {
