@@ -580,3 +580,55 @@ fn onnxruntime_engine_exports_and_runs_the_same_model() {
         );
     }
 }
+
+/// A `rules` file: the zones of every track in the meta, a label filter, a bad file as an error.
+#[test]
+fn a_rules_file_gives_zones_and_filters_labels() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules = dir.path().join("rules.toml");
+    // One zone over the whole frame (and past its edges); no circles of any size.
+    std::fs::write(
+        &rules,
+        "[[zone]]\nname = \"all\"\ncoordinates = [[-10, -10], [200, -10], [200, 120], [-10, 120]]\n\
+         [filters.circle]\nmin_area = 1e9\n",
+    )
+    .expect("rules file");
+    let launch = format!(
+        "videotestsrc num-buffers=3 ! video/x-raw,width=160,height=96 \
+         ! inspro model={} score-threshold=0 emit-messages=true rules={} ! fakesink",
+        tiny_model().display(),
+        rules.display()
+    );
+    let msgs = run_pipeline(&launch);
+    assert!(errors(&msgs).is_empty(), "{:?}", errors(&msgs));
+    let frames: Vec<_> = msgs
+        .iter()
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Element(e) => e.structure().filter(|s| s.name() == "inspro-tracks"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(frames.len(), 3);
+    let mut tracks = 0;
+    for s in &frames {
+        let labels: gst::Array = s.get("labels").expect("labels");
+        let states: gst::Array = s.get("states").expect("states");
+        let zones: gst::Array = s.get("current-zones").expect("current-zones");
+        assert_eq!(zones.len(), labels.len());
+        for ((l, st), z) in labels.iter().zip(states.iter()).zip(zones.iter()) {
+            assert_ne!(l.get::<String>().unwrap(), "circle", "filtered out");
+            if st.get::<String>().unwrap() != "lost" {
+                assert_eq!(z.get::<String>().unwrap(), "all");
+                tracks += 1;
+            }
+        }
+    }
+    assert!(tracks > 0);
+    std::fs::write(&rules, "[[zone]]\nname = \"x\"\ncoordinates = [[0, 0]]\n").expect("write");
+    let errs = errors(&run_pipeline(&launch));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("rules") && e.contains("coordinates")),
+        "{errs:?}"
+    );
+}

@@ -152,7 +152,41 @@ pub fn crossing(line: [[f32; 2]; 2], from: [f32; 2], to: [f32; 2]) -> Option<Cro
     })
 }
 
+/// A rules file (the GStreamer element's `rules` property): the keys of the daemon's camera
+/// tables, `[[zone]]`, `[[line]]`, `[filters.<label>]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RulesFile {
+    zone: Vec<Zone>,
+    line: Vec<Line>,
+    filters: BTreeMap<String, LabelFilter>,
+}
+
 impl Rules {
+    /// Read and check a rules file (TOML); the error names the file and the field.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, RuleError> {
+        let file = path.display();
+        let text = std::fs::read_to_string(path).map_err(|e| RuleError {
+            field: file.to_string(),
+            reason: e.to_string(),
+        })?;
+        let de = toml::Deserializer::new(&text);
+        let f: RulesFile = serde_path_to_error::deserialize(de).map_err(|e| RuleError {
+            field: format!("{file}: {}", e.path()),
+            reason: e.inner().message().to_string(),
+        })?;
+        let rules = Rules {
+            zones: f.zone,
+            lines: f.line,
+            filters: f.filters,
+        };
+        rules.validate().map_err(|e| RuleError {
+            field: format!("{file}: {}", e.field),
+            reason: e.reason,
+        })?;
+        Ok(rules)
+    }
+
     /// Names unique and non-empty, polygons of 3+ finite points, lines of two distinct points,
     /// filters with min ≤ max.
     pub fn validate(&self) -> Result<(), RuleError> {
@@ -389,6 +423,28 @@ mod tests {
         assert_eq!(
             s.counts[&("middle".to_string(), "person".to_string(), Crossed::Forward)],
             1
+        );
+    }
+
+    #[test]
+    fn a_rules_file_reads_the_camera_tables_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rules.toml");
+        std::fs::write(
+            &path,
+            "[[zone]]\nname = \"a\"\ncoordinates = [[0, 0], [9, 0], [9, 9]]\n\
+             [[line]]\nname = \"l\"\npoints = [[0, 5], [9, 5]]\ndirection = \"forward\"\n\
+             [filters.person]\nmin_score = 0.4\n",
+        )
+        .unwrap();
+        let r = Rules::from_file(&path).expect("reads");
+        assert_eq!((r.zones.len(), r.lines.len()), (1, 1));
+        assert_eq!(r.lines[0].direction, LineDirection::Forward);
+        std::fs::write(&path, "[[zone]]\nname = \"a\"\ncorners = []\n").unwrap();
+        let e = Rules::from_file(&path).unwrap_err();
+        assert!(
+            e.field.contains("rules.toml") && e.field.contains("zone"),
+            "{e}"
         );
     }
 

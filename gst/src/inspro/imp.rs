@@ -16,11 +16,12 @@ use gst_video::VideoFrameRef;
 use inspro::frame::FrameRef;
 use inspro::render::{self, Mark};
 use inspro::runtime::{build_engine, BuiltEngine, EngineSpec, OrtOptions, Provider};
+use inspro::tracking::rules::{RuleState, Rules};
 use inspro::tracking::{ProcessedFrame, StreamProcessor, TrackerConfig};
 
-use super::meta::FrameTracks;
+use super::meta::{FrameTracks, LineCrossing};
 use super::pixels::{self, Canvas, Layout, Planes, Yuv};
-use super::{EngineKind, ExecutionProvider, MESSAGE_NAME, TRACKS_META};
+use super::{EngineKind, ExecutionProvider, LINE_MESSAGE_NAME, MESSAGE_NAME, TRACKS_META};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -66,6 +67,7 @@ struct Settings {
     key_frame_interval: i32,
     draw: bool,
     emit_messages: bool,
+    rules: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -79,6 +81,7 @@ impl Default for Settings {
             key_frame_interval: DEFAULT_KEY_FRAME_INTERVAL,
             draw: false,
             emit_messages: false,
+            rules: None,
         }
     }
 }
@@ -92,6 +95,9 @@ struct State {
     rgb: Vec<u8>,
     /// Ids of tracks ended by a reset, reported on the next frame.
     ended: Vec<u64>,
+    /// The `rules` file's zones, lines and filters, and where each track stood.
+    rules: Rules,
+    rule_state: RuleState,
     /// The engine and the graphs exported for it at start (removed at stop, after the
     /// processor's handle).
     _engine: BuiltEngine,
@@ -273,6 +279,21 @@ impl InsPro {
     }
 }
 
+impl InsPro {
+    /// A line of the `rules` file crossed: an `inspro-line` element message, always posted.
+    fn post_crossing(&self, c: &LineCrossing, frame: u64) {
+        let s = gst::Structure::builder(LINE_MESSAGE_NAME)
+            .field("frame", frame)
+            .field("line", c.line.as_str())
+            .field("direction", c.direction)
+            .field("id", c.id)
+            .field("label", c.label.as_str())
+            .build();
+        let msg = gst::message::Element::builder(s).src(&*self.obj()).build();
+        let _ = self.obj().post_message(msg);
+    }
+}
+
 impl ObjectImpl for InsPro {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
@@ -322,6 +343,11 @@ impl ObjectImpl for InsPro {
                     .default_value(false)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecString::builder("rules")
+                    .nick("Rules file")
+                    .blurb("A TOML file of zones, lines and label filters in frame pixels, the keys of the daemon's camera tables: [[zone]] name/coordinates, [[line]] name/points/direction, [filters.<label>] min_area/max_area/min_score. Tracks get current-zones/entered-zones in the meta; a crossing posts an `inspro-line` message.")
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb("Since start: frames, mean engine time per frame (engine-ms) and mean time of the element's own work around it per frame (element-ms: mapping, colour conversion, RLE, meta, overlay)")
@@ -367,6 +393,7 @@ impl ObjectImpl for InsPro {
             }
             "draw" => s.draw = value.get().expect("type checked upstream"),
             "emit-messages" => s.emit_messages = value.get().expect("type checked upstream"),
+            "rules" => s.rules = path(value),
             other => unreachable!("no property {other}"),
         }
     }
@@ -383,6 +410,7 @@ impl ObjectImpl for InsPro {
             "key-frame-interval" => s.key_frame_interval.to_value(),
             "draw" => s.draw.to_value(),
             "emit-messages" => s.emit_messages.to_value(),
+            "rules" => path(&s.rules).to_value(),
             "stats" => {
                 drop(s);
                 self.stats
@@ -441,6 +469,11 @@ impl BaseTransformImpl for InsPro {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings().clone();
         let t0 = Instant::now();
+        let rules = match &settings.rules {
+            Some(path) => Rules::from_file(path)
+                .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("rules: {}", e)))?,
+            None => Rules::default(),
+        };
         let built = self.load_engine(&settings)?;
         let engine = built.engine.clone();
         gst::info!(
@@ -464,6 +497,8 @@ impl BaseTransformImpl for InsPro {
             ),
             rgb: Vec::new(),
             ended: Vec::new(),
+            rules,
+            rule_state: RuleState::default(),
             _engine: built,
         });
         Ok(())
@@ -545,11 +580,13 @@ impl BaseTransformImpl for InsPro {
             );
             gst::FlowError::Error
         };
-        let (tracks, engine_time) = if settings.draw {
+        let (tracks, crossings, engine_time) = if settings.draw {
             let mut frame = VideoFrameRef::from_buffer_ref_writable(buf, &info).map_err(map_err)?;
             let (processed, took) = self.process(state, &frame, layout)?;
             let cfg = state.processor.engine().config();
-            let tracks = FrameTracks::collect(&processed, cfg, std::mem::take(&mut state.ended));
+            let mut tracks =
+                FrameTracks::collect(&processed, cfg, std::mem::take(&mut state.ended));
+            let crossings = tracks.apply_rules(&state.rules, &mut state.rule_state);
             let marks: Vec<Mark> = tracks
                 .tracks
                 .iter()
@@ -574,17 +611,22 @@ impl BaseTransformImpl for InsPro {
                 yuv: state.yuv,
             };
             render::draw(&mut canvas, &marks);
-            (tracks, took)
+            (tracks, crossings, took)
         } else {
             let frame = VideoFrameRef::from_buffer_ref_readable(&*buf, &info).map_err(map_err)?;
             let (processed, took) = self.process(state, &frame, layout)?;
             let cfg = state.processor.engine().config();
-            let tracks = FrameTracks::collect(&processed, cfg, std::mem::take(&mut state.ended));
-            (tracks, took)
+            let mut tracks =
+                FrameTracks::collect(&processed, cfg, std::mem::take(&mut state.ended));
+            let crossings = tracks.apply_rules(&state.rules, &mut state.rule_state);
+            (tracks, crossings, took)
         };
         drop(guard);
         if settings.emit_messages {
             self.post_message(&tracks, buf);
+        }
+        for c in &crossings {
+            self.post_crossing(c, tracks.frame);
         }
         let s = tracks.structure(TRACKS_META);
         let mut meta = gst::meta::CustomMeta::add(buf, TRACKS_META).map_err(|e| {

@@ -9,10 +9,12 @@
 //!   states=(string)< tracked, new >, scores=(float)< 0.91, 0.62 >,
 //!   boxes=(float)< x0, y0, x1, y1, x0, y0, x1, y1 >,
 //!   mask-rects=(int)< x, y, w, h, x, y, w, h >, masks=(string)< "<COCO RLE counts>", ... >,
+//!   current-zones=(string)< "door", "" >, entered-zones=(string)< "door,hall", "" >,
 //!   ended-ids=(guint64)< 2 >;
 //! ```
 
 use inspro::model::ModelConfig;
+use inspro::tracking::rules::{RuleState, Rules};
 use inspro::tracking::{box_crop_rle, ProcessedFrame, TrackEvent, TrackState};
 use inspro::ytvis::Rle;
 
@@ -28,6 +30,17 @@ pub struct TrackOut {
     pub mask_rect: [usize; 4],
     /// The mask over `mask_rect` (COCO size [h, w]).
     pub mask: Rle,
+    /// With a `rules` file: the zones the track is in, and every zone it has been in.
+    pub current_zones: Vec<String>,
+    pub entered_zones: Vec<String>,
+}
+
+/// A line crossed on this frame (`rules` file).
+pub struct LineCrossing {
+    pub line: String,
+    pub direction: &'static str,
+    pub id: u64,
+    pub label: String,
 }
 
 /// What the meta and the message say about one frame.
@@ -79,6 +92,8 @@ impl FrameTracks {
                 box_xyxy,
                 mask_rect: [origin[0], origin[1], mask.w as usize, mask.h as usize],
                 mask,
+                current_zones: Vec::new(),
+                entered_zones: Vec::new(),
             });
         }
         FrameTracks {
@@ -89,6 +104,35 @@ impl FrameTracks {
             tracks,
             ended,
         }
+    }
+
+    /// Apply a `rules` file: tracks failing their label's filter leave the list, the others get
+    /// their zones; returns this frame's line crossings.
+    pub fn apply_rules(&mut self, rules: &Rules, state: &mut RuleState) -> Vec<LineCrossing> {
+        let mut crossings = Vec::new();
+        for id in &self.ended {
+            state.forget(*id);
+        }
+        if rules.is_empty() {
+            return crossings;
+        }
+        self.tracks
+            .retain(|t| rules.passes(&t.label, t.score, &t.box_xyxy));
+        for t in &mut self.tracks {
+            if t.state == TrackState::Lost {
+                continue;
+            }
+            let o = state.observe(rules, t.id, &t.label, &t.box_xyxy);
+            crossings.extend(o.crossings.into_iter().map(|(line, dir)| LineCrossing {
+                line,
+                direction: dir.as_str(),
+                id: t.id,
+                label: t.label.clone(),
+            }));
+            t.current_zones = o.current_zones;
+            t.entered_zones = o.entered_zones;
+        }
+        crossings
     }
 
     pub fn structure(&self, name: &str) -> gst::Structure {
@@ -123,6 +167,14 @@ impl FrameTracks {
             .field(
                 "masks",
                 gst::Array::new(ts.iter().map(|t| t.mask.to_compressed())),
+            )
+            .field(
+                "current-zones",
+                gst::Array::new(ts.iter().map(|t| t.current_zones.join(","))),
+            )
+            .field(
+                "entered-zones",
+                gst::Array::new(ts.iter().map(|t| t.entered_zones.join(","))),
             )
             .field("ended-ids", gst::Array::new(self.ended.iter().copied()))
             .build()

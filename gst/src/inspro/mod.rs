@@ -16,6 +16,9 @@ pub const TRACKS_META: &str = "InsProTracksMeta";
 /// Name of the element messages posted with `emit-messages=true` (as `level` posts `level`).
 pub const MESSAGE_NAME: &str = "inspro-tracks";
 
+/// Name of the element messages posted when a track crosses a line of the `rules` file.
+pub const LINE_MESSAGE_NAME: &str = "inspro-line";
+
 /// Which engine runs the network.
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
 #[repr(u32)]
