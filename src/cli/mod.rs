@@ -4,6 +4,7 @@ mod bench;
 #[cfg(feature = "edge")]
 mod config;
 mod export;
+mod import;
 mod model;
 #[cfg(feature = "edge")]
 mod run;
@@ -32,6 +33,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Write the network as ONNX graphs (key / non-key frame) with a manifest.
     Export(export::ExportArgs),
+    /// PyTorch weights (torchvision ResNet, detectron2 checkpoints) to our safetensors.
+    Import(import::ImportArgs),
     /// Segment and track every video of a YouTube-VIS layout into one results json.
     Segment(segment::SegmentArgs),
     /// Train on YouTube-VIS-layout data (TCM, BDL, deep supervision).
@@ -83,6 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info(args) => model::info(args),
         Command::Bench(args) => bench::bench(args),
         Command::Export(args) => export::export(args),
+        Command::Import(args) => import::import(args),
         Command::Segment(args) => segment::segment(args),
         Command::Train(args) => train::train(args),
         Command::Plot(args) => train::plot(args),

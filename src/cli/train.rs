@@ -42,6 +42,10 @@ pub struct TrainArgs {
     /// averaged; docs/training.md "Both cores: measured first").
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Start from these weights (safetensors, e.g. written by `inspro import`): every parameter
+    /// they hold with the right shape; overrides the config's `init`.
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
 }
 
 /// Must run before candle or rayon start their thread pools.
@@ -83,6 +87,9 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.iterations {
         cfg.iterations = n.max(1);
+    }
+    if let Some(w) = &args.init_from {
+        cfg.init = Some(w.clone());
     }
     if let Some(n) = args.workers {
         cfg.workers = n.max(1);

@@ -9,6 +9,7 @@ pub mod conv;
 pub mod cost;
 pub mod fpn;
 pub mod head;
+pub mod import;
 pub mod inspro;
 pub mod mask;
 pub mod nn;
