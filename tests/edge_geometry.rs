@@ -5,8 +5,6 @@
 
 mod edge_common;
 
-use std::time::Duration;
-
 use edge_common::*;
 use serde_json::Value;
 
@@ -31,27 +29,14 @@ fn run_clip(size: &str, seed: u64) -> (usize, usize, f64, usize) {
         "[[camera]]\nname = \"cam\"\nuri = \"file://{}\"\n",
         clip.display()
     );
-    let cfg = test_config(
+    let msgs = run_with_shipped_weights(
         dir.path(),
-        &broker.url(),
+        &broker,
         &cam,
         "[publish]\ntracks = true\n",
+        "8 tracks messages",
+        |m| m.iter().filter(|m| m.topic.ends_with("/tracks")).count() >= 8,
     );
-    let weights = repo().join("engines/inspro-tiny/model.safetensors");
-    let sub = Subscriber::start(broker.port, "t/#", false);
-    let mut d = Daemon::spawn(
-        &cfg,
-        &["--exit-on-eos"],
-        &[("INSPRO__MODEL__WEIGHTS", weights.to_str().unwrap())],
-    );
-    assert!(
-        d.wait(Duration::from_secs(240)).success(),
-        "{}",
-        d.log_text()
-    );
-    let msgs = sub.wait_for(Duration::from_secs(20), "8 tracks messages", |m| {
-        m.iter().filter(|m| m.topic.ends_with("/tracks")).count() >= 8
-    });
     let mut sizes = std::collections::BTreeSet::new();
     let (mut sum, mut n) = (0.0, 0usize);
     for m in msgs.iter().filter(|m| m.topic.ends_with("/tracks")) {

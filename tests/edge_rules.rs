@@ -6,7 +6,6 @@
 mod edge_common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use edge_common::*;
 use serde_json::Value;
@@ -40,27 +39,14 @@ fn zones_and_lines_follow_the_published_boxes() {
         b = H + 10.0,
         h = H,
     );
-    let cfg = test_config(
+    let msgs = run_with_shipped_weights(
         dir.path(),
-        &broker.url(),
+        &broker,
         &cam,
         "[publish]\ntracks = true\n",
+        "60 tracks messages",
+        |m| m.iter().filter(|m| m.topic.ends_with("/tracks")).count() >= 60,
     );
-    let weights = repo().join("engines/inspro-tiny/model.safetensors");
-    let sub = Subscriber::start(broker.port, "t/#", false);
-    let mut d = Daemon::spawn(
-        &cfg,
-        &["--exit-on-eos"],
-        &[("INSPRO__MODEL__WEIGHTS", weights.to_str().unwrap())],
-    );
-    assert!(
-        d.wait(Duration::from_secs(240)).success(),
-        "{}",
-        d.log_text()
-    );
-    let msgs = sub.wait_for(Duration::from_secs(20), "60 tracks messages", |m| {
-        m.iter().filter(|m| m.topic.ends_with("/tracks")).count() >= 60
-    });
     let json = |m: &Msg| serde_json::from_str::<Value>(&m.payload).unwrap();
     // Each track's foot point on the frames it was seen (not lost), from the `tracks` topic.
     let mut paths: BTreeMap<u64, Vec<f64>> = BTreeMap::new();

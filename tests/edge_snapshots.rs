@@ -18,20 +18,7 @@ fn each_track_gets_a_jpeg_published_retained_and_kept_bounded() {
          [camera.snapshots]\nenabled = true\nmax_files = 5\n",
         clip.display()
     );
-    let cfg = test_config(dir.path(), &broker.url(), &cam, "");
-    let weights = repo().join("engines/inspro-tiny/model.safetensors");
-    let sub = Subscriber::start(broker.port, "t/#", false);
-    let mut d = Daemon::spawn(
-        &cfg,
-        &["--exit-on-eos"],
-        &[("INSPRO__MODEL__WEIGHTS", weights.to_str().unwrap())],
-    );
-    assert!(
-        d.wait(Duration::from_secs(240)).success(),
-        "{}",
-        d.log_text()
-    );
-    let msgs = sub.wait_for(Duration::from_secs(20), "a snapshot", |m| {
+    let msgs = run_with_shipped_weights(dir.path(), &broker, &cam, "", "a snapshot", |m| {
         m.iter().any(|m| m.topic.ends_with("/snapshot"))
     });
     let snaps: Vec<&Msg> = msgs

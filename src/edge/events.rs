@@ -305,22 +305,27 @@ impl EventBuilder {
         })
     }
 
-    /// A track crossing a line: `type` `line`, the line, the direction and the track.
-    fn line_message(&mut self, line: &str, dir: Crossed, t: &Track, f: &FrameInfo) -> OutMsg {
+    /// What every event carries: its type, the next `seq`, run, camera, frame and times.
+    fn envelope(&mut self, kind: &str, f: &FrameInfo) -> Value {
         self.seq += 1;
         let now = SystemTime::now();
-        let body = json!({
-            "type": "line",
-            "line": line,
-            "direction": dir.as_str(),
+        json!({
+            "type": kind,
             "seq": self.seq,
             "run": self.run,
             "camera": self.camera,
             "frame": Self::frame_json(f),
             "wall_time": rfc3339(now),
             "timestamp": now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64(),
-            "after": self.track_json(t, f),
-        });
+        })
+    }
+
+    /// A track crossing a line: `type` `line`, the line, the direction and the track.
+    fn line_message(&mut self, line: &str, dir: Crossed, t: &Track, f: &FrameInfo) -> OutMsg {
+        let mut body = self.envelope("line", f);
+        body["line"] = json!(line);
+        body["direction"] = json!(dir.as_str());
+        body["after"] = self.track_json(t, f);
         OutMsg {
             topic: self.events_topic.clone(),
             payload: body.to_string(),
@@ -387,20 +392,10 @@ impl EventBuilder {
             .last
             .get(&t.id)
             .map_or(Value::Null, |p| p.after.clone());
-        self.seq += 1;
-        let now = SystemTime::now();
-        let mut body = json!({
-            "type": kind,
-            "reason": reason,
-            "seq": self.seq,
-            "run": self.run,
-            "camera": self.camera,
-            "frame": Self::frame_json(f),
-            "wall_time": rfc3339(now),
-            "timestamp": now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64(),
-            "before": before,
-            "after": after.clone(),
-        });
+        let mut body = self.envelope(kind, f);
+        body["reason"] = json!(reason);
+        body["before"] = before;
+        body["after"] = after.clone();
         if mask {
             body["after"]["mask"] = self.mask_json(t.id);
         }

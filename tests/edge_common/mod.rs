@@ -444,3 +444,30 @@ pub fn write_file(path: &Path, text: &str) {
     let mut f = std::fs::File::create(path).expect("create");
     f.write_all(text.as_bytes()).expect("write");
 }
+
+/// Run the daemon over file cameras to their end with the shipped weights
+/// (`engines/inspro-tiny/model.safetensors`) and the test thresholds; returns what a subscriber
+/// on `t/#` got, once `pred` holds.
+pub fn run_with_shipped_weights(
+    dir: &Path,
+    broker: &Mosquitto,
+    cameras: &str,
+    extra: &str,
+    what: &str,
+    pred: impl Fn(&[Msg]) -> bool,
+) -> Vec<Msg> {
+    let cfg = test_config(dir, &broker.url(), cameras, extra);
+    let weights = repo().join("engines/inspro-tiny/model.safetensors");
+    let sub = Subscriber::start(broker.port, "t/#", false);
+    let mut d = Daemon::spawn(
+        &cfg,
+        &["--exit-on-eos"],
+        &[("INSPRO__MODEL__WEIGHTS", weights.to_str().unwrap())],
+    );
+    assert!(
+        d.wait(Duration::from_secs(240)).success(),
+        "{}",
+        d.log_text()
+    );
+    sub.wait_for(Duration::from_secs(20), what, pred)
+}
