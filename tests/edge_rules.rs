@@ -131,3 +131,54 @@ fn zones_and_lines_follow_the_published_boxes() {
         "a zone change sends an update"
     );
 }
+
+/// SIGHUP reloads a camera's rules while it runs: a zone added to the file shows up in the
+/// events of the tracks already open, as `update`s with reason `zone`.
+#[test]
+fn sighup_reloads_a_cameras_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), false);
+    let cam =
+        "[[camera]]\nname = \"live\"\nuri = \"test:ball?live=true&width=160&height=96&fps=10\"\n";
+    let cfg = test_config(dir.path(), &broker.url(), cam, "");
+    let sub = Subscriber::start(broker.port, "t/#", false);
+    let mut d = Daemon::spawn(&cfg, &[], &[]);
+    sub.wait_for(std::time::Duration::from_secs(120), "tracks", |m| {
+        m.iter().any(|m| m.topic == "t/live/events")
+    });
+    let zone_events = |m: &[Msg]| {
+        m.iter()
+            .filter(|m| m.topic == "t/live/events")
+            .map(|m| m.json())
+            .filter(|e| {
+                e["reason"] == "zone" && e["after"]["current_zones"] == serde_json::json!(["all"])
+            })
+            .count()
+    };
+    assert_eq!(
+        zone_events(&sub.snapshot()),
+        0,
+        "no zones before the reload"
+    );
+    // The zone goes to the camera table (the last [[camera]] of the file).
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(
+        "\n[[camera.zone]]\nname = \"all\"\ncoordinates = [[-10, -10], [500, -10], [500, 500], [-10, 500]]\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    d.signal("HUP");
+    sub.wait_for(std::time::Duration::from_secs(30), "zone updates", |m| {
+        zone_events(m) > 0
+    });
+    d.signal("TERM");
+    assert!(
+        d.wait(std::time::Duration::from_secs(60)).success(),
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        d.log_text().contains("configuration reloaded"),
+        "{}",
+        d.log_text()
+    );
+}
