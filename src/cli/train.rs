@@ -155,18 +155,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
                     "eval_seconds": t0.elapsed().as_secs_f64()
                 });
                 writeln!(metrics, "{line}")?;
-                tracing::info!(
-                    iteration = trainer.iteration,
-                    ap = s.ap,
-                    ap50 = s.ap50,
-                    ap75 = s.ap75,
-                    ar1 = s.ar1,
-                    ar10 = s.ar10,
-                    class_acc = q.best_track_class_accuracy,
-                    dup_per_object = q.duplicates_per_object,
-                    id_switches = q.id_switches,
-                    "validation"
-                );
+                log_validation(trainer.iteration, &s, &q);
             }
             if let (Some(p), Some(fit)) = (&probe_cfg, &probe_fit) {
                 let t0 = Instant::now();
@@ -347,4 +336,24 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// One line of the log per validation.
+fn log_validation(
+    iteration: usize,
+    s: &inspro::ytvis::EvalSummary,
+    q: &inspro::ytvis::eval::TrackQuality,
+) {
+    tracing::info!(
+        iteration,
+        ap = s.ap,
+        ap50 = s.ap50,
+        ap75 = s.ap75,
+        ar1 = s.ar1,
+        ar10 = s.ar10,
+        class_acc = q.best_track_class_accuracy,
+        dup_per_object = q.duplicates_per_object,
+        id_switches = q.id_switches,
+        "validation"
+    );
 }

@@ -416,10 +416,10 @@ mod tests {
             .count()
     }
 
-    /// A spool of 1 MiB in a fresh directory holding messages 0..n.
-    fn filled(n: usize) -> (tempfile::TempDir, Spool) {
+    /// A spool of `max_bytes` in a fresh directory, fed messages 0..n.
+    fn filled(n: usize, max_bytes: u64) -> (tempfile::TempDir, Spool) {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        let mut s = Spool::open(dir.path(), max_bytes).unwrap();
         for i in 0..n {
             s.push(&msg(i)).unwrap();
         }
@@ -440,7 +440,7 @@ mod tests {
 
     #[test]
     fn replays_in_order_across_reopen() {
-        let (dir, mut s) = filled(100);
+        let (dir, mut s) = filled(100, 1 << 20);
         s.sync().unwrap();
         drop(s);
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
@@ -456,7 +456,7 @@ mod tests {
 
     #[test]
     fn a_segment_stays_until_every_message_is_acknowledged() {
-        let (dir, mut s) = filled(5);
+        let (dir, mut s) = filled(5, 1 << 20);
         let (id, msgs) = s.take_oldest().unwrap().unwrap();
         assert_eq!(msgs.len(), 5);
         assert!(s.is_empty(), "nothing pending once handed out");
@@ -477,11 +477,7 @@ mod tests {
 
     #[test]
     fn bounded_drops_oldest_with_count() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 64 * 1024).unwrap();
-        for i in 0..2000 {
-            s.push(&msg(i)).unwrap();
-        }
+        let (_dir, mut s) = filled(2000, 64 * 1024);
         assert!(s.bytes() <= 64 * 1024, "{}", s.bytes());
         assert!(s.dropped > 0);
         assert_eq!(s.dropped + s.len(), 2000);
@@ -498,12 +494,8 @@ mod tests {
     /// "No space left on device". The oldest segment goes, the new message is kept.
     #[test]
     fn disk_full_drops_the_oldest_and_keeps_the_new() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 64 * 1024).unwrap();
         // Small segments: 4096 bytes, about 17 messages each.
-        for i in 0..40 {
-            s.push(&msg(i)).unwrap();
-        }
+        let (_dir, mut s) = filled(40, 64 * 1024);
         let segs = s.segments.len();
         assert!(segs >= 3, "{segs}");
         // The segment after the last one is full.

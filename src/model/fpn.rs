@@ -40,22 +40,19 @@ impl Fpn {
         let c = cfg.fpn_channels;
         let mut lateral = Vec::with_capacity(4);
         let mut output = Vec::with_capacity(4);
+        // detectron2's FPN convs: bias, c2_xavier_fill, no norm.
+        let conv = |cin: usize, k: usize, name: String| {
+            Conv2d::new(
+                ConvSpec::same(cin, c, k, 1).with_bias(),
+                fpn_init(&[c, cin, k, k]),
+                vb.pp(name),
+                None,
+            )
+        };
         for (i, cin) in cfg.backbone_channels().into_iter().enumerate() {
             let level = i + 2;
-            let lat_spec = ConvSpec::same(cin, c, 1, 1).with_bias();
-            lateral.push(Conv2d::new(
-                lat_spec,
-                fpn_init(&[c, cin, 1, 1]),
-                vb.pp(format!("fpn_lateral{level}")),
-                None,
-            )?);
-            let out_spec = ConvSpec::same(c, c, 3, 1).with_bias();
-            output.push(Conv2d::new(
-                out_spec,
-                fpn_init(&[c, c, 3, 3]),
-                vb.pp(format!("fpn_output{level}")),
-                None,
-            )?);
+            lateral.push(conv(cin, 1, format!("fpn_lateral{level}"))?);
+            output.push(conv(c, 3, format!("fpn_output{level}"))?);
         }
         Ok(Self { lateral, output })
     }

@@ -133,29 +133,23 @@ mod tests {
 
     #[test]
     fn torchvision_names_map_to_detectron2() {
-        let m = |k| torchvision_to_detectron2(k);
-        assert_eq!(m("conv1.weight").as_deref(), Some("stem.conv1.weight"));
-        assert_eq!(
-            m("bn1.running_var").as_deref(),
-            Some("stem.conv1.norm.running_var")
-        );
-        assert_eq!(
-            m("layer1.0.conv2.weight").as_deref(),
-            Some("res2.0.conv2.weight")
-        );
-        assert_eq!(
-            m("layer4.1.bn3.bias").as_deref(),
-            Some("res5.1.conv3.norm.bias")
-        );
-        assert_eq!(
-            m("layer2.0.downsample.1.running_mean").as_deref(),
-            Some("res3.0.shortcut.norm.running_mean")
-        );
-        assert_eq!(
-            m("layer3.0.downsample.0.weight").as_deref(),
-            Some("res4.0.shortcut.weight")
-        );
-        assert_eq!(m("bn1.num_batches_tracked"), None);
-        assert_eq!(m("fc.weight"), None);
+        for (torchvision, ours) in [
+            ("conv1.weight", Some("stem.conv1.weight")),
+            ("bn1.running_var", Some("stem.conv1.norm.running_var")),
+            ("layer1.0.conv2.weight", Some("res2.0.conv2.weight")),
+            ("layer4.1.bn3.bias", Some("res5.1.conv3.norm.bias")),
+            (
+                "layer2.0.downsample.1.running_mean",
+                Some("res3.0.shortcut.norm.running_mean"),
+            ),
+            (
+                "layer3.0.downsample.0.weight",
+                Some("res4.0.shortcut.weight"),
+            ),
+            ("bn1.num_batches_tracked", None),
+            ("fc.weight", None),
+        ] {
+            assert_eq!(torchvision_to_detectron2(torchvision).as_deref(), ours);
+        }
     }
 }

@@ -293,14 +293,13 @@ impl InsPro {
         opts: FrameOptions,
     ) -> Result<FrameForward> {
         let trunk = self.forward_trunk(image, opts.train)?;
-        self.forward_frame_on(
-            &trunk,
+        let carried = Carried {
             proposal_features,
             proposal_boxes_xyxy,
             bank,
             bank_valid,
-            opts,
-        )
+        };
+        self.forward_frame_on(&trunk, &carried, opts)
     }
 
     /// RoIAlign features (B, C, 7, 7) of `boxes_xyxy` (B, 4) on a frame's trunk, with the
@@ -313,12 +312,15 @@ impl InsPro {
     pub fn forward_frame_on(
         &self,
         trunk: &Trunk,
-        proposal_features: &Tensor,
-        proposal_boxes_xyxy: &Tensor,
-        bank: &Tensor,
-        bank_valid: &Tensor,
+        carried: &Carried<'_>,
         opts: FrameOptions,
     ) -> Result<FrameForward> {
+        let Carried {
+            proposal_features,
+            proposal_boxes_xyxy,
+            bank,
+            bank_valid,
+        } = *carried;
         let (stages, mask_logits) =
             self.forward_stages(trunk, proposal_features, proposal_boxes_xyxy, opts)?;
         let last = stages
@@ -354,6 +356,16 @@ impl InsPro {
             mask_branch_ms: ms(t3 - t2),
         })
     }
+}
+
+/// What a stream carries into a frame: proposal features (N, C) and boxes (N, 4) xyxy, the bank
+/// (T, N, C) and its valid mask (T).
+#[derive(Debug, Clone, Copy)]
+pub struct Carried<'a> {
+    pub proposal_features: &'a Tensor,
+    pub proposal_boxes_xyxy: &'a Tensor,
+    pub bank: &'a Tensor,
+    pub bank_valid: &'a Tensor,
 }
 
 /// Wall time per part of the dense trunk.

@@ -192,7 +192,13 @@ pub fn clip_loss_with(
             parts.dn_mask += p.dn_mask / frames;
         }
 
-        let fwd = model.forward_frame_on(&trunk, &features, &boxes, &bank_t, &valid, opts)?;
+        let carried = crate::model::inspro::Carried {
+            proposal_features: &features,
+            proposal_boxes_xyxy: &boxes,
+            bank: &bank_t,
+            bank_valid: &valid,
+        };
+        let fwd = model.forward_frame_on(&trunk, &carried, opts)?;
         // One assignment per frame from the last stage, shared by every stage (spec §1.4 [REC]).
         let last = fwd.last()?;
         let probs = sigmoid(&last.class_logits)?.detach().to_vec2::<f32>()?;

@@ -19,16 +19,29 @@ impl Prepared {
         let cat_ids = category_ids(gt, gt_file)?;
         let mut cells: HashMap<(u64, u64), Cell> = HashMap::new();
         let mut ann_ids = HashSet::new();
+        let in_gt = Listed {
+            videos: &videos,
+            cat_ids: &cat_ids,
+            file: gt_file,
+            videos_name: "videos",
+            categories_name: "categories",
+        };
         for (ai, ann) in gt.annotations.iter().enumerate() {
-            let track = gt_track(ann, ai, &videos, &cat_ids, &mut ann_ids, gt_file)?;
+            let track = gt_track(ann, ai, &in_gt, &mut ann_ids)?;
             cells
                 .entry((ann.video_id, ann.category_id))
                 .or_default()
                 .gts
                 .push(track);
         }
+        let in_results = Listed {
+            file: results_file,
+            videos_name: "the ground truth",
+            categories_name: "the ground truth's categories",
+            ..in_gt
+        };
         for (ri, res) in results.iter().enumerate() {
-            let track = result_track(res, ri, &videos, &cat_ids, results_file)?;
+            let track = result_track(res, ri, &in_results)?;
             cells
                 .entry((res.video_id, res.category_id))
                 .or_default()
@@ -104,11 +117,10 @@ fn category_ids(gt: &GroundTruth, gt_file: &str) -> Result<HashSet<u64>, YtvisEr
 fn gt_track(
     ann: &GtAnnotation,
     ai: usize,
-    videos: &HashMap<u64, &Video>,
-    cat_ids: &HashSet<u64>,
+    listed: &Listed<'_, '_>,
     ann_ids: &mut HashSet<u64>,
-    gt_file: &str,
 ) -> Result<Track, YtvisError> {
+    let gt_file = listed.file;
     let at = |field: &str| format!("annotations[{ai}].{field}");
     if ann.id == 0 || !ann_ids.insert(ann.id) {
         return Err(YtvisError::invalid(
@@ -121,13 +133,6 @@ fn gt_track(
             ),
         ));
     }
-    let listed = Listed {
-        videos,
-        cat_ids,
-        file: gt_file,
-        videos_name: "videos",
-        categories_name: "categories",
-    };
     let video = listed.check(ann.video_id, ann.category_id, &at)?;
     let (h, w) = (video.height, video.width);
     check_frame_count(ann.segmentations.len(), video, gt_file, at("segmentations"))?;
@@ -167,6 +172,7 @@ fn gt_track(
 }
 
 /// The videos and categories a track may name, and how an error names them.
+#[derive(Clone, Copy)]
 struct Listed<'a, 'v> {
     videos: &'a HashMap<u64, &'v Video>,
     cat_ids: &'a HashSet<u64>,
@@ -206,18 +212,10 @@ impl<'v> Listed<'_, 'v> {
 fn result_track(
     res: &VideoResult,
     ri: usize,
-    videos: &HashMap<u64, &Video>,
-    cat_ids: &HashSet<u64>,
-    results_file: &str,
+    listed: &Listed<'_, '_>,
 ) -> Result<Track, YtvisError> {
+    let results_file = listed.file;
     let at = |field: &str| format!("[{ri}].{field}");
-    let listed = Listed {
-        videos,
-        cat_ids,
-        file: results_file,
-        videos_name: "the ground truth",
-        categories_name: "the ground truth's categories",
-    };
     let video = listed.check(res.video_id, res.category_id, &at)?;
     if !res.score.is_finite() {
         return Err(YtvisError::invalid(
