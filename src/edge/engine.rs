@@ -43,6 +43,8 @@ pub fn engine_spec(
         engine_dir: engine.onnx.clone(),
         ort: OrtOptions {
             provider,
+            library: engine.library.clone(),
+            device_id: engine.device_id,
             trt_cache_dir: cache_dir(engine),
             ..OrtOptions::default()
         },

@@ -219,6 +219,18 @@ mod tests {
         let mut bad = cfg.clone();
         bad.service.metrics_listen = "localhost".into();
         assert_eq!(bad.validate().unwrap_err().field, "service.metrics_listen");
+        let mut bad = cfg.clone();
+        bad.engine.library = Some("/nonexistent/libonnxruntime.so".into());
+        assert_eq!(bad.validate().unwrap_err().field, "engine.library");
+        let mut bad = cfg.clone();
+        bad.engine.device_id = -1;
+        assert_eq!(bad.validate().unwrap_err().field, "engine.device_id");
+        let mut bad = cfg.clone();
+        bad.cameras[0].snapshots.quality = 0;
+        assert_eq!(
+            bad.validate().unwrap_err().field,
+            "camera[0].snapshots.quality"
+        );
     }
 
     #[test]

@@ -58,6 +58,11 @@ pub struct EngineSection {
     pub cache_dir: Option<PathBuf>,
     /// Execution provider for `onnxruntime`: `cpu`, `cuda` or `tensorrt`.
     pub provider: String,
+    /// `libonnxruntime.so` for `onnxruntime` (a GPU build for CUDA/TensorRT); unset:
+    /// `ORT_DYLIB_PATH`, then the venv of `scripts/setup.sh`.
+    pub library: Option<PathBuf>,
+    /// GPU index for `cuda` / `tensorrt`.
+    pub device_id: i32,
 }
 
 impl Default for EngineSection {
@@ -67,6 +72,8 @@ impl Default for EngineSection {
             onnx: None,
             cache_dir: None,
             provider: "cpu".into(),
+            library: None,
+            device_id: 0,
         }
     }
 }

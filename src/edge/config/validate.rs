@@ -101,6 +101,10 @@ fn validate_model(model: &ModelSection, engine: &EngineSection) -> Result<(), Co
     if let Some(p) = &engine.onnx {
         readable("engine.onnx", p)?;
     }
+    if let Some(lib) = &engine.library {
+        readable("engine.library", lib)?;
+    }
+    int_within("engine.device_id", engine.device_id, 0, 255)?;
     if !["cpu", "cuda", "tensorrt"].contains(&engine.provider.as_str()) {
         return Err(ConfigError::new(
             "engine.provider",
