@@ -22,9 +22,13 @@ command -v nvidia-smi >/dev/null || { echo "no nvidia-smi: this needs an NVIDIA 
 gpu="$(nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader | head -1 | tr ' ,.' '__-' | tr -s _)"
 trt="$(ls /usr/lib/*/libnvinfer.so.* 2>/dev/null | sed -n 's/.*libnvinfer\.so\.\([0-9]*\.[0-9]*\).*/\1/p' | sort -V | tail -1)"
 ort="$(basename "$(readlink -f "$ORT_DYLIB_PATH")" | sed -n 's/libonnxruntime\.so\.//p')"
-cache="$dir/trt_cache/${gpu}_trt${trt:-unknown}_ort${ort:-unknown}"
+# Where the daemon and `inspro segment` look by default (`<engine dir>/trt_cache`; the daemon's
+# `engine.cache_dir` / $CACHE_DIRECTORY/trt_cache when set: pass CACHE=... to warm that one).
+# ONNX Runtime names its engine files by graph hash and compute capability, so one directory
+# serves several GPUs; a TensorRT or ONNX Runtime upgrade rebuilds them.
+cache="${CACHE:-$dir/trt_cache}"
 mkdir -p "$cache"
-echo "TensorRT caches: $cache"
+echo "TensorRT caches: $cache (GPU $gpu, TensorRT ${trt:-unknown}, ONNX Runtime ${ort:-unknown})"
 
 model="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["model"]["name"])' "$dir/manifest.json")"
 read -r w h < <(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(*m["input_size"])' "$dir/manifest.json")

@@ -15,7 +15,7 @@ use inspro::model::ModelConfig;
 use inspro::runtime::factory::{load_network, prepare_graphs};
 use inspro::runtime::onnxruntime::time_trunk_graph;
 use inspro::runtime::{
-    CandleEngine, Engine, EngineKind, EngineSpec, OrtEngine, OrtOptions, StreamState,
+    CandleEngine, Engine, EngineKind, EngineSpec, OrtEngine, OrtOptions, Provider, StreamState,
 };
 
 use super::model::parse_size;
@@ -52,6 +52,10 @@ pub struct BenchArgs {
     /// For onnxruntime without --engine-dir: how the exported graphs pool (static | gather).
     #[arg(long, default_value = "static", value_parser = |s: &str| s.parse::<inspro::export::Pooler>())]
     pub pooler: inspro::export::Pooler,
+    /// For onnxruntime: the execution provider (cpu, cuda, tensorrt; falls back to the CPU with
+    /// a warning when the library has no such provider).
+    #[arg(long, default_value = "cpu", value_parser = |s: &str| s.parse::<Provider>())]
+    pub provider: Provider,
     /// Internal: this process measures with the current thread count.
     #[arg(long, hide = true)]
     pub child: bool,
@@ -102,6 +106,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             .arg("--child")
             .arg("--engine")
             .arg(args.engine.to_string())
+            .arg("--provider")
+            .arg(args.provider.to_string())
             .env("RAYON_NUM_THREADS", t.to_string());
         if let Some(w) = &args.weights {
             cmd.arg("--weights").arg(w);
@@ -266,6 +272,7 @@ fn bench_onnxruntime(args: &BenchArgs) -> anyhow::Result<()> {
         .unwrap_or(2);
     let opts = OrtOptions {
         threads: Some(threads),
+        provider: args.provider,
         ..OrtOptions::default()
     };
     let engine = OrtEngine::load(dir, &opts)?;
