@@ -15,7 +15,7 @@ fn each_track_gets_a_jpeg_published_retained_and_kept_bounded() {
     let clip = synth_clip(dir.path(), "clip.mkv", 16, "320x192", 4);
     let cam = format!(
         "[[camera]]\nname = \"cam\"\nuri = \"file://{}\"\n\
-         [camera.snapshots]\nenabled = true\nmax_files = 5\n",
+         [camera.snapshots]\nenabled = true\nmax_files = 2\n",
         clip.display()
     );
     let msgs = run_with_shipped_weights(dir.path(), &broker, &cam, "", "a snapshot", |m| {

@@ -385,11 +385,6 @@ impl EngineThread {
         if events.is_empty() {
             return;
         }
-        let born = events
-            .iter()
-            .filter(|e| matches!(e, TrackEvent::New(_)))
-            .count();
-        self.cam.tracks_total.fetch_add(born as u64, Relaxed);
         let before = self.builder.suppressed;
         let ending: Vec<u64> = events
             .iter()
@@ -398,25 +393,28 @@ impl EngineThread {
             .filter(|id| self.builder.is_published(*id))
             .collect();
         let msgs = self.builder.on_events(events, out, info);
+        // Births are the `new` messages that went out (a filtered track is born when it passes).
+        let born = self.builder.born().len();
+        self.cam.tracks_total.fetch_add(born as u64, Relaxed);
         if let Some((snaps, _)) = self.snapshots.as_mut() {
             for e in events {
-                let (t, end) = match e {
-                    TrackEvent::New(t) => (t, false),
-                    TrackEvent::End(t) => (t, true),
-                    TrackEvent::Update(_) => continue,
-                };
-                let published = if end {
-                    ending.contains(&t.id)
-                } else {
-                    self.builder.is_published(t.id)
-                };
-                if published {
-                    snaps.publish(t, &self.builder.label_name(t.label), end);
-                } else if end {
-                    snaps.forget(t.id);
+                let t = e.track();
+                match e {
+                    TrackEvent::End(_) if ending.contains(&t.id) => {
+                        snaps.publish(t, &self.builder.label_name(t.label), true)
+                    }
+                    TrackEvent::End(_) => snaps.forget(t.id),
+                    _ if self.builder.born().contains(&t.id) => {
+                        snaps.publish(t, &self.builder.label_name(t.label), false)
+                    }
+                    _ => {}
                 }
             }
+            self.cam.snapshots_dropped.store(snaps.dropped, Relaxed);
         }
+        self.cam
+            .events_filtered
+            .store(self.builder.filtered, Relaxed);
         if born > 0 {
             // On disk before the `new` events can be: a crash never leaves a track unended.
             self.persist(info);

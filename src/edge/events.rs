@@ -114,6 +114,8 @@ pub struct EventBuilder {
     rule_state: RuleState,
     /// Track events not published because the track fails its label's filter.
     pub filtered: u64,
+    /// The tracks the last `on_events` sent `new` for.
+    born: Vec<u64>,
 }
 
 /// Why an update went out.
@@ -234,6 +236,7 @@ impl EventBuilder {
             rules,
             rule_state: RuleState::default(),
             filtered: 0,
+            born: Vec::new(),
         }
     }
 
@@ -254,6 +257,12 @@ impl EventBuilder {
     /// Hot reload of the publishing options.
     pub fn set_config(&mut self, cfg: PublishConfig) {
         self.cfg = cfg;
+    }
+
+    /// The tracks the last [`EventBuilder::on_events`] published as `new` (a filtered track is
+    /// born when it first passes).
+    pub fn born(&self) -> &[u64] {
+        &self.born
     }
 
     /// Whether a `new` went out for this track and no `end` yet.
@@ -470,6 +479,7 @@ impl EventBuilder {
         f: &FrameInfo,
     ) -> Vec<OutMsg> {
         let mut msgs = Vec::new();
+        self.born.clear();
         for ev in events {
             let t = ev.track();
             if let Some(out) = out {
@@ -504,6 +514,7 @@ impl EventBuilder {
                 .then(|| self.rule_state.observe(&self.rules, t.id, &label, &b));
             if !published {
                 msgs.push(self.message("new", "new", t, f, true));
+                self.born.push(t.id);
             } else {
                 let time_s = self.stream_time(f);
                 let zones_changed = obs.as_ref().is_some_and(|o| o.zones_changed);

@@ -65,6 +65,10 @@ pub struct CameraMetrics {
     pub source_alive_ms: AtomicU64,
     status: AtomicU8,
     pub status_changed: AtomicBool,
+    /// Snapshots not queued because the encoder was behind.
+    pub snapshots_dropped: AtomicU64,
+    /// Track events held back by the camera's label filters.
+    pub events_filtered: AtomicU64,
     /// Line crossings by (line, label, direction) since start.
     pub line_crossings: Mutex<BTreeMap<(String, String, &'static str), u64>>,
 }
@@ -287,21 +291,37 @@ impl Metrics {
             cam(&|c| l(&c.wait_us) / 1e6),
         );
         metric(
+            "events_filtered_total",
+            "counter",
+            "Track events held back by [camera.filters].",
+            cam(&|c| l(&c.events_filtered)),
+        );
+        metric(
+            "snapshots_dropped_total",
+            "counter",
+            "Snapshots not queued because the encoder was behind.",
+            cam(&|c| l(&c.snapshots_dropped)),
+        );
+        metric(
             "line_crossings_total",
             "counter",
             "Tracks crossing a [[camera.line]], by line, label and direction.",
             self.cameras
                 .iter()
                 .flat_map(|c| {
-                    c.line_crossings().into_iter().map(|((line, label, dir), n)| {
-                        (
-                            format!(
-                                "{{camera=\"{}\",line=\"{line}\",label=\"{label}\",direction=\"{dir}\"}}",
-                                c.name
+                    c.line_crossings()
+                        .into_iter()
+                        .map(|((line, label, dir), n)| {
+                            (
+                                format!(
+                                "{{camera=\"{}\",line=\"{}\",label=\"{}\",direction=\"{dir}\"}}",
+                                escape(&c.name),
+                                escape(&line),
+                                escape(&label)
                             ),
-                            n as f64,
-                        )
-                    })
+                                n as f64,
+                            )
+                        })
                 })
                 .collect(),
         );
@@ -461,6 +481,8 @@ impl Metrics {
                     "tracks_total": c.tracks_total.load(Relaxed),
                     "events": c.events.load(Relaxed),
                     "line_crossings": c.line_crossings_json(),
+                    "events_filtered": c.events_filtered.load(Relaxed),
+                    "snapshots_dropped": c.snapshots_dropped.load(Relaxed),
                 }),
             );
             next.processed.push(processed);
@@ -563,9 +585,21 @@ pub async fn serve(
     }
 }
 
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 
     #[test]
     fn line_crossings_reach_stats_and_prometheus() {

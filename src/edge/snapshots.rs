@@ -1,6 +1,6 @@
 //! Snapshots, Frigate's way: per track the best frame (highest score, the larger box on a tie),
-//! cropped around the box with the mask outlined in the track's colour. The engine thread only
-//! copies the crop when a track's best improves; a worker thread encodes the JPEG, writes it
+//! cropped around the box with the mask outlined in the track's colour. The engine thread cuts
+//! the crop (and its mask outline) only when a track's best improves; a worker thread encodes the JPEG, writes it
 //! under `<spool_dir>/snapshots/<camera>/` (at most `max_files`, the oldest removed) and
 //! publishes it retained on `<prefix>/<camera>/<label>/snapshot`.
 
@@ -20,7 +20,8 @@ use crate::tracking::Track;
 /// A track's best view so far: the crop, outlined, as packed RGB.
 #[derive(Clone)]
 struct Best {
-    score: f32,
+    /// The highest score the track has had (the bar a new view is measured against).
+    top: f32,
     area: f32,
     rgb: Vec<u8>,
     width: usize,
@@ -28,9 +29,10 @@ struct Best {
 }
 
 impl Best {
-    /// Better: a higher score by more than 0.02, or about the same score and a larger box.
+    /// Better: a score above the best so far by more than 0.02, or within 0.02 of it and a box
+    /// at least 10 % larger.
     fn beaten_by(&self, score: f32, area: f32) -> bool {
-        score > self.score + 0.02 || (score >= self.score - 0.02 && area > self.area)
+        score > self.top + 0.02 || (score >= self.top - 0.02 && area > 1.1 * self.area)
     }
 }
 
@@ -82,19 +84,22 @@ impl Snapshots {
             }
             let rect = out.box_rect(&t.box_xyxy);
             let area = ((rect[2] - rect[0]) * (rect[3] - rect[1])) as f32;
-            if area <= 0.0
-                || self
-                    .best
-                    .get(&t.id)
-                    .is_some_and(|b| !b.beaten_by(t.score, area))
-            {
+            if area <= 0.0 {
                 continue;
             }
+            if let Some(b) = self.best.get_mut(&t.id) {
+                let better = b.beaten_by(t.score, area);
+                b.top = b.top.max(t.score);
+                if !better {
+                    continue;
+                }
+            }
             if let Some((rgb, width, height)) = crop(frame, out, t, self.cfg.padding) {
+                let top = self.best.get(&t.id).map_or(t.score, |b| b.top.max(t.score));
                 self.best.insert(
                     t.id,
                     Best {
-                        score: t.score,
+                        top,
                         area,
                         rgb,
                         width,
@@ -115,6 +120,17 @@ impl Snapshots {
         let Some(b) = best else {
             return;
         };
+        // A label as a topic level and a file name: letters, digits, '-' and '_' only.
+        let label: String = label
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         let job = Job {
             file_stem: format!("{}-{}-{label}", self.run, t.id),
             topic: format!("{}/{}/{label}/snapshot", self.prefix, self.camera),
@@ -122,7 +138,14 @@ impl Snapshots {
             width: b.width,
             height: b.height,
         };
-        if self.jobs.try_send(job).is_err() {
+        // The end view always goes (the engine waits for the encoder if it must: shutdown and
+        // resets end every track at once); a birth view is dropped when the encoder is behind.
+        let sent = if end {
+            self.jobs.send(job).is_ok()
+        } else {
+            self.jobs.try_send(job).is_ok()
+        };
+        if !sent {
             self.dropped += 1;
         }
     }

@@ -132,20 +132,20 @@ fn side(a: [f32; 2], b: [f32; 2], p: [f32; 2]) -> f32 {
     (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0])
 }
 
-/// The crossing of the segment `line` by the move `from` → `to`, if they cross. A point on the
-/// line counts as on its left, so a path that stops on the line crosses once, when it leaves it.
+/// The crossing of the segment `line` by the move `from` → `to`, if they cross: from one side
+/// strictly to the other, within the segment. A point on the line is on neither side;
+/// [`RuleState`] measures from the last point that was on one.
 pub fn crossing(line: [[f32; 2]; 2], from: [f32; 2], to: [f32; 2]) -> Option<Crossed> {
     let [a, b] = line;
-    let right = |p: [f32; 2]| side(a, b, p) > 0.0;
-    let (r0, r1) = (right(from), right(to));
-    if r0 == r1 {
+    let (s0, s1) = (side(a, b, from), side(a, b, to));
+    if s0 == 0.0 || s1 == 0.0 || (s0 > 0.0) == (s1 > 0.0) {
         return None;
     }
     // The line's ends on the two sides of the move (or on it): the segments meet.
     if side(from, to, a) * side(from, to, b) > 0.0 {
         return None;
     }
-    Some(if r1 {
+    Some(if s1 > 0.0 {
         Crossed::Forward
     } else {
         Crossed::Backward
@@ -196,8 +196,11 @@ impl Rules {
         };
         let mut names = std::collections::HashSet::new();
         for (i, z) in self.zones.iter().enumerate() {
-            if z.name.is_empty() || !names.insert(z.name.as_str()) {
-                return Err(bad(format!("zone[{i}].name"), "empty or used twice"));
+            if z.name.is_empty() || z.name.contains(',') || !names.insert(z.name.as_str()) {
+                return Err(bad(
+                    format!("zone[{i}].name"),
+                    "empty, used twice or with a comma",
+                ));
             }
             if z.coordinates.len() < 3 || !z.coordinates.iter().all(|p| finite(*p)) {
                 return Err(bad(
@@ -265,7 +268,8 @@ pub struct Observation {
 
 #[derive(Debug, Clone, Default)]
 struct TrackRules {
-    last_point: Option<[f32; 2]>,
+    /// Per line: the last point that was on one side of it (not on it).
+    sides: Vec<Option<[f32; 2]>>,
     current: Vec<String>,
     entered: Vec<String>,
 }
@@ -297,11 +301,14 @@ impl RuleState {
         let zones_changed = current != t.current;
         t.current = current;
         let mut crossings = Vec::new();
-        if let Some(from) = t.last_point {
-            for l in rules.lines.iter().filter(|l| applies(&l.objects, label)) {
-                let Some(dir) = crossing(l.points, from, p) else {
-                    continue;
-                };
+        if t.sides.len() != rules.lines.len() {
+            t.sides = vec![None; rules.lines.len()];
+        }
+        for (i, l) in rules.lines.iter().enumerate() {
+            if !applies(&l.objects, label) || side(l.points[0], l.points[1], p) == 0.0 {
+                continue;
+            }
+            if let Some(dir) = t.sides[i].and_then(|from| crossing(l.points, from, p)) {
                 let counted = match l.direction {
                     LineDirection::Both => true,
                     LineDirection::Forward => dir == Crossed::Forward,
@@ -315,8 +322,8 @@ impl RuleState {
                     crossings.push((l.name.clone(), dir));
                 }
             }
+            t.sides[i] = Some(p);
         }
-        t.last_point = Some(p);
         Observation {
             current_zones: t.current.clone(),
             entered_zones: t.entered.clone(),
@@ -446,6 +453,33 @@ mod tests {
             e.field.contains("rules.toml") && e.field.contains("zone"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn stopping_on_a_line_crosses_only_when_leaving_to_the_other_side() {
+        let r = rules();
+        let mut s = RuleState::default();
+        // Right of the downward line (the image's left) → on it → back: no crossing.
+        s.observe(&r, 1, "person", &at(40.0, 50.0));
+        assert!(s
+            .observe(&r, 1, "person", &at(60.0, 50.0))
+            .crossings
+            .is_empty());
+        assert!(s
+            .observe(&r, 1, "person", &at(40.0, 50.0))
+            .crossings
+            .is_empty());
+        // ... on it → through: one crossing, measured from the last side.
+        assert!(s
+            .observe(&r, 1, "person", &at(60.0, 50.0))
+            .crossings
+            .is_empty());
+        let o = s.observe(&r, 1, "person", &at(80.0, 50.0));
+        assert_eq!(o.crossings, vec![("middle".to_string(), Crossed::Backward)]);
+        // Zone names with a comma are refused (the element joins them with commas).
+        let mut bad = r;
+        bad.zones[0].name = "a,b".into();
+        assert_eq!(bad.validate().unwrap_err().field, "zone[0].name");
     }
 
     #[test]

@@ -227,9 +227,8 @@ impl Supervisor {
                 if !cold.is_empty() {
                     tracing::warn!(keys = ?cold, "SIGHUP: these changed keys need a restart; kept the running values");
                 }
-                self.hot.set(&new);
                 // The running cameras take the new rules and tracking overrides (hot); the rest
-                // of a camera waits for a restart.
+                // of a camera, and a camera renamed or removed, waits for a restart.
                 for cam in &mut self.cur.cameras {
                     if let Some(n) = new.cameras.iter().find(|n| n.name == cam.name) {
                         cam.zone = n.zone.clone();
@@ -244,6 +243,7 @@ impl Supervisor {
                 self.cur.publish = new.publish.clone();
                 self.cur.service.stats_interval_s = new.service.stats_interval_s;
                 self.cur.service.watchdog = new.service.watchdog;
+                self.hot.set(&self.cur);
                 tracing::info!("SIGHUP: configuration reloaded");
             }
             Err(e) => {
