@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use candle_core::Device;
+use inspro::export::Pooler;
 use inspro::frame::FrameRef;
 use inspro::model::cost::{macs, Part};
 use inspro::model::preprocess::{preprocess, FrameGeometry};
@@ -18,6 +19,7 @@ use inspro::runtime::{
     CandleEngine, Engine, EngineKind, EngineSpec, OrtEngine, OrtOptions, Provider, StreamState,
 };
 
+use super::bench_cameras;
 use super::model::parse_size;
 
 #[derive(clap::Args, Debug)]
@@ -49,37 +51,99 @@ pub struct BenchArgs {
     /// config (with --weights or random weights) into a temporary directory.
     #[arg(long)]
     pub engine_dir: Option<PathBuf>,
-    /// For onnxruntime without --engine-dir: how the exported graphs pool (static | gather).
-    #[arg(long, default_value = "static", value_parser = |s: &str| s.parse::<inspro::export::Pooler>())]
-    pub pooler: inspro::export::Pooler,
+    /// For onnxruntime without --engine-dir: how the exported graphs pool (static | gather);
+    /// unset: the daemon's rule (gather on the CPU, static on GPUs).
+    #[arg(long, value_parser = |s: &str| s.parse::<inspro::export::Pooler>())]
+    pub pooler: Option<inspro::export::Pooler>,
     /// For onnxruntime: the execution provider (cpu, cuda, tensorrt; falls back to the CPU with
     /// a warning when the library has no such provider).
     #[arg(long, default_value = "cpu", value_parser = |s: &str| s.parse::<Provider>())]
     pub provider: Provider,
+    /// Camera counts to measure instead: N synthetic streams at once through the daemon's
+    /// engine path (engine and tracks, no MQTT), each count in a child process; prints
+    /// per-camera and aggregate frames/s.
+    #[arg(long, value_delimiter = ',')]
+    pub cameras: Vec<usize>,
+    /// With --cameras: seconds measured per camera count (after --warmup frames per camera).
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// With --cameras, onnxruntime: sessions per graph (the daemon's `[engine] sessions`);
+    /// unset: one per camera, at most four per core.
+    #[arg(long)]
+    pub sessions: Option<usize>,
+    /// With --cameras, onnxruntime: intra-op threads per session (`[engine] threads`); unset:
+    /// the cores divided among the sessions.
+    #[arg(long)]
+    pub session_threads: Option<usize>,
     /// Internal: this process measures with the current thread count.
     #[arg(long, hide = true)]
     pub child: bool,
 }
 
 impl BenchArgs {
-    fn spec(&self) -> EngineSpec {
+    pub(super) fn spec(&self) -> EngineSpec {
         EngineSpec {
             kind: self.engine,
             model: Some(self.model.clone()),
             weights: self.weights.clone(),
             engine_dir: self.engine_dir.clone(),
-            pooler: Some(self.pooler),
+            pooler: Some(
+                self.pooler
+                    .unwrap_or_else(|| Pooler::for_provider(self.provider)),
+            ),
             export_trunk: true,
             ..EngineSpec::default()
         }
+    }
+
+    /// This benchmark again as a child process measuring one setting.
+    fn child_command(
+        &self,
+        exe: &std::path::Path,
+        engine_dir: Option<&std::path::Path>,
+    ) -> std::process::Command {
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("bench")
+            .arg("--model")
+            .arg(&self.model)
+            .arg("--size")
+            .arg(format!("{}x{}", self.size[0], self.size[1]))
+            .arg("--runs")
+            .arg(self.runs.to_string())
+            .arg("--warmup")
+            .arg(self.warmup.to_string())
+            .arg("--seconds")
+            .arg(self.seconds.to_string())
+            .arg("--child")
+            .arg("--engine")
+            .arg(self.engine.to_string())
+            .arg("--provider")
+            .arg(self.provider.to_string());
+        if let Some(w) = &self.weights {
+            cmd.arg("--weights").arg(w);
+        }
+        if let Some(d) = engine_dir {
+            cmd.arg("--engine-dir").arg(d);
+        }
+        if let Some(s) = self.sessions {
+            cmd.arg("--sessions").arg(s.to_string());
+        }
+        if let Some(t) = self.session_threads {
+            cmd.arg("--session-threads").arg(t.to_string());
+        }
+        if self.json {
+            cmd.arg("--json");
+        }
+        cmd
     }
 }
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if args.child {
-        return match args.engine {
-            EngineKind::Candle => bench_candle(&args),
-            EngineKind::Onnxruntime => bench_onnxruntime(&args),
+        return match (args.cameras.first(), args.engine) {
+            (Some(&n), _) => bench_cameras::child(&args, n),
+            (None, EngineKind::Candle) => bench_candle(&args),
+            (None, EngineKind::Onnxruntime) => bench_onnxruntime(&args),
         };
     }
     // ONNX Runtime: export once (kept until the children are done), time it in every child.
@@ -92,33 +156,19 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         EngineKind::Candle => (None, None),
     };
     let exe = std::env::current_exe().context("locating the inspro binary")?;
+    if !args.cameras.is_empty() {
+        return bench_cameras::parent(&args, |n| {
+            let mut cmd = args.child_command(&exe, engine_dir.as_deref());
+            cmd.arg("--cameras").arg(n.to_string());
+            cmd
+        });
+    }
     for t in &args.threads {
-        let mut cmd = std::process::Command::new(&exe);
-        cmd.arg("bench")
-            .arg("--model")
-            .arg(&args.model)
-            .arg("--size")
-            .arg(format!("{}x{}", args.size[0], args.size[1]))
-            .arg("--runs")
-            .arg(args.runs.to_string())
-            .arg("--warmup")
-            .arg(args.warmup.to_string())
-            .arg("--child")
-            .arg("--engine")
-            .arg(args.engine.to_string())
-            .arg("--provider")
-            .arg(args.provider.to_string())
-            .env("RAYON_NUM_THREADS", t.to_string());
-        if let Some(w) = &args.weights {
-            cmd.arg("--weights").arg(w);
-        }
-        if let Some(d) = &engine_dir {
-            cmd.arg("--engine-dir").arg(d);
-        }
-        if args.json {
-            cmd.arg("--json");
-        }
-        let status = cmd.status().context("running the benchmark child")?;
+        let status = args
+            .child_command(&exe, engine_dir.as_deref())
+            .env("RAYON_NUM_THREADS", t.to_string())
+            .status()
+            .context("running the benchmark child")?;
         if !status.success() {
             bail!("benchmark with {t} threads failed ({status})");
         }
@@ -126,7 +176,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(super) fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }

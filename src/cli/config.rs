@@ -32,7 +32,7 @@ pub fn run(cmd: ConfigCmd) -> anyhow::Result<()> {
             // The same checks as `inspro run` before it starts, the model weights included.
             let checked = config::load(Some(&file), &env).and_then(|c| {
                 inspro::edge::daemon::preflight(&c, &env)?;
-                match inspro::edge::engine::build_engine(&c.model, &c.engine) {
+                match inspro::edge::engine::build_engine(&c.model, &c.engine, c.cameras.len()) {
                     Ok(_) => Ok(c),
                     Err(inspro::edge::engine::EngineBuildError::Config(e)) => Err(e),
                 }

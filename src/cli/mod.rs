@@ -1,6 +1,7 @@
 //! Sub-commands of the `inspro` binary. Each file owns the commands of one concern.
 
 mod bench;
+mod bench_cameras;
 #[cfg(feature = "edge")]
 mod config;
 mod export;

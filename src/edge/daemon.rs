@@ -440,7 +440,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let password = preflight(&cfg, &env)?;
     gstreamer::init().map_err(|e| anyhow::anyhow!("GStreamer init: {e}"))?;
     notify(&[sd_notify::NotifyState::Status("loading the model")]);
-    let built = build_engine(&cfg.model, &cfg.engine)?;
+    let built = build_engine(&cfg.model, &cfg.engine, cfg.cameras.len())?;
     tracing::info!(engine = %built.description, cameras = cfg.cameras.len(), "engine ready");
     let spool_dir = cfg.service.spool_path();
     let spool_err = |e: std::io::Error| {

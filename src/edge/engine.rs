@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::edge::config::{ConfigError, EngineSection, ModelSection};
 use crate::runtime::factory::{self, BuiltEngine, EngineSpec};
+use crate::runtime::onnxruntime::available_cores;
 use crate::runtime::OrtOptions;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,10 +26,11 @@ fn cache_dir(engine: &EngineSection) -> Option<PathBuf> {
     })
 }
 
-/// The runtime's spec for the daemon's sections.
+/// The runtime's spec for the daemon's sections, `cameras` streams at once.
 pub fn engine_spec(
     model: &ModelSection,
     engine: &EngineSection,
+    cameras: usize,
 ) -> Result<EngineSpec, ConfigError> {
     let provider = engine
         .provider
@@ -46,8 +48,10 @@ pub fn engine_spec(
             library: engine.library.clone(),
             device_id: engine.device_id,
             trt_cache_dir: cache_dir(engine),
+            threads: engine.threads,
             ..OrtOptions::default()
-        },
+        }
+        .share_cores(cameras, available_cores(), engine.sessions),
         ..EngineSpec::default()
     })
 }
@@ -55,8 +59,9 @@ pub fn engine_spec(
 pub fn build_engine(
     model: &ModelSection,
     engine: &EngineSection,
+    cameras: usize,
 ) -> Result<BuiltEngine, EngineBuildError> {
-    let spec = engine_spec(model, engine)?;
+    let spec = engine_spec(model, engine, cameras)?;
     factory::build_engine(&spec).map_err(|e| {
         let field = match e.field {
             "model" => "model.config",

@@ -237,8 +237,8 @@ pub enum GraphKind {
 /// The frame input `(1, Hp, Wp, 3)` uint8 RGB and the valid size `[h, w]` → the normalised image
 /// `(1, 3, Hp, Wp)`, zero outside the valid area: exactly what `preprocess` makes from a frame
 /// already at the resized size (`(v − mean) · (1 / std)`, then zero padding).
-fn normalise(g: &mut Graph, cfg: &ModelConfig, hp: usize, wp: usize) -> String {
-    let frame = g.input(names::FRAME, DataType::Uint8, &[1, hp, wp, 3]);
+fn normalise(g: &mut Graph, cfg: &ModelConfig, batch: usize, hp: usize, wp: usize) -> String {
+    let frame = g.input(names::FRAME, DataType::Uint8, &[batch, hp, wp, 3]);
     let size = g.input(names::IMAGE_SIZE_HW, DataType::Float, &[2]);
     let x = g.op(
         "Cast",
@@ -271,7 +271,7 @@ fn normalise(g: &mut Graph, cfg: &ModelConfig, hp: usize, wp: usize) -> String {
     let col_ok = g.reshape(&col_ok, &[1, 1, wp as i64, 1]);
     let valid = g.mul(&row_ok, &col_ok); // (1, Hp, Wp, 1)
     let x = g.mul(&x, &valid);
-    g.transpose(&x, &[0, 3, 1, 2]) // (1, 3, Hp, Wp)
+    g.transpose(&x, &[0, 3, 1, 2]) // (B, 3, Hp, Wp)
 }
 
 /// One frame of InsPro (key: every stage; non-key: the last stage) as an ONNX graph.
@@ -293,7 +293,7 @@ pub fn frame_graph(
         GraphKind::Key => "inspro_key_frame",
         GraphKind::NonKey => "inspro_non_key_frame",
     });
-    let image = normalise(&mut g, cfg, hp, wp);
+    let image = normalise(&mut g, cfg, 1, hp, wp);
     let q = g.input(names::PROPOSAL_FEATURES, DataType::Float, &[n, c]);
     let p = g.input(names::PROPOSAL_BOXES_XYXY, DataType::Float, &[n, 4]);
     let bank_in = g.input(names::BANK, DataType::Float, &[t, n, c]);
@@ -373,10 +373,20 @@ pub fn frame_graph(
 /// The bare backbone trunk (normalisation + ResNet/tiny, outputs C2..C5): the benchmark's
 /// reference for effective GFLOP/s on the same engine.
 pub fn trunk_graph(cfg: &ModelConfig, w: &Weights) -> Result<Graph, ExportError> {
+    trunk_graph_batch(cfg, w, 1)
+}
+
+/// [`trunk_graph`] over `batch` frames at once (`(B, Hp, Wp, 3)`, one valid size for all): the
+/// benchmark's measure of batching streams through one call.
+pub fn trunk_graph_batch(
+    cfg: &ModelConfig,
+    w: &Weights,
+    batch: usize,
+) -> Result<Graph, ExportError> {
     cfg.validate()?;
     let [wp, hp] = graph_size(cfg);
     let mut g = Graph::new("inspro_trunk");
-    let image = normalise(&mut g, cfg, hp, wp);
+    let image = normalise(&mut g, cfg, batch.max(1), hp, wp);
     let f = backbone::export(&mut g, cfg, w, &image)?;
     let ch = cfg.backbone_channels();
     for (i, (v, s)) in [&f.c2, &f.c3, &f.c4, &f.c5]
@@ -388,7 +398,7 @@ pub fn trunk_graph(cfg: &ModelConfig, w: &Weights) -> Result<Graph, ExportError>
             v,
             &format!("c{}", i + 2),
             DataType::Float,
-            &[1, ch[i], hp / s, wp / s],
+            &[batch.max(1), ch[i], hp / s, wp / s],
         );
     }
     Ok(g)

@@ -141,7 +141,7 @@ pub fn exported_dir(path: &Path) -> Option<PathBuf> {
 }
 
 impl EngineSpec {
-    fn model_config(&self) -> Result<ModelConfig, EngineBuildError> {
+    pub fn model_config(&self) -> Result<ModelConfig, EngineBuildError> {
         let path = self.model.as_ref().ok_or_else(|| {
             EngineBuildError::new(
                 "model",

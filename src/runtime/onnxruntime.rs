@@ -6,11 +6,11 @@
 //! ~2 MB per frame, far below a millisecond (docs/perf.md).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
 use candle_core::{Device, Tensor};
 use ort::ep::ExecutionProviderDispatch;
-use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights, SessionBuilder};
 use ort::session::Session;
 use ort::value::TensorRef;
 
@@ -59,8 +59,11 @@ pub struct OrtOptions {
     /// libonnxruntime.so; `None`: `ORT_DYLIB_PATH`, then the venv of `scripts/setup.sh`.
     pub library: Option<PathBuf>,
     pub provider: Provider,
-    /// Intra-op threads; `None`: ONNX Runtime's default (one per physical core).
+    /// Intra-op threads of each session; `None`: ONNX Runtime's default (one per physical core).
     pub threads: Option<usize>,
+    /// Sessions per graph: how many frames (of different streams) run at once. The sessions
+    /// share their prepacked weights; streams take the next free one in arrival order.
+    pub sessions: usize,
     /// GPU index for CUDA / TensorRT.
     pub device_id: i32,
     /// TensorRT engine and timing caches; `None`: `<engine dir>/trt_cache`.
@@ -75,6 +78,7 @@ impl Default for OrtOptions {
             library: None,
             provider: Provider::Cpu,
             threads: None,
+            sessions: 1,
             device_id: 0,
             trt_cache_dir: None,
             trt_fp16: true,
@@ -83,6 +87,29 @@ impl Default for OrtOptions {
 }
 
 /// Where the setup script's venv keeps the library, below `base`.
+impl OrtOptions {
+    /// The CPU split for `streams` streams running at once on `cores` cores, where the options do
+    /// not say: a session per stream (at most four per core), the cores' intra-op threads divided
+    /// among the sessions (at least one each). One stream keeps one session with a thread per
+    /// core. Measured in docs/perf.md: a session per camera beats fewer sessions taken in turn
+    /// and one batched call.
+    pub fn share_cores(mut self, streams: usize, cores: usize, sessions: Option<usize>) -> Self {
+        let cores = cores.max(1);
+        self.sessions = sessions
+            .unwrap_or_else(|| streams.clamp(1, 4 * cores))
+            .max(1);
+        if self.threads.is_none() {
+            self.threads = Some((cores / self.sessions).max(1));
+        }
+        self
+    }
+}
+
+/// Cores this process may use.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 fn venv_libraries(base: &Path) -> Vec<PathBuf> {
     let lib = base.join(".venv").join("lib");
     let mut found = Vec::new();
@@ -236,6 +263,7 @@ fn open_session(
     path: &Path,
     opts: &OrtOptions,
     cache_dir: &Path,
+    shared: Option<&PrepackedWeights>,
 ) -> Result<(Session, Provider), RuntimeError> {
     let e = |e: ort::Error<SessionBuilder>| session_error(path, e);
     let mut b = Session::builder(env)
@@ -251,6 +279,14 @@ fn open_session(
     }
     if let Some(t) = opts.threads {
         b = b.with_intra_threads(t).map_err(e)?;
+    }
+    if let Some(w) = shared {
+        b = b.with_prepacked_weights(w).map_err(e)?;
+    }
+    if opts.sessions > 1 {
+        // Several sessions share the cores: a waiting pool must not spin on a core another
+        // session's frame needs.
+        b = b.with_intra_op_spinning(false).map_err(e)?;
     }
     let eps = match opts.provider {
         Provider::Cpu => Vec::new(),
@@ -335,12 +371,91 @@ pub struct GraphOutputs {
     pub next_proposal_features: Vec<f32>,
 }
 
+/// One session of each graph: one frame at a time runs on it.
+struct Lane {
+    key: Session,
+    non_key: Option<Session>,
+}
+
+/// The engine's lanes, handed out first come, first served (a ticket queue), so that no stream
+/// waits behind another one twice.
+struct Lanes {
+    lanes: Vec<Mutex<Lane>>,
+    queue: Mutex<TicketQueue>,
+    turn: Condvar,
+}
+
+struct TicketQueue {
+    free: Vec<usize>,
+    next_ticket: u64,
+    serving: u64,
+}
+
+impl Lanes {
+    fn new(lanes: Vec<Lane>) -> Self {
+        Self {
+            queue: Mutex::new(TicketQueue {
+                free: (0..lanes.len()).rev().collect(),
+                next_ticket: 0,
+                serving: 0,
+            }),
+            lanes: lanes.into_iter().map(Mutex::new).collect(),
+            turn: Condvar::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// Wait for this caller's turn and a free lane.
+    fn acquire(&self) -> Result<LaneGuard<'_>, ModelError> {
+        let poisoned = || ModelError::Runtime {
+            engine: "onnxruntime",
+            reason: "session lock poisoned".into(),
+        };
+        let mut q = self.queue.lock().map_err(|_| poisoned())?;
+        let ticket = q.next_ticket;
+        q.next_ticket += 1;
+        while q.serving != ticket || q.free.is_empty() {
+            q = self.turn.wait(q).map_err(|_| poisoned())?;
+        }
+        q.serving += 1;
+        let index = q.free.pop().ok_or_else(poisoned)?;
+        drop(q);
+        // The next ticket may find a lane free too.
+        self.turn.notify_all();
+        let lane = self.lanes[index].lock().map_err(|_| poisoned())?;
+        Ok(LaneGuard {
+            lanes: self,
+            index,
+            lane: Some(lane),
+        })
+    }
+}
+
+/// A lane taken from [`Lanes`]; it goes back on drop.
+struct LaneGuard<'a> {
+    lanes: &'a Lanes,
+    index: usize,
+    lane: Option<MutexGuard<'a, Lane>>,
+}
+
+impl Drop for LaneGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.lane.take());
+        if let Ok(mut q) = self.lanes.queue.lock() {
+            q.free.push(self.index);
+        }
+        self.lanes.turn.notify_all();
+    }
+}
+
 /// ONNX Runtime running the exported graphs.
 pub struct OrtEngine {
     pub manifest: Manifest,
     dir: PathBuf,
-    key: Mutex<Session>,
-    non_key: Option<Mutex<Session>>,
+    lanes: Lanes,
     provider: Provider,
     /// init_proposal_features (N·C) and init_proposal_boxes cxcywh relative (N·4).
     init_features: Vec<f32>,
@@ -366,13 +481,27 @@ impl OrtEngine {
             .trt_cache_dir
             .clone()
             .unwrap_or_else(|| dir.join("trt_cache"));
-        let (key, provider) = open_session(&env, &dir.join(&manifest.graphs.key), opts, &cache)?;
-        let non_key = match (&manifest.graphs.non_key, manifest.key_frame_interval) {
-            (Some(f), k) if k > 0 => Some(Mutex::new(
-                open_session(&env, &dir.join(f), opts, &cache)?.0,
-            )),
-            _ => None,
-        };
+        // One container for every session: the weights are prepacked once, not per session.
+        let shared = PrepackedWeights::new();
+        let mut lanes = Vec::new();
+        let mut provider = opts.provider;
+        for _ in 0..opts.sessions.max(1) {
+            let (key, p) = open_session(
+                &env,
+                &dir.join(&manifest.graphs.key),
+                opts,
+                &cache,
+                Some(&shared),
+            )?;
+            provider = p;
+            let non_key = match (&manifest.graphs.non_key, manifest.key_frame_interval) {
+                (Some(f), k) if k > 0 => {
+                    Some(open_session(&env, &dir.join(f), opts, &cache, Some(&shared))?.0)
+                }
+                _ => None,
+            };
+            lanes.push(Lane { key, non_key });
+        }
         let init_path = dir.join(&manifest.graphs.init_proposals);
         let init = candle_core::safetensors::load(&init_path, &Device::Cpu).map_err(|e| {
             ModelError::WeightFile {
@@ -402,13 +531,14 @@ impl OrtEngine {
             engine = %dir.display(),
             library = %library.display(),
             provider = %provider,
+            sessions = lanes.len(),
+            threads = opts.threads,
             "ONNX Runtime engine loaded"
         );
         Ok(Self {
             manifest,
             dir,
-            key: Mutex::new(key),
-            non_key,
+            lanes: Lanes::new(lanes),
             provider,
             init_features,
             init_boxes_cxcywh,
@@ -422,6 +552,15 @@ impl OrtEngine {
     /// The execution provider in use (the CPU when the one asked for was unavailable).
     pub fn provider(&self) -> Provider {
         self.provider
+    }
+
+    /// Sessions per graph: how many frames can run at once.
+    pub fn sessions(&self) -> usize {
+        self.lanes.len()
+    }
+
+    fn has_non_key(&self) -> bool {
+        self.manifest.graphs.non_key.is_some() && self.manifest.key_frame_interval > 0
     }
 
     /// The geometry of a `width` x `height` stream on this engine: resized as the candle engine
@@ -447,14 +586,18 @@ impl OrtEngine {
             engine: "onnxruntime",
             reason: e.to_string(),
         };
-        let session = match (&self.non_key, key_frame) {
+        let mut guard = self.lanes.acquire()?;
+        let lane = guard
+            .lane
+            .as_deref_mut()
+            .ok_or_else(|| ModelError::Runtime {
+                engine: "onnxruntime",
+                reason: "no session".into(),
+            })?;
+        let session = match (&mut lane.non_key, key_frame) {
             (Some(s), false) => s,
-            _ => &self.key,
+            _ => &mut lane.key,
         };
-        let mut session = session.lock().map_err(|_| ModelError::Runtime {
-            engine: "onnxruntime",
-            reason: "session lock poisoned".into(),
-        })?;
         let frame = TensorRef::from_array_view(([1usize, hp, wp, 3], inputs.frame)).map_err(err)?;
         let size =
             TensorRef::from_array_view(([2usize], &inputs.image_size_hw[..])).map_err(err)?;
@@ -604,7 +747,7 @@ impl Engine for OrtEngine {
             .map(<[f32]>::to_vec)
             .collect();
         let [mw, mh] = m.mask_size;
-        let stages_run = if key_frame || self.non_key.is_none() {
+        let stages_run = if key_frame || !self.has_non_key() {
             m.num_stages
         } else {
             1
@@ -638,16 +781,37 @@ pub fn time_trunk_graph(
     warmup: usize,
     runs: usize,
 ) -> Result<Vec<f64>, RuntimeError> {
+    time_trunk_batch(path, opts, 1, [wp, hp], warmup, runs, None)
+}
+
+/// [`time_trunk_graph`] for a graph that takes `batch` frames per call; with `start`, the timed
+/// runs begin when every party of the barrier has warmed up.
+pub fn time_trunk_batch(
+    path: &Path,
+    opts: &OrtOptions,
+    batch: usize,
+    [wp, hp]: [usize; 2],
+    warmup: usize,
+    runs: usize,
+    start: Option<&std::sync::Barrier>,
+) -> Result<Vec<f64>, RuntimeError> {
     let library = find_library(opts.library.as_deref())?;
     let env = environment(&library)?;
     let cache = engine_dir(path).join("trt_cache");
-    let (mut session, _) = open_session(&env, path, opts, &cache)?;
-    let pixels: Vec<u8> = (0..hp * wp * 3).map(|i| ((i * 31) % 251) as u8).collect();
+    let (mut session, _) = open_session(&env, path, opts, &cache, None)?;
+    let pixels: Vec<u8> = (0..batch * hp * wp * 3)
+        .map(|i| ((i * 31) % 251) as u8)
+        .collect();
     let size = [hp as f32, wp as f32];
     let mut times = Vec::with_capacity(runs);
     for i in 0..warmup + runs {
+        if i == warmup {
+            if let Some(b) = start {
+                b.wait();
+            }
+        }
         let t0 = std::time::Instant::now();
-        let frame = TensorRef::from_array_view(([1usize, hp, wp, 3], &pixels[..]))
+        let frame = TensorRef::from_array_view(([batch, hp, wp, 3], &pixels[..]))
             .map_err(|e| session_error(path, e))?;
         let s = TensorRef::from_array_view(([2usize], &size[..]))
             .map_err(|e| session_error(path, e))?;

@@ -471,3 +471,67 @@ pub fn run_with_shipped_weights(
     );
     sub.wait_for(Duration::from_secs(20), what, pred)
 }
+
+fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
+    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = iw * ih;
+    let area = |r: [f64; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    inter / (area(a) + area(b) - inter).max(1e-9)
+}
+
+/// A camera's `tracks` messages against its clip's ground truth (`synth_clip`'s json).
+pub struct TrackScore {
+    /// Frame sizes the messages carry.
+    pub sizes: std::collections::BTreeSet<(usize, usize)>,
+    /// Frame indices with a `tracks` message.
+    pub frames: std::collections::BTreeSet<usize>,
+    /// Mean over the ground-truth boxes of every frame of the best IoU among that frame's tracks.
+    pub mean_best_iou: f64,
+    /// Ground-truth object-frames scored.
+    pub objects: usize,
+}
+
+pub fn score_tracks(msgs: &[Msg], camera: &str, clip: &Path) -> TrackScore {
+    let gt: Value =
+        serde_json::from_str(&std::fs::read_to_string(clip.with_extension("json")).unwrap())
+            .unwrap();
+    let mut s = TrackScore {
+        sizes: Default::default(),
+        frames: Default::default(),
+        mean_best_iou: 0.0,
+        objects: 0,
+    };
+    let mut sum = 0.0;
+    let topic = format!("/{camera}/tracks");
+    for m in msgs.iter().filter(|m| m.topic.ends_with(&topic)) {
+        let v: Value = serde_json::from_str(&m.payload).unwrap();
+        let frame = &v["frame"];
+        s.sizes.insert((
+            frame["width"].as_u64().unwrap() as usize,
+            frame["height"].as_u64().unwrap() as usize,
+        ));
+        let index = frame["index"].as_u64().unwrap() as usize;
+        s.frames.insert(index);
+        let boxes: Vec<[f64; 4]> = v["tracks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let b = t["box"].as_array().unwrap();
+                [0, 1, 2, 3].map(|i| b[i].as_f64().unwrap())
+            })
+            .collect();
+        for ann in gt["annotations"].as_array().unwrap() {
+            let Some(b) = ann["bboxes"][index].as_array() else {
+                continue;
+            };
+            let b = [0, 1, 2, 3].map(|i| b[i].as_f64().unwrap());
+            let gt_box = [b[0], b[1], b[0] + b[2], b[1] + b[3]];
+            sum += boxes.iter().map(|p| iou(*p, gt_box)).fold(0.0, f64::max);
+            s.objects += 1;
+        }
+    }
+    s.mean_best_iou = sum / s.objects.max(1) as f64;
+    s
+}

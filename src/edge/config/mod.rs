@@ -226,6 +226,12 @@ mod tests {
         bad.engine.device_id = -1;
         assert_eq!(bad.validate().unwrap_err().field, "engine.device_id");
         let mut bad = cfg.clone();
+        bad.engine.sessions = Some(0);
+        assert_eq!(bad.validate().unwrap_err().field, "engine.sessions");
+        let mut bad = cfg.clone();
+        bad.engine.threads = Some(0);
+        assert_eq!(bad.validate().unwrap_err().field, "engine.threads");
+        let mut bad = cfg.clone();
         bad.cameras[0].snapshots.quality = 0;
         assert_eq!(
             bad.validate().unwrap_err().field,

@@ -63,6 +63,12 @@ pub struct EngineSection {
     pub library: Option<PathBuf>,
     /// GPU index for `cuda` / `tensorrt`.
     pub device_id: i32,
+    /// `onnxruntime`: sessions per graph, i.e. frames of different cameras that run at once
+    /// (cameras take turns when fewer); unset: one per camera, at most four per core.
+    pub sessions: Option<usize>,
+    /// `onnxruntime`: intra-op threads of each session; unset: the cores divided among the
+    /// sessions.
+    pub threads: Option<usize>,
 }
 
 impl Default for EngineSection {
@@ -74,6 +80,8 @@ impl Default for EngineSection {
             provider: "cpu".into(),
             library: None,
             device_id: 0,
+            sessions: None,
+            threads: None,
         }
     }
 }

@@ -105,6 +105,12 @@ fn validate_model(model: &ModelSection, engine: &EngineSection) -> Result<(), Co
         readable("engine.library", lib)?;
     }
     int_within("engine.device_id", engine.device_id, 0, 255)?;
+    if let Some(n) = engine.sessions {
+        int_within("engine.sessions", n, 1, 64)?;
+    }
+    if let Some(n) = engine.threads {
+        int_within("engine.threads", n, 1, 256)?;
+    }
     if !["cpu", "cuda", "tensorrt"].contains(&engine.provider.as_str()) {
         return Err(ConfigError::new(
             "engine.provider",
