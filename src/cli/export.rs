@@ -7,6 +7,8 @@ use anyhow::Context;
 use candle_core::Device;
 use inspro::export::{self, Weights};
 use inspro::model::{InsPro, ModelConfig};
+use inspro::runtime::calibrate::Calibration;
+use inspro::runtime::OrtOptions;
 
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
@@ -29,6 +31,23 @@ pub struct ExportArgs {
     /// Seed of the random weights when --weights is absent.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// INT8 graphs (QDQ: int8 per-channel weights, uint8 activations), calibrated on
+    /// --calibrate; they run in stock ONNX Runtime and in TensorRT (explicit quantization).
+    #[arg(long, requires = "calibrate")]
+    pub int8: bool,
+    /// With --int8: a YouTube-VIS-layout folder (JPEGImages/<video>/*.jpg) whose frames set
+    /// the activations' ranges.
+    #[arg(long)]
+    pub calibrate: Option<PathBuf>,
+    /// With --int8: calibration frames in all, and consecutive frames per video.
+    #[arg(long, default_value_t = 64)]
+    pub calibration_frames: usize,
+    #[arg(long, default_value_t = 8)]
+    pub frames_per_video: usize,
+    /// With --int8: whose INT8 kernels: `cpu` (ONNX Runtime: uint8 activations, int32 biases)
+    /// or `tensorrt` (explicit quantization: symmetric int8 activations, float biases).
+    #[arg(long, default_value = "cpu", value_parser = |s: &str| s.parse::<inspro::export::quantize::Scheme>())]
+    pub int8_for: inspro::export::quantize::Scheme,
 }
 
 pub fn export(args: ExportArgs) -> anyhow::Result<()> {
@@ -44,16 +63,36 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
         }
     };
     let t0 = std::time::Instant::now();
-    let m = export::export(
-        &cfg,
-        &weights,
-        &args.out,
-        &export::ExportOptions {
-            pooler: args.pooler,
-            trunk: args.trunk,
-        },
-    )
+    let opts = export::ExportOptions {
+        pooler: args.pooler,
+        trunk: args.trunk,
+    };
+    let m = match (&args.calibrate, args.int8) {
+        (Some(dir), true) => inspro::runtime::calibrate::export_int8(
+            &cfg,
+            &weights,
+            &args.out,
+            &opts,
+            &Calibration {
+                dir: dir.clone(),
+                frames: args.calibration_frames.max(1),
+                frames_per_video: args.frames_per_video.max(1),
+                scheme: args.int8_for,
+            },
+            &OrtOptions::default(),
+        )
+        .map_err(anyhow::Error::from),
+        (Some(_), false) => Err(anyhow::anyhow!("--calibrate is for --int8")),
+        _ => export::export(&cfg, &weights, &args.out, &opts).map_err(anyhow::Error::from),
+    }
     .with_context(|| format!("exporting {} to {}", cfg.name, args.out.display()))?;
+    if let Some(q) = &m.quantization {
+        eprintln!(
+            "int8: {} conv, {} matmul, {} add quantized in the key graph ({} tensors, {} Relus folded); calibrated on {} frames of {} videos",
+            q.key.conv, q.key.matmul, q.key.add, q.key.tensors, q.key.relu_folded,
+            q.calibration_frames, q.calibration_videos
+        );
+    }
     let size = |f: &str| {
         std::fs::metadata(args.out.join(f))
             .map(|m| m.len() as f64 / 1e6)

@@ -16,35 +16,36 @@ pub enum Attr {
 }
 
 #[derive(Debug, Clone)]
-struct Node {
-    op: String,
-    name: String,
-    inputs: Vec<String>,
-    outputs: Vec<String>,
-    attrs: Vec<(String, Attr)>,
+pub(super) struct Node {
+    pub(super) op: String,
+    pub(super) name: String,
+    pub(super) inputs: Vec<String>,
+    pub(super) outputs: Vec<String>,
+    pub(super) attrs: Vec<(String, Attr)>,
 }
 
 #[derive(Debug, Clone)]
-struct Initializer {
-    name: String,
-    dtype: DataType,
-    dims: Vec<i64>,
-    raw: Vec<u8>,
+pub(super) struct Initializer {
+    pub(super) name: String,
+    pub(super) dtype: DataType,
+    pub(super) dims: Vec<i64>,
+    pub(super) raw: Vec<u8>,
 }
 
 #[derive(Debug, Clone)]
-struct ValueInfo {
+pub(super) struct ValueInfo {
     name: String,
     dtype: DataType,
-    dims: Vec<i64>,
+    /// `None`: the shape is left to the runtime (observation outputs).
+    dims: Option<Vec<i64>>,
 }
 
 /// An ONNX graph under construction. Value names are unique: `fresh` appends a counter.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Graph {
     pub name: String,
-    nodes: Vec<Node>,
-    initializers: Vec<Initializer>,
+    pub(super) nodes: Vec<Node>,
+    pub(super) initializers: Vec<Initializer>,
     inputs: Vec<ValueInfo>,
     outputs: Vec<ValueInfo>,
     counter: usize,
@@ -91,7 +92,7 @@ impl Graph {
         self.inputs.push(ValueInfo {
             name: name.into(),
             dtype,
-            dims: dims.iter().map(|d| *d as i64).collect(),
+            dims: Some(dims.iter().map(|d| *d as i64).collect()),
         });
         name.into()
     }
@@ -108,8 +109,57 @@ impl Graph {
         self.outputs.push(ValueInfo {
             name: name.into(),
             dtype,
-            dims: dims.iter().map(|d| *d as i64).collect(),
+            dims: Some(dims.iter().map(|d| *d as i64).collect()),
         });
+    }
+
+    /// Also output `value` (float, shape left to the runtime) as `name`: what calibration reads.
+    pub fn observe(&mut self, value: &str, name: &str) {
+        self.nodes.push(Node {
+            op: "Identity".into(),
+            name: format!("observe/{name}"),
+            inputs: vec![value.into()],
+            outputs: vec![name.into()],
+            attrs: Vec::new(),
+        });
+        self.outputs.push(ValueInfo {
+            name: name.into(),
+            dtype: DataType::Float,
+            dims: None,
+        });
+    }
+
+    /// Graph output names.
+    pub fn output_names(&self) -> impl Iterator<Item = &str> {
+        self.outputs.iter().map(|o| o.name.as_str())
+    }
+
+    /// An initializer of any type with an exact name.
+    pub(super) fn push_raw(
+        &mut self,
+        name: String,
+        dtype: DataType,
+        dims: &[usize],
+        raw: Vec<u8>,
+    ) -> String {
+        self.push_initializer(name, dtype, dims, raw)
+    }
+
+    /// A node with given outputs (the rewriting passes name their values themselves).
+    pub(super) fn node(
+        op: &str,
+        name: String,
+        inputs: Vec<String>,
+        outputs: Vec<String>,
+        attrs: Vec<(String, Attr)>,
+    ) -> Node {
+        Node {
+            op: op.into(),
+            name,
+            inputs,
+            outputs,
+            attrs,
+        }
     }
 
     /// A float initializer with an exact name (checkpoint key) or a fresh one.
@@ -237,16 +287,17 @@ impl Graph {
     }
 
     fn encode_value_info(v: &ValueInfo) -> Message {
-        let mut shape = Message::new();
-        for d in &v.dims {
-            let mut dim = Message::new();
-            dim.int(field::value_info::DIM_VALUE, *d);
-            shape.message(field::value_info::DIM, &dim);
-        }
         let mut tensor = Message::new();
-        tensor
-            .int(field::value_info::ELEM_TYPE, v.dtype as i64)
-            .message(field::value_info::SHAPE, &shape);
+        tensor.int(field::value_info::ELEM_TYPE, v.dtype as i64);
+        if let Some(dims) = &v.dims {
+            let mut shape = Message::new();
+            for d in dims {
+                let mut dim = Message::new();
+                dim.int(field::value_info::DIM_VALUE, *d);
+                shape.message(field::value_info::DIM, &dim);
+            }
+            tensor.message(field::value_info::SHAPE, &shape);
+        }
         let mut ty = Message::new();
         ty.message(field::value_info::TENSOR_TYPE, &tensor);
         let mut m = Message::new();

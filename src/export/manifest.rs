@@ -62,6 +62,30 @@ pub struct Manifest {
     pub graphs: GraphFiles,
     /// The full model config the graphs were made from.
     pub model: ModelConfig,
+    /// INT8 graphs: how they were quantized; absent for float graphs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<Quantization>,
+}
+
+/// How an INT8 engine was quantized (`inspro export --int8 --calibrate DIR`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quantization {
+    /// `qdq-int8`: QuantizeLinear / DequantizeLinear pairs in the graphs.
+    pub format: String,
+    /// Whose kernels: `cpu` (ONNX Runtime) or `tensorrt`.
+    #[serde(default)]
+    pub scheme: super::quantize::Scheme,
+    pub weights: String,
+    pub activations: String,
+    /// The calibration folder, and frames and videos read from it.
+    pub calibration_dir: String,
+    pub calibration_frames: usize,
+    pub calibration_videos: usize,
+    /// What was quantized in each graph.
+    pub key: super::quantize::QuantCounts,
+    #[serde(default)]
+    pub non_key: Option<super::quantize::QuantCounts>,
 }
 
 impl Manifest {
@@ -88,6 +112,7 @@ impl Manifest {
             outputs: names::OUTPUTS.iter().map(|s| s.to_string()).collect(),
             graphs,
             model: cfg.clone(),
+            quantization: None,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod head;
 pub mod manifest;
 pub mod mask;
 pub mod proto;
+pub mod quantize;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,9 @@ pub enum ExportError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// INT8 quantization could not be done (calibration data, ranges).
+    #[error("int8 quantization: {0}")]
+    Quantize(String),
 }
 
 /// Checkpoint tensors by key, from a safetensors file or a `VarMap`.
@@ -419,6 +423,18 @@ pub fn export(
     out_dir: &Path,
     opts: &ExportOptions,
 ) -> Result<Manifest, ExportError> {
+    export_with(cfg, w, out_dir, opts, &mut |_, _| Ok(()))
+}
+
+/// [`export`] with `rewrite` applied to each per-frame graph before it is written (INT8:
+/// observation outputs for calibration, then the QDQ rewrite).
+pub fn export_with(
+    cfg: &ModelConfig,
+    w: &Weights,
+    out_dir: &Path,
+    opts: &ExportOptions,
+    rewrite: &mut dyn FnMut(GraphKind, &mut Graph) -> Result<(), ExportError>,
+) -> Result<Manifest, ExportError> {
     std::fs::create_dir_all(out_dir).map_err(|source| ExportError::Io {
         path: out_dir.to_path_buf(),
         source,
@@ -435,16 +451,21 @@ pub fn export(
         )?;
         Ok(file.to_string())
     };
+    let mut frame = |kind: GraphKind| -> Result<Graph, ExportError> {
+        let mut g = frame_graph(cfg, w, kind, opts.pooler)?;
+        rewrite(kind, &mut g)?;
+        Ok(g)
+    };
     write_graph(
         manifest::KEY_FILE,
-        frame_graph(cfg, w, GraphKind::Key, opts.pooler)?,
+        frame(GraphKind::Key)?,
         "InsPro key frame: every stage",
     )?;
     let non_key = (cfg.key_frame_interval > 0)
         .then(|| {
             write_graph(
                 manifest::NON_KEY_FILE,
-                frame_graph(cfg, w, GraphKind::NonKey, opts.pooler)?,
+                frame(GraphKind::NonKey)?,
                 "InsPro-lite non-key frame: the last stage",
             )
         })

@@ -77,6 +77,8 @@ pub mod field {
 pub enum DataType {
     Float = 1,
     Uint8 = 2,
+    Int8 = 3,
+    Int32 = 6,
     Int64 = 7,
     Bool = 9,
 }

@@ -2,6 +2,7 @@
 //! (CPU / CUDA / TensorRT execution providers). The daemon, the GStreamer element and
 //! `inspro segment` hold an `Arc<dyn Engine>` and one `StreamState` per stream.
 
+pub mod calibrate;
 pub mod candle;
 pub mod factory;
 pub mod onnxruntime;

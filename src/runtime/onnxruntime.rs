@@ -70,6 +70,8 @@ pub struct OrtOptions {
     pub trt_cache_dir: Option<PathBuf>,
     /// TensorRT in fp16 (LayerNorm kept in fp32).
     pub trt_fp16: bool,
+    /// TensorRT INT8 (set for graphs with QDQ pairs; their scales are in the graph).
+    pub trt_int8: bool,
 }
 
 impl Default for OrtOptions {
@@ -82,6 +84,7 @@ impl Default for OrtOptions {
             device_id: 0,
             trt_cache_dir: None,
             trt_fp16: true,
+            trt_int8: false,
         }
     }
 }
@@ -300,6 +303,7 @@ fn open_session(
                 ort::ep::TensorRT::default()
                     .with_device_id(opts.device_id)
                     .with_fp16(opts.trt_fp16)
+                    .with_int8(opts.trt_int8)
                     .with_layer_norm_fp32_fallback(true)
                     .with_engine_cache(true)
                     .with_engine_cache_path(&cache)
@@ -477,6 +481,23 @@ impl OrtEngine {
         let manifest = Manifest::read(&dir.join(MANIFEST_FILE))?;
         let library = find_library(opts.library.as_deref())?;
         let env = environment(&library)?;
+        if let Some(q) = &manifest.quantization {
+            let for_trt = q.scheme == crate::export::quantize::Scheme::Tensorrt;
+            if (opts.provider == Provider::Tensorrt) != for_trt {
+                tracing::warn!(
+                    engine = %dir.display(),
+                    int8_for = %q.scheme,
+                    provider = %opts.provider,
+                    "these INT8 graphs were written for other kernels (export with --int8-for {}); they run, perhaps slower",
+                    if opts.provider == Provider::Tensorrt { "tensorrt" } else { "cpu" }
+                );
+            }
+        }
+        let int8 = OrtOptions {
+            trt_int8: manifest.quantization.is_some(),
+            ..opts.clone()
+        };
+        let opts = &int8;
         let cache = opts
             .trt_cache_dir
             .clone()
@@ -579,6 +600,17 @@ impl OrtEngine {
         key_frame: bool,
         inputs: &GraphInputs<'_>,
     ) -> Result<GraphOutputs, ModelError> {
+        self.run_graph_observed(key_frame, inputs, None)
+    }
+
+    /// [`run_graph`](Self::run_graph), handing every float output beyond the graphs' own
+    /// (calibration's observation outputs) to `observe`.
+    pub fn run_graph_observed(
+        &self,
+        key_frame: bool,
+        inputs: &GraphInputs<'_>,
+        observe: Option<&mut dyn FnMut(&str, &[f32])>,
+    ) -> Result<GraphOutputs, ModelError> {
         let m = &self.manifest;
         let [wp, hp] = m.graph_size;
         let (n, c, t) = (m.num_queries, m.hidden_dim, m.bank_size);
@@ -624,6 +656,15 @@ impl OrtEngine {
             let (_, data) = v.try_extract_tensor::<f32>().map_err(err)?;
             Ok(data.to_vec())
         };
+        if let Some(observe) = observe {
+            for (name, v) in outputs.iter() {
+                if names::OUTPUTS.contains(&name) {
+                    continue;
+                }
+                let (_, data) = v.try_extract_tensor::<f32>().map_err(err)?;
+                observe(name, data);
+            }
+        }
         Ok(GraphOutputs {
             class_logits: get(names::CLASS_LOGITS)?,
             pred_boxes_xyxy: get(names::PRED_BOXES_XYXY)?,
@@ -714,6 +755,18 @@ impl Engine for OrtEngine {
         frame: &FrameRef<'_>,
         state: &mut StreamState,
     ) -> Result<FrameOutput, ModelError> {
+        self.step_observed(frame, state, None)
+    }
+}
+
+impl OrtEngine {
+    /// [`Engine::step`], handing the graph's observation outputs to `observe` (calibration).
+    pub fn step_observed(
+        &self,
+        frame: &FrameRef<'_>,
+        state: &mut StreamState,
+        observe: Option<&mut dyn FnMut(&str, &[f32])>,
+    ) -> Result<FrameOutput, ModelError> {
         let _span = tracing::trace_span!("step", engine = "onnxruntime", frame = state.frame_index)
             .entered();
         state.check_frame_size(frame)?;
@@ -733,7 +786,7 @@ impl Engine for OrtEngine {
             self.host_inputs(frame, state)?
         };
         let graph_span = tracing::trace_span!("graph", key_frame).entered();
-        let out = self.run_graph(key_frame, &inputs.as_graph())?;
+        let out = self.run_graph_observed(key_frame, &inputs.as_graph(), observe)?;
         drop(graph_span);
         let _span = tracing::trace_span!("host_state").entered();
         let probs: Vec<Vec<f32>> = out

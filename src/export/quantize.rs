@@ -1,0 +1,471 @@
+//! INT8 engines: QuantizeLinear / DequantizeLinear (QDQ) pairs written into an exported graph
+//! around every convolution and every matrix product with a constant weight, the explicit
+//! quantization ONNX Runtime (QLinearConv, QLinearMatMul, QLinearAdd on the CPU) and TensorRT
+//! build INT8 kernels from.
+//!
+//! - Weights: int8, symmetric, per output channel (Conv: axis 0 of (O, I, kh, kw); MatMul's
+//!   (K, N): axis 1).
+//! - Activations, per tensor, range = the minimum and maximum seen over the calibration frames
+//!   (widened to hold 0). [`Scheme::Cpu`]: uint8 asymmetric, a Conv's bias int32 at
+//!   `x_scale · w_scale[o]` (ONNX Runtime's QLinearConv). [`Scheme::Tensorrt`]: int8 symmetric
+//!   (zero point 0), biases float (TensorRT's explicit quantization takes nothing else).
+//! - Quantized tensors: the activation inputs and the outputs of those operations, and the
+//!   outputs of residual `Add`s whose two inputs are quantized. CPU: a `Relu` right after such
+//!   an output is folded into its QuantizeLinear (the tensor is calibrated after the Relu, range
+//!   from 0, so the uint8 clamp at the zero point is the Relu); TensorRT fuses Relus itself.
+//! - Matrix products of two runtime tensors (dynamic convolutions, attention) stay float.
+//!
+//! [`plan`] picks the tensors on the float graph; [`observe`] makes that graph output them for
+//! calibration; [`quantize`] rewrites the graph with the calibrated ranges.
+
+use std::collections::{HashMap, HashSet};
+
+use super::graph::{Attr, Graph, Node};
+use super::proto::DataType;
+use super::ExportError;
+
+/// Whose INT8 kernels the graph is written for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// ONNX Runtime's CPU kernels (u8 activations, s8 weights; VNNI where the CPU has it).
+    #[default]
+    Cpu,
+    /// TensorRT's explicit quantization (symmetric int8 only).
+    Tensorrt,
+}
+
+crate::enum_names!(Scheme {
+    Cpu => "cpu",
+    Tensorrt => "tensorrt" | "trt",
+});
+
+/// What [`quantize`] rewrites: the tensors to quantize (value names of the float graph) and
+/// the Relus to fold (node index of the producer, node index of the Relu).
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub tensors: Vec<String>,
+    folds: Vec<(usize, usize)>,
+}
+
+/// What was quantized, for the manifest.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QuantCounts {
+    pub conv: usize,
+    pub matmul: usize,
+    pub add: usize,
+    pub relu_folded: usize,
+    pub tensors: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QOp {
+    Conv,
+    MatMul,
+    Add,
+}
+
+/// The calibration output name of tensor `t`.
+pub fn observed_name(t: &str) -> String {
+    format!("calib:{t}")
+}
+
+fn consumers(g: &Graph) -> HashMap<&str, Vec<usize>> {
+    let mut c: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        for x in &n.inputs {
+            c.entry(x.as_str()).or_default().push(i);
+        }
+    }
+    c
+}
+
+fn constants(g: &Graph) -> HashMap<&str, usize> {
+    g.initializers
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (x.name.as_str(), i))
+        .collect()
+}
+
+fn qop(n: &Node, consts: &HashMap<&str, usize>, g: &Graph, s: &HashSet<String>) -> Option<QOp> {
+    let weight_2d = |name: &str| {
+        consts
+            .get(name)
+            .is_some_and(|&i| g.initializers[i].dims.len() == 2)
+    };
+    match n.op.as_str() {
+        "Conv" if n.inputs.len() >= 2 && consts.contains_key(n.inputs[1].as_str()) => {
+            Some(QOp::Conv)
+        }
+        "MatMul" if n.inputs.len() == 2 && weight_2d(&n.inputs[1]) => Some(QOp::MatMul),
+        "Add"
+            if n.inputs.len() == 2
+                && n.inputs
+                    .iter()
+                    .all(|x| s.contains(x) && !consts.contains_key(x.as_str())) =>
+        {
+            Some(QOp::Add)
+        }
+        _ => None,
+    }
+}
+
+/// The tensors to quantize and the Relus to fold, on the float graph.
+pub fn plan(g: &Graph, scheme: Scheme) -> Plan {
+    let users = consumers(g);
+    let consts = constants(g);
+    let mut s: HashSet<String> = HashSet::new();
+    let mut plan = Plan::default();
+    let add = |t: &str, s: &mut HashSet<String>, plan: &mut Plan| {
+        if !consts.contains_key(t) && s.insert(t.to_string()) {
+            plan.tensors.push(t.to_string());
+        }
+    };
+    for (i, n) in g.nodes.iter().enumerate() {
+        let Some(op) = qop(n, &consts, g, &s) else {
+            continue;
+        };
+        if op != QOp::Add {
+            add(&n.inputs[0], &mut s, &mut plan);
+        }
+        let out = n.outputs[0].as_str();
+        let relu = match users.get(out).map(Vec::as_slice) {
+            Some(&[r]) if g.nodes[r].op == "Relu" && scheme == Scheme::Cpu => Some(r),
+            _ => None,
+        };
+        match relu {
+            Some(r) => {
+                plan.folds.push((i, r));
+                add(&g.nodes[r].outputs[0], &mut s, &mut plan);
+            }
+            None => add(out, &mut s, &mut plan),
+        }
+    }
+    plan
+}
+
+/// Make the float graph output every planned tensor (as [`observed_name`]).
+pub fn observe(g: &mut Graph, plan: &Plan) {
+    for t in &plan.tensors {
+        g.observe(t, &observed_name(t));
+    }
+}
+
+/// uint8 scale and zero point for the range [lo, hi] (widened to hold 0).
+pub fn activation_params(lo: f32, hi: f32) -> (f32, u8) {
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let scale = ((hi - lo) / 255.0).max(1e-8);
+    let zp = (-lo / scale).round().clamp(0.0, 255.0) as u8;
+    (scale, zp)
+}
+
+/// int8 symmetric scale (zero point 0) for the range [lo, hi].
+pub fn symmetric_scale(lo: f32, hi: f32) -> f32 {
+    (lo.abs().max(hi.abs()) / 127.0).max(1e-8)
+}
+
+/// int8 symmetric per-channel quantization of `w` with `channels` channels along `axis`
+/// (`inner` values per step of the axis); returns the values and the scales.
+fn quantize_weight(w: &[f32], dims: &[usize], axis: usize) -> (Vec<i8>, Vec<f32>) {
+    let channels = dims[axis];
+    let inner: usize = dims[axis + 1..].iter().product();
+    let channel_of = |i: usize| (i / inner) % channels;
+    let mut max = vec![0f32; channels];
+    for (i, v) in w.iter().enumerate() {
+        let c = channel_of(i);
+        max[c] = max[c].max(v.abs());
+    }
+    let scales: Vec<f32> = max.iter().map(|m| (m / 127.0).max(1e-12)).collect();
+    let q = w
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v / scales[channel_of(i)]).round().clamp(-127.0, 127.0) as i8)
+        .collect();
+    (q, scales)
+}
+
+fn f32s(raw: &[u8]) -> Vec<f32> {
+    raw.chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn le_f32(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Rewrite `g` (the float graph `plan` was made on) with QDQ pairs; `ranges` holds every
+/// planned tensor's calibrated [min, max].
+pub fn quantize(
+    g: &mut Graph,
+    plan: &Plan,
+    ranges: &HashMap<String, (f32, f32)>,
+    scheme: Scheme,
+) -> Result<QuantCounts, ExportError> {
+    let mut counts = QuantCounts {
+        tensors: plan.tensors.len(),
+        relu_folded: plan.folds.len(),
+        ..QuantCounts::default()
+    };
+    let mut params: HashMap<String, (String, String, f32)> = HashMap::new();
+    for t in &plan.tensors {
+        let &(lo, hi) = ranges.get(t).ok_or_else(|| {
+            ExportError::Quantize(format!("calibration saw no values of tensor `{t}`"))
+        })?;
+        if !lo.is_finite() || !hi.is_finite() {
+            return Err(ExportError::Quantize(format!(
+                "tensor `{t}` has a non-finite range [{lo}, {hi}] on the calibration frames"
+            )));
+        }
+        let (scale, zp, zp_type) = match scheme {
+            Scheme::Cpu => {
+                let (s, z) = activation_params(lo, hi);
+                (s, z, DataType::Uint8)
+            }
+            Scheme::Tensorrt => (symmetric_scale(lo, hi), 0, DataType::Int8),
+        };
+        let s = g.push_raw(format!("{t}:scale"), DataType::Float, &[], le_f32(&[scale]));
+        let z = g.push_raw(format!("{t}:zero_point"), zp_type, &[], vec![zp]);
+        params.insert(t.clone(), (s, z, scale));
+    }
+    // Fold the Relus: the producer writes the Relu's output, the Relu goes.
+    let mut dropped = HashSet::new();
+    for &(p, r) in &plan.folds {
+        let out = g.nodes[r].outputs[0].clone();
+        g.nodes[p].outputs[0] = out;
+        dropped.insert(r);
+    }
+    let consts: HashMap<String, usize> = constants(g)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let dq_name = |t: &str| format!("{t}:dq");
+    let qdq = |t: &str, (s, z, _): &(String, String, f32)| -> [Node; 2] {
+        [
+            Graph::node(
+                "QuantizeLinear",
+                format!("{t}:quantize"),
+                vec![t.into(), s.clone(), z.clone()],
+                vec![format!("{t}:q")],
+                vec![],
+            ),
+            Graph::node(
+                "DequantizeLinear",
+                format!("{t}:dequantize"),
+                vec![format!("{t}:q"), s.clone(), z.clone()],
+                vec![dq_name(t)],
+                vec![],
+            ),
+        ]
+    };
+    let old = std::mem::take(&mut g.nodes);
+    let mut nodes = Vec::with_capacity(old.len() * 2);
+    // Planned tensors that no node makes (graph inputs) are quantized first.
+    let made: HashSet<&str> = old
+        .iter()
+        .flat_map(|n| n.outputs.iter().map(String::as_str))
+        .collect();
+    for t in &plan.tensors {
+        if !made.contains(t.as_str()) {
+            nodes.extend(qdq(t, &params[t]));
+        }
+    }
+    let mut unused_weights = Vec::new();
+    let mut new_inits = Vec::new();
+    for (i, mut n) in old.into_iter().enumerate() {
+        if dropped.contains(&i) {
+            continue;
+        }
+        let empty = HashSet::new();
+        let kind = qop(&n, &constants_ref(&consts), g, &empty).filter(|k| *k != QOp::Add);
+        let is_add = n.op == "Add"
+            && n.inputs.len() == 2
+            && n.inputs.iter().all(|x| params.contains_key(x))
+            && n.outputs.iter().any(|o| params.contains_key(o));
+        let x_scale = n.inputs.first().and_then(|x| params.get(x)).map(|p| p.2);
+        for x in n.inputs.iter_mut() {
+            if params.contains_key(x.as_str()) {
+                *x = dq_name(x);
+            }
+        }
+        match (kind, x_scale) {
+            (Some(QOp::Conv), Some(x_scale)) => {
+                counts.conv += 1;
+                let w_name = n.inputs[1].clone();
+                let wi = &g.initializers[consts[&w_name]];
+                let dims: Vec<usize> = wi.dims.iter().map(|d| *d as usize).collect();
+                let (q, scales) = quantize_weight(&f32s(&wi.raw), &dims, 0);
+                let dq = weight_dq(&mut new_inits, &mut nodes, &w_name, &dims, q, &scales, 0);
+                n.inputs[1] = dq;
+                unused_weights.push(w_name);
+                let int_bias = scheme == Scheme::Cpu;
+                if let Some(b_name) = n.inputs.get(2).cloned().filter(|_| int_bias) {
+                    if let Some(&bi) = consts.get(&b_name) {
+                        let b = f32s(&g.initializers[bi].raw);
+                        let bs: Vec<f32> = scales.iter().map(|s| s * x_scale).collect();
+                        let bq: Vec<i32> = b
+                            .iter()
+                            .zip(&bs)
+                            .map(|(v, s)| {
+                                (v / s).round().clamp(i32::MIN as f32, i32::MAX as f32) as i32
+                            })
+                            .collect();
+                        let raw = bq.iter().flat_map(|v| v.to_le_bytes()).collect();
+                        let o = bq.len();
+                        new_inits.push((format!("{b_name}:int32"), DataType::Int32, vec![o], raw));
+                        new_inits.push((
+                            format!("{b_name}:scale"),
+                            DataType::Float,
+                            vec![o],
+                            le_f32(&bs),
+                        ));
+                        new_inits.push((
+                            format!("{b_name}:zero_point"),
+                            DataType::Int32,
+                            vec![o],
+                            vec![0; 4 * o],
+                        ));
+                        nodes.push(Graph::node(
+                            "DequantizeLinear",
+                            format!("{b_name}:dequantize"),
+                            vec![
+                                format!("{b_name}:int32"),
+                                format!("{b_name}:scale"),
+                                format!("{b_name}:zero_point"),
+                            ],
+                            vec![format!("{b_name}:dq")],
+                            vec![("axis".into(), Attr::Int(0))],
+                        ));
+                        n.inputs[2] = format!("{b_name}:dq");
+                        unused_weights.push(b_name);
+                    }
+                }
+            }
+            (Some(QOp::MatMul), Some(_)) => {
+                counts.matmul += 1;
+                let w_name = n.inputs[1].clone();
+                let wi = &g.initializers[consts[&w_name]];
+                let dims: Vec<usize> = wi.dims.iter().map(|d| *d as usize).collect();
+                let (q, scales) = quantize_weight(&f32s(&wi.raw), &dims, 1);
+                n.inputs[1] = weight_dq(&mut new_inits, &mut nodes, &w_name, &dims, q, &scales, 1);
+                unused_weights.push(w_name);
+            }
+            _ => {}
+        }
+        if is_add {
+            counts.add += 1;
+        }
+        let outs: Vec<String> = n
+            .outputs
+            .iter()
+            .filter(|o| params.contains_key(o.as_str()))
+            .cloned()
+            .collect();
+        nodes.push(n);
+        for o in outs {
+            nodes.extend(qdq(&o, &params[&o]));
+        }
+    }
+    g.nodes = nodes;
+    for (name, dtype, dims, raw) in new_inits {
+        g.push_raw(name, dtype, &dims, raw);
+    }
+    let still_used: HashSet<&str> = g
+        .nodes
+        .iter()
+        .flat_map(|n| n.inputs.iter().map(String::as_str))
+        .collect();
+    let gone: HashSet<String> = unused_weights
+        .into_iter()
+        .filter(|w| !still_used.contains(w.as_str()))
+        .collect();
+    g.initializers.retain(|i| !gone.contains(&i.name));
+    Ok(counts)
+}
+
+fn constants_ref(c: &HashMap<String, usize>) -> HashMap<&str, usize> {
+    c.iter().map(|(k, v)| (k.as_str(), *v)).collect()
+}
+
+/// The int8 weight, its scales and zero points as initializers, and the DequantizeLinear that
+/// gives the float weight back; returns the dequantized value's name.
+fn weight_dq(
+    inits: &mut Vec<(String, DataType, Vec<usize>, Vec<u8>)>,
+    nodes: &mut Vec<Node>,
+    w: &str,
+    dims: &[usize],
+    q: Vec<i8>,
+    scales: &[f32],
+    axis: i64,
+) -> String {
+    let c = scales.len();
+    inits.push((
+        format!("{w}:int8"),
+        DataType::Int8,
+        dims.to_vec(),
+        q.into_iter().map(|v| v as u8).collect(),
+    ));
+    inits.push((
+        format!("{w}:scale"),
+        DataType::Float,
+        vec![c],
+        le_f32(scales),
+    ));
+    inits.push((
+        format!("{w}:zero_point"),
+        DataType::Int8,
+        vec![c],
+        vec![0; c],
+    ));
+    nodes.push(Graph::node(
+        "DequantizeLinear",
+        format!("{w}:dequantize"),
+        vec![
+            format!("{w}:int8"),
+            format!("{w}:scale"),
+            format!("{w}:zero_point"),
+        ],
+        vec![format!("{w}:dq")],
+        vec![("axis".into(), Attr::Int(axis))],
+    ));
+    format!("{w}:dq")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activation_params_hold_zero_and_the_range() {
+        let (s, z) = activation_params(0.0, 6.0);
+        assert_eq!(z, 0);
+        assert!((s - 6.0 / 255.0).abs() < 1e-7);
+        let (s, z) = activation_params(-1.0, 3.0);
+        assert!((s - 4.0 / 255.0).abs() < 1e-7);
+        assert_eq!(z, 64);
+        // Positive-only ranges are widened to 0.
+        let (_, z) = activation_params(2.0, 3.0);
+        assert_eq!(z, 0);
+        assert!((symmetric_scale(-2.0, 1.0) - 2.0 / 127.0).abs() < 1e-7);
+    }
+
+    #[test]
+    fn weights_are_per_channel_and_round_trip() {
+        // Two output channels of very different size: per-channel scales keep both.
+        let w = [0.5, -1.0, 0.25, 100.0, -50.0, 25.0];
+        let (q, s) = quantize_weight(&w, &[2, 3], 0);
+        assert_eq!(q[1], -127);
+        assert_eq!(q[3], 127);
+        for (i, v) in w.iter().enumerate() {
+            let back = q[i] as f32 * s[i / 3];
+            assert!(
+                (back - v).abs() <= s[i / 3] / 2.0 + 1e-6,
+                "{i}: {back} vs {v}"
+            );
+        }
+        // Axis 1 of (K, N): one scale per column.
+        let (_, s) = quantize_weight(&[1.0, 10.0, -2.0, 5.0], &[2, 2], 1);
+        assert!((s[0] - 2.0 / 127.0).abs() < 1e-7 && (s[1] - 10.0 / 127.0).abs() < 1e-7);
+    }
+}
