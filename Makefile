@@ -39,8 +39,10 @@ fmt:
 demo: setup
 	scripts/demo.sh
 
-# Benchmarks write their numbers to stdout; docs/perf.md records them with machine and date.
-bench: build
+# Benchmarks write their numbers to stdout and out/bench.jsonl; docs/perf.md records them with
+# machine, date and load. The daemon-overhead part needs the daemon (--features edge).
+bench: setup
+	$(CARGO) build --release --features edge
 	scripts/bench.sh
 
 info: build

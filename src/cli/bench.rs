@@ -308,6 +308,45 @@ fn bench_candle(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The key-frame graph's time by part: `frames` key frames with ONNX Runtime's profiler on, the
+/// kernels' shares by the nodes' scopes, applied to `graph_ms` (the graph's unprofiled time).
+fn key_frame_parts(
+    dir: &std::path::Path,
+    opts: &OrtOptions,
+    frame: &FrameRef<'_>,
+    graph_ms: f64,
+    frames: usize,
+) -> anyhow::Result<[f64; 5]> {
+    let tmp = tempfile::tempdir()?;
+    let profiled = OrtOptions {
+        profile: Some(tmp.path().join("profile")),
+        ..opts.clone()
+    };
+    {
+        let engine = OrtEngine::load(dir, &profiled)?;
+        let mut state = engine.init_state(frame.width, frame.height)?;
+        for _ in 0..frames {
+            state.frame_index = 0;
+            engine.step(frame, &mut state)?;
+        }
+    }
+    let mut us = [0f64; 5];
+    for f in std::fs::read_dir(tmp.path())?.flatten() {
+        let by_part = inspro::runtime::onnxruntime::profile_by_part(&f.path())?;
+        for (u, b) in us.iter_mut().zip(by_part) {
+            *u += b;
+        }
+    }
+    let total: f64 = us.iter().sum();
+    Ok(us.map(|u| {
+        if total > 0.0 {
+            graph_ms * u / total
+        } else {
+            f64::NAN
+        }
+    }))
+}
+
 /// One thread count of `inspro bench --engine onnxruntime`: whole frames through the engine's
 /// state loop (key and non-key), the key-frame graph alone (host-side state cost = the
 /// difference), and the bare trunk graph as the reference.
@@ -363,6 +402,8 @@ fn bench_onnxruntime(args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
     let host = median(&mut host_ms);
+    let graph = median(&mut graph_ms);
+    let parts = key_frame_parts(dir, &opts, &f, graph, args.runs.clamp(1, 5))?;
     let trunk_ms = match &engine.manifest.graphs.trunk {
         Some(t) => median(&mut time_trunk_graph(
             &engine.dir().join(t),
@@ -375,7 +416,6 @@ fn bench_onnxruntime(args: &BenchArgs) -> anyhow::Result<()> {
     };
     let key = median(&mut key_ms);
     let non_key = median(&mut non_key_ms);
-    let graph = median(&mut graph_ms);
     let ki = cfg.key_frame_interval;
     let avg = schedule_mean(key, non_key, ki);
     let (pw, ph) = (g.padded_width, g.padded_height);
@@ -392,6 +432,9 @@ fn bench_onnxruntime(args: &BenchArgs) -> anyhow::Result<()> {
                 "pooler": engine.manifest.pooler,
                 "key_frame_ms": key, "non_key_frame_ms": non_key, "average_frame_ms": avg,
                 "key_graph_ms": graph, "host_state_ms": host,
+                "preprocess_ms": parts[0], "backbone_ms": parts[1], "fpn_ms": parts[2],
+                "mask_branch_ms": parts[3], "heads_and_mask_head_ms": parts[4],
+                "int8": engine.manifest.quantization.is_some(),
                 "trunk_ms": trunk_ms,
                 "effective_gflop_per_s": model_gflops,
                 "key_frame_gflop_per_s": gflops(key_macs, key),
@@ -403,9 +446,10 @@ fn bench_onnxruntime(args: &BenchArgs) -> anyhow::Result<()> {
         );
     } else {
         println!(
-            "{} {} (pooler {:?}) {}x{} threads={}: key frame {:.1} ms (graph alone, back to back {:.1}; host-side state and frame copy {:.2}); non-key {:.1} ms; average {:.1} ms/frame; {:.1} GFLOP/s effective; bare trunk {:.1} ms = {:.1} GFLOP/s ({:.0} %)",
-            engine.name(), cfg.name, engine.manifest.pooler, w, h, threads, key, graph, host, non_key, avg,
-            model_gflops, trunk_ms, trunk_gflops, 100.0 * model_gflops / trunk_gflops
+            "{} {}{} (pooler {:?}) {}x{} threads={}: key frame {:.1} ms (graph alone, back to back {:.1}: preprocess {:.1}, backbone {:.1}, fpn {:.1}, mask branch {:.1}, heads+mask head {:.1}; host-side state and frame copy {:.2}); non-key {:.1} ms; average {:.1} ms/frame; {:.1} GFLOP/s effective; bare trunk {:.1} ms = {:.1} GFLOP/s ({:.0} %)",
+            engine.name(), cfg.name, if engine.manifest.quantization.is_some() { " int8" } else { "" },
+            engine.manifest.pooler, w, h, threads, key, graph, parts[0], parts[1], parts[2], parts[3], parts[4],
+            host, non_key, avg, model_gflops, trunk_ms, trunk_gflops, 100.0 * model_gflops / trunk_gflops
         );
     }
     Ok(())

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_cameras;
+mod bench_plot;
 #[cfg(feature = "edge")]
 mod config;
 mod export;
@@ -40,7 +41,8 @@ pub enum Command {
     Segment(segment::SegmentArgs),
     /// Train on YouTube-VIS-layout data (TCM, BDL, deep supervision).
     Train(train::TrainArgs),
-    /// Draw a training run's picture (loss parts, validation, probe) from its metrics.jsonl.
+    /// Draw a training run's picture (loss parts, validation, probe) from its metrics.jsonl, or
+    /// with --bench the benchmark's ms per frame by part.
     Plot(train::PlotArgs),
     /// Linear probe of a model's RoI features at ground-truth boxes (features vs head).
     Probe(train::ProbeArgs),

@@ -253,14 +253,26 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
 
 #[derive(clap::Args, Debug)]
 pub struct PlotArgs {
-    /// A run folder (its metrics.jsonl) or a metrics.jsonl file.
+    /// A run folder (its metrics.jsonl) or a metrics.jsonl file; with --bench, the JSON lines
+    /// of `inspro bench --json` (scripts/bench.sh writes out/bench.jsonl).
     pub run: PathBuf,
-    /// The PNG to write (default: training.png beside the metrics).
+    /// The PNG to write (default: training.png beside the metrics; perf-parts.png for --bench).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Draw the benchmark's ms per key frame by part instead of a training run.
+    #[arg(long)]
+    pub bench: bool,
 }
 
 pub fn plot(args: PlotArgs) -> anyhow::Result<()> {
+    if args.bench {
+        let out = args
+            .out
+            .unwrap_or_else(|| args.run.with_file_name("perf-parts.png"));
+        super::bench_plot::plot_bench(&args.run, &out)?;
+        println!("{}", out.display());
+        return Ok(());
+    }
     let metrics = if args.run.is_dir() {
         args.run.join("metrics.jsonl")
     } else {

@@ -159,6 +159,9 @@ struct StreamLoop {
     last_info: FrameInfo,
     frame_index: u64,
     errors_logged: u32,
+    /// When the first and the latest frame were done (the stream's rate at its end).
+    first_done: Option<Instant>,
+    last_done: Option<Instant>,
 }
 
 struct EngineThread {
@@ -210,6 +213,8 @@ impl EngineThread {
             },
             frame_index: 0,
             errors_logged: 0,
+            first_done: None,
+            last_done: None,
         };
         loop {
             self.cam
@@ -233,7 +238,7 @@ impl EngineThread {
                     self.persist(&st.last_info);
                 }
                 Item::Eos => {
-                    tracing::info!(frames = st.frame_index, "end of stream");
+                    self.log_end(&st);
                     break;
                 }
                 Item::Frame(frame) => self.on_frame(&mut st, frame),
@@ -352,6 +357,30 @@ impl EngineThread {
         }
         self.persist(&info);
         st.last_info = info;
+        let now = Instant::now();
+        st.first_done.get_or_insert(now);
+        st.last_done = Some(now);
+    }
+
+    /// The stream's frames, its rate from the first processed frame to the last, and where a
+    /// frame's time went (ms per frame): what `scripts/daemon-overhead.sh` reads.
+    fn log_end(&self, st: &StreamLoop) {
+        let n = self.cam.frames_processed.load(Relaxed);
+        let per =
+            |us: &std::sync::atomic::AtomicU64| us.load(Relaxed) as f64 / n.max(1) as f64 / 1e3;
+        let fps = match (st.first_done, st.last_done) {
+            (Some(a), Some(b)) if n > 1 && b > a => (n - 1) as f64 / (b - a).as_secs_f64(),
+            _ => 0.0,
+        };
+        tracing::info!(
+            frames = st.frame_index,
+            fps = format!("{fps:.3}"),
+            engine_ms = format!("{:.3}", per(&self.cam.infer_us)),
+            events_ms = format!("{:.3}", per(&self.cam.encode_us)),
+            queue_wait_ms = format!("{:.3}", per(&self.cam.wait_us)),
+            dropped = self.cam.frames_dropped.load(Relaxed),
+            "end of stream"
+        );
     }
 
     /// End every open track (these go out before `stopped`), remove the state file, write the

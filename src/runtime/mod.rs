@@ -6,6 +6,9 @@ pub mod calibrate;
 pub mod candle;
 pub mod factory;
 pub mod onnxruntime;
+mod ort_bench;
+mod ort_lanes;
+mod ort_setup;
 pub mod state;
 
 use crate::frame::FrameRef;

@@ -1,17 +1,16 @@
 //! The exported graphs (`inspro export`) run by ONNX Runtime through `ort` (`load-dynamic`): the
 //! library is found at run time (config, `ORT_DYLIB_PATH`, or the venv `scripts/setup.sh` makes),
 //! the execution provider is `cpu`, `cuda` or `tensorrt` (fp16, engine and timing caches), with a
-//! warning and the CPU when the library cannot give the one asked for. The stream state stays
-//! host-side (`StreamState`, shared with the candle engine): on the CPU provider the copies are
-//! ~2 MB per frame, far below a millisecond (docs/perf.md).
+//! warning and the CPU when the library cannot give the one asked for (ort_setup.rs). An engine
+//! holds `OrtOptions::sessions` sessions of each graph sharing their prepacked weights, so that
+//! streams run at once (ort_lanes.rs). The stream state stays host-side (`StreamState`, shared
+//! with the candle engine): on the CPU provider the copies are ~2 MB per frame, far below a
+//! millisecond (docs/perf.md).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
 use candle_core::{Device, Tensor};
-use ort::ep::ExecutionProviderDispatch;
-use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights, SessionBuilder};
-use ort::session::Session;
+use ort::session::builder::PrepackedWeights;
 use ort::value::TensorRef;
 
 use crate::export::manifest::{Manifest, MANIFEST_FILE};
@@ -21,308 +20,15 @@ use crate::model::preprocess::FrameGeometry;
 use crate::model::{ModelConfig, ModelError};
 use crate::runtime::{Engine, FrameOutput, StreamState};
 
-/// The command that installs the library this engine loads.
-pub const SETUP_HINT: &str =
-    "run `scripts/setup.sh python` (or `make setup`), or set ORT_DYLIB_PATH to a libonnxruntime.so of version 1.17 or later";
+pub use super::ort_bench::{profile_by_part, time_trunk_batch, time_trunk_graph, PARTS};
+use super::ort_lanes::{Lane, Lanes};
+use super::ort_setup::open_session;
+pub use super::ort_setup::{
+    available_cores, environment, find_library, OrtOptions, Provider, RuntimeError, SETUP_HINT,
+};
 
-/// Errors of loading the ONNX Runtime engine; each says what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    #[error("ONNX Runtime library not found (looked at: {}); {SETUP_HINT}", searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
-    LibraryNotFound { searched: Vec<PathBuf> },
-    #[error("ONNX Runtime library {}: {reason}; {SETUP_HINT}", path.display())]
-    Library { path: PathBuf, reason: String },
-    #[error("{}: {reason}", path.display())]
-    Session { path: PathBuf, reason: String },
-    #[error(transparent)]
-    Model(#[from] ModelError),
-}
-
-/// Execution provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    Cpu,
-    Cuda,
-    Tensorrt,
-}
-
-crate::enum_names!(Provider {
-    Cpu => "cpu",
-    Cuda => "cuda",
-    Tensorrt => "tensorrt" | "trt",
-});
-
-/// How to run the graphs.
-#[derive(Debug, Clone)]
-pub struct OrtOptions {
-    /// libonnxruntime.so; `None`: `ORT_DYLIB_PATH`, then the venv of `scripts/setup.sh`.
-    pub library: Option<PathBuf>,
-    pub provider: Provider,
-    /// Intra-op threads of each session; `None`: ONNX Runtime's default (one per physical core).
-    pub threads: Option<usize>,
-    /// Sessions per graph: how many frames (of different streams) run at once. The sessions
-    /// share their prepacked weights; streams take the next free one in arrival order.
-    pub sessions: usize,
-    /// GPU index for CUDA / TensorRT.
-    pub device_id: i32,
-    /// TensorRT engine and timing caches; `None`: `<engine dir>/trt_cache`.
-    pub trt_cache_dir: Option<PathBuf>,
-    /// TensorRT in fp16 (LayerNorm kept in fp32).
-    pub trt_fp16: bool,
-    /// TensorRT INT8 (set for graphs with QDQ pairs; their scales are in the graph).
-    pub trt_int8: bool,
-}
-
-impl Default for OrtOptions {
-    fn default() -> Self {
-        Self {
-            library: None,
-            provider: Provider::Cpu,
-            threads: None,
-            sessions: 1,
-            device_id: 0,
-            trt_cache_dir: None,
-            trt_fp16: true,
-            trt_int8: false,
-        }
-    }
-}
-
-/// Where the setup script's venv keeps the library, below `base`.
-impl OrtOptions {
-    /// The CPU split for `streams` streams running at once on `cores` cores, where the options do
-    /// not say: a session per stream (at most four per core), the cores' intra-op threads divided
-    /// among the sessions (at least one each). One stream keeps one session with a thread per
-    /// core. Measured in docs/perf.md: a session per camera beats fewer sessions taken in turn
-    /// and one batched call.
-    pub fn share_cores(mut self, streams: usize, cores: usize, sessions: Option<usize>) -> Self {
-        let cores = cores.max(1);
-        self.sessions = sessions
-            .unwrap_or_else(|| streams.clamp(1, 4 * cores))
-            .max(1);
-        if self.threads.is_none() {
-            self.threads = Some((cores / self.sessions).max(1));
-        }
-        self
-    }
-}
-
-/// Cores this process may use.
-pub fn available_cores() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
-}
-
-fn venv_libraries(base: &Path) -> Vec<PathBuf> {
-    let lib = base.join(".venv").join("lib");
-    let mut found = Vec::new();
-    let Ok(pythons) = std::fs::read_dir(&lib) else {
-        return found;
-    };
-    for py in pythons.flatten() {
-        let capi = py
-            .path()
-            .join("site-packages")
-            .join("onnxruntime")
-            .join("capi");
-        if let Ok(files) = std::fs::read_dir(&capi) {
-            let mut libs: Vec<PathBuf> = files
-                .flatten()
-                .map(|f| f.path())
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("libonnxruntime.so"))
-                })
-                .collect();
-            // The versioned name (libonnxruntime.so.1.31.1) sorts after the bare one.
-            libs.sort();
-            found.extend(libs.into_iter().rev());
-        }
-    }
-    found
-}
-
-/// The ONNX Runtime library to load: `configured`, else `ORT_DYLIB_PATH`, else the venv that
-/// `scripts/setup.sh` makes (`.venv/lib/python3*/site-packages/onnxruntime/capi/`) in the
-/// directories above the executable or above the working directory. A configured or
-/// `ORT_DYLIB_PATH` file that does not exist is an error, not a reason to look elsewhere.
-pub fn find_library(configured: Option<&Path>) -> Result<PathBuf, RuntimeError> {
-    let missing = |p: PathBuf, from: &str| RuntimeError::Library {
-        path: p,
-        reason: format!("does not exist (from {from})"),
-    };
-    if let Some(p) = configured {
-        return if p.exists() {
-            Ok(p.to_path_buf())
-        } else {
-            Err(missing(p.to_path_buf(), "the configuration"))
-        };
-    }
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        return if p.exists() {
-            Ok(p)
-        } else {
-            Err(missing(p, "ORT_DYLIB_PATH"))
-        };
-    }
-    let mut searched = Vec::new();
-    let mut bases: Vec<PathBuf> = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        bases.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
-    }
-    if let Ok(cwd) = std::env::current_dir() {
-        bases.extend(cwd.ancestors().map(Path::to_path_buf));
-    }
-    for base in bases {
-        if let Some(lib) = venv_libraries(&base).into_iter().next() {
-            return Ok(lib);
-        }
-        searched.push(base.join(".venv/lib/python3*/site-packages/onnxruntime/capi"));
-    }
-    searched.dedup();
-    Err(RuntimeError::LibraryNotFound { searched })
-}
-
-/// The process's one ONNX Runtime environment (ONNX Runtime allows one), with the library it
-/// was loaded from.
-static ENVIRONMENT: OnceLock<Mutex<Option<(ort::environment::Environment, PathBuf)>>> =
-    OnceLock::new();
-
-/// Load the library (once per process) and make the environment.
-pub fn environment(library: &Path) -> Result<ort::environment::Environment, RuntimeError> {
-    let slot = ENVIRONMENT.get_or_init(|| Mutex::new(None));
-    let mut slot = slot.lock().map_err(|_| RuntimeError::Library {
-        path: library.to_path_buf(),
-        reason: "environment lock poisoned".into(),
-    })?;
-    if let Some((env, loaded)) = slot.as_ref() {
-        if loaded != library {
-            tracing::warn!(
-                loaded = %loaded.display(),
-                asked = %library.display(),
-                "ONNX Runtime is already loaded in this process; keeping the first library"
-            );
-        }
-        return Ok(env.clone());
-    }
-    let builder = ort::init_from(library).map_err(|e| RuntimeError::Library {
-        path: library.to_path_buf(),
-        reason: match &e {
-            ort::LoadDynamicError::BadVersion { version_str, .. } => format!(
-                "version {version_str} is too old: inspro needs ONNX Runtime 1.{} or later",
-                ort::MINOR_VERSION
-            ),
-            other => other.to_string(),
-        },
-    })?;
-    let env = builder
-        .with_name("inspro")
-        .build()
-        .map_err(|e| RuntimeError::Library {
-            path: library.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    // ONNX Runtime's INFO lines (arena growth, ...) are noise here; warnings and errors stay.
-    env.set_log_level(ort::logging::LogLevel::Warning);
-    *slot = Some((env.clone(), library.to_path_buf()));
-    Ok(env)
-}
-
-fn session_error(path: &Path, e: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::Session {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    }
-}
-
-/// Register `eps` (in order, failing loudly) or warn and keep the CPU.
-fn with_providers(
-    builder: SessionBuilder,
-    provider: Provider,
-    eps: Vec<ExecutionProviderDispatch>,
-) -> (SessionBuilder, Provider) {
-    if eps.is_empty() {
-        return (builder, Provider::Cpu);
-    }
-    let eps: Vec<_> = eps.into_iter().map(|e| e.error_on_failure()).collect();
-    match builder.with_execution_providers(eps) {
-        Ok(b) => (b, provider),
-        Err(e) => {
-            tracing::warn!(
-                provider = %provider,
-                error = %e,
-                "execution provider unavailable in this ONNX Runtime library; running on the CPU"
-            );
-            (e.recover(), Provider::Cpu)
-        }
-    }
-}
-
-/// Open one graph.
-fn open_session(
-    env: &ort::environment::Environment,
-    path: &Path,
-    opts: &OrtOptions,
-    cache_dir: &Path,
-    shared: Option<&PrepackedWeights>,
-) -> Result<(Session, Provider), RuntimeError> {
-    let e = |e: ort::Error<SessionBuilder>| session_error(path, e);
-    let mut b = Session::builder(env)
-        .map_err(|e| session_error(path, e))?
-        .with_optimization_level(GraphOptimizationLevel::All)
-        .map_err(e)?
-        .with_inter_threads(1)
-        .map_err(e)?;
-    // Per-node timings for docs/perf.md: ONNX Runtime writes `<prefix>_<date>.json` when the
-    // session is dropped.
-    if let Some(prefix) = std::env::var_os("INSPRO_ORT_PROFILE") {
-        b = b.with_profiling(prefix).map_err(e)?;
-    }
-    if let Some(t) = opts.threads {
-        b = b.with_intra_threads(t).map_err(e)?;
-    }
-    if let Some(w) = shared {
-        b = b.with_prepacked_weights(w).map_err(e)?;
-    }
-    if opts.sessions > 1 {
-        // Several sessions share the cores: a waiting pool must not spin on a core another
-        // session's frame needs.
-        b = b.with_intra_op_spinning(false).map_err(e)?;
-    }
-    let eps = match opts.provider {
-        Provider::Cpu => Vec::new(),
-        Provider::Cuda => vec![ort::ep::CUDA::default()
-            .with_device_id(opts.device_id)
-            .build()],
-        Provider::Tensorrt => {
-            std::fs::create_dir_all(cache_dir).map_err(|e| session_error(cache_dir, e))?;
-            let cache = cache_dir.display().to_string();
-            vec![
-                ort::ep::TensorRT::default()
-                    .with_device_id(opts.device_id)
-                    .with_fp16(opts.trt_fp16)
-                    .with_int8(opts.trt_int8)
-                    .with_layer_norm_fp32_fallback(true)
-                    .with_engine_cache(true)
-                    .with_engine_cache_path(&cache)
-                    .with_timing_cache(true)
-                    .with_timing_cache_path(&cache)
-                    .build(),
-                // Nodes TensorRT does not take run on CUDA, not on the CPU.
-                ort::ep::CUDA::default()
-                    .with_device_id(opts.device_id)
-                    .build(),
-            ]
-        }
-    };
-    let (mut b, provider) = with_providers(b, opts.provider, eps);
-    let session = b
-        .commit_from_file(path)
-        .map_err(|e| session_error(path, e))?;
-    Ok((session, provider))
-}
+/// Receives a graph's observation outputs by name (calibration).
+pub type Observer<'a> = &'a mut dyn FnMut(&str, &[f32]);
 
 /// The inputs of one per-frame graph run (host data).
 pub struct GraphInputs<'a> {
@@ -373,86 +79,6 @@ pub struct GraphOutputs {
     pub obj_features: Vec<f32>,
     /// (N, C).
     pub next_proposal_features: Vec<f32>,
-}
-
-/// One session of each graph: one frame at a time runs on it.
-struct Lane {
-    key: Session,
-    non_key: Option<Session>,
-}
-
-/// The engine's lanes, handed out first come, first served (a ticket queue), so that no stream
-/// waits behind another one twice.
-struct Lanes {
-    lanes: Vec<Mutex<Lane>>,
-    queue: Mutex<TicketQueue>,
-    turn: Condvar,
-}
-
-struct TicketQueue {
-    free: Vec<usize>,
-    next_ticket: u64,
-    serving: u64,
-}
-
-impl Lanes {
-    fn new(lanes: Vec<Lane>) -> Self {
-        Self {
-            queue: Mutex::new(TicketQueue {
-                free: (0..lanes.len()).rev().collect(),
-                next_ticket: 0,
-                serving: 0,
-            }),
-            lanes: lanes.into_iter().map(Mutex::new).collect(),
-            turn: Condvar::new(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.lanes.len()
-    }
-
-    /// Wait for this caller's turn and a free lane.
-    fn acquire(&self) -> Result<LaneGuard<'_>, ModelError> {
-        let poisoned = || ModelError::Runtime {
-            engine: "onnxruntime",
-            reason: "session lock poisoned".into(),
-        };
-        let mut q = self.queue.lock().map_err(|_| poisoned())?;
-        let ticket = q.next_ticket;
-        q.next_ticket += 1;
-        while q.serving != ticket || q.free.is_empty() {
-            q = self.turn.wait(q).map_err(|_| poisoned())?;
-        }
-        q.serving += 1;
-        let index = q.free.pop().ok_or_else(poisoned)?;
-        drop(q);
-        // The next ticket may find a lane free too.
-        self.turn.notify_all();
-        let lane = self.lanes[index].lock().map_err(|_| poisoned())?;
-        Ok(LaneGuard {
-            lanes: self,
-            index,
-            lane: Some(lane),
-        })
-    }
-}
-
-/// A lane taken from [`Lanes`]; it goes back on drop.
-struct LaneGuard<'a> {
-    lanes: &'a Lanes,
-    index: usize,
-    lane: Option<MutexGuard<'a, Lane>>,
-}
-
-impl Drop for LaneGuard<'_> {
-    fn drop(&mut self) {
-        drop(self.lane.take());
-        if let Ok(mut q) = self.lanes.queue.lock() {
-            q.free.push(self.index);
-        }
-        self.lanes.turn.notify_all();
-    }
 }
 
 /// ONNX Runtime running the exported graphs.
@@ -609,7 +235,7 @@ impl OrtEngine {
         &self,
         key_frame: bool,
         inputs: &GraphInputs<'_>,
-        observe: Option<&mut dyn FnMut(&str, &[f32])>,
+        observe: Option<Observer<'_>>,
     ) -> Result<GraphOutputs, ModelError> {
         let m = &self.manifest;
         let [wp, hp] = m.graph_size;
@@ -765,7 +391,7 @@ impl OrtEngine {
         &self,
         frame: &FrameRef<'_>,
         state: &mut StreamState,
-        observe: Option<&mut dyn FnMut(&str, &[f32])>,
+        observe: Option<Observer<'_>>,
     ) -> Result<FrameOutput, ModelError> {
         let _span = tracing::trace_span!("step", engine = "onnxruntime", frame = state.frame_index)
             .entered();
@@ -823,58 +449,4 @@ impl OrtEngine {
         )?;
         Ok(result)
     }
-}
-
-/// Wall time (ms) of `runs` runs, after `warmup`, of a graph whose inputs are the normalising
-/// front (`frame`, `image_size_hw`) alone, e.g. `trunk.onnx`: the benchmark's reference.
-pub fn time_trunk_graph(
-    path: &Path,
-    opts: &OrtOptions,
-    [wp, hp]: [usize; 2],
-    warmup: usize,
-    runs: usize,
-) -> Result<Vec<f64>, RuntimeError> {
-    time_trunk_batch(path, opts, 1, [wp, hp], warmup, runs, None)
-}
-
-/// [`time_trunk_graph`] for a graph that takes `batch` frames per call; with `start`, the timed
-/// runs begin when every party of the barrier has warmed up.
-pub fn time_trunk_batch(
-    path: &Path,
-    opts: &OrtOptions,
-    batch: usize,
-    [wp, hp]: [usize; 2],
-    warmup: usize,
-    runs: usize,
-    start: Option<&std::sync::Barrier>,
-) -> Result<Vec<f64>, RuntimeError> {
-    let library = find_library(opts.library.as_deref())?;
-    let env = environment(&library)?;
-    let cache = engine_dir(path).join("trt_cache");
-    let (mut session, _) = open_session(&env, path, opts, &cache, None)?;
-    let pixels: Vec<u8> = (0..batch * hp * wp * 3)
-        .map(|i| ((i * 31) % 251) as u8)
-        .collect();
-    let size = [hp as f32, wp as f32];
-    let mut times = Vec::with_capacity(runs);
-    for i in 0..warmup + runs {
-        if i == warmup {
-            if let Some(b) = start {
-                b.wait();
-            }
-        }
-        let t0 = std::time::Instant::now();
-        let frame = TensorRef::from_array_view(([batch, hp, wp, 3], &pixels[..]))
-            .map_err(|e| session_error(path, e))?;
-        let s = TensorRef::from_array_view(([2usize], &size[..]))
-            .map_err(|e| session_error(path, e))?;
-        let out = session
-            .run(ort::inputs![names::FRAME => frame, names::IMAGE_SIZE_HW => s])
-            .map_err(|e| session_error(path, e))?;
-        drop(out);
-        if i >= warmup {
-            times.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    Ok(times)
 }

@@ -69,7 +69,7 @@ pub fn read_metrics(path: &Path) -> Result<Curves, TrainError> {
 }
 
 /// Registers the first TrueType font found among the usual system paths; false when none.
-fn register_system_font() -> bool {
+pub fn register_system_font() -> bool {
     static DONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *DONE.get_or_init(|| {
         let candidates = [

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The daemon's overhead: frames/s of the whole daemon (GStreamer decode, engine, tracks, RLE
+# masks, MQTT publish to a real mosquitto) against the engine alone (`inspro bench --cameras`,
+# the same engine path without GStreamer and MQTT), for 1 and 4 cameras, shipped weights.
+#
+#   scripts/daemon-overhead.sh [CAMERAS...]      (default: 1 4)
+#
+# Env: MODEL (default engines/inspro-tiny/model.toml), WEIGHTS (its model.safetensors), SIZE
+# (320x192), FRAMES per clip (300), KIND (onnxruntime). Prints one JSON line per camera count
+# and a table. Like scripts/bench.sh it refuses at a 1-minute load of 0.5 or more (FORCE=1).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+load="$(cut -d' ' -f1 /proc/loadavg)"
+quiet="$(awk -v l="$load" 'BEGIN { print (l < 0.5) ? 1 : 0 }')"
+if [ "$quiet" != 1 ] && [ "${FORCE:-0}" != 1 ]; then
+  echo "daemon-overhead: 1-minute load average $load >= 0.5: not recording (FORCE=1 to run anyway)" >&2
+  exit 3
+fi
+bin=./target/release/inspro
+[ -x "$bin" ] || { echo "daemon-overhead: build first (cargo build --release --features edge)" >&2; exit 2; }
+MODEL="${MODEL:-engines/inspro-tiny/model.toml}"
+WEIGHTS="${WEIGHTS:-$(dirname "$MODEL")/model.safetensors}"
+SIZE="${SIZE:-320x192}"
+FRAMES="${FRAMES:-300}"
+KIND="${KIND:-onnxruntime}"
+counts=("$@")
+[ ${#counts[@]} -gt 0 ] || counts=(1 4)
+export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(ls "$PWD"/.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -1)}"
+
+work="$(mktemp -d)"
+broker=""
+cleanup() { [ -n "$broker" ] && kill "$broker" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_type error\n%s' \
+  "$port" "$([ "$(id -u)" = 0 ] && echo 'user root')" > "$work/mosquitto.conf"
+mosquitto -c "$work/mosquitto.conf" > "$work/mosquitto.log" 2>&1 &
+broker=$!
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+
+"$bin" synth --clip "$work/clip.mkv" --frames "$FRAMES" --size "$SIZE" --seed 17 2>/dev/null
+echo "daemon-overhead: $(date -u +%FT%TZ) $(nproc) cores, load=$load, $MODEL ($KIND), $FRAMES frames of $SIZE per camera" >&2
+
+for n in "${counts[@]}"; do
+  {
+    printf '[model]\nconfig = "%s"\nweights = "%s"\n\n[engine]\nkind = "%s"\n\n' "$PWD/$MODEL" "$PWD/$WEIGHTS" "$KIND"
+    printf '[mqtt]\nurl = "mqtt://127.0.0.1:%s"\nclient_id = "overhead"\ntopic_prefix = "o"\n\n' "$port"
+    printf '[service]\nspool_dir = "%s"\nmetrics_listen = ""\n\n' "$work/spool-$n"
+    for i in $(seq "$n"); do
+      printf '[[camera]]\nname = "cam%s"\nuri = "file://%s"\n\n' "$i" "$work/clip.mkv"
+    done
+  } > "$work/edge-$n.toml"
+  RUST_LOG=inspro=info "$bin" run --config "$work/edge-$n.toml" --exit-on-eos > "$work/daemon-$n.log" 2>&1 \
+    || { echo "daemon-overhead: the daemon failed:" >&2; tail -20 "$work/daemon-$n.log" >&2; exit 1; }
+  daemon="$(grep 'end of stream' "$work/daemon-$n.log" | sed 's/\x1b\[[0-9;]*m//g' \
+    | sed -n 's/.*fps="\{0,1\}\([0-9.]*\)"\{0,1\} engine_ms="\{0,1\}\([0-9.]*\)"\{0,1\} events_ms="\{0,1\}\([0-9.]*\)"\{0,1\} queue_wait_ms="\{0,1\}\([0-9.]*\)"\{0,1\}.*/\1 \2 \3 \4/p')"
+  [ -n "$daemon" ] || { echo "daemon-overhead: no end-of-stream lines in the log" >&2; tail -20 "$work/daemon-$n.log" >&2; exit 1; }
+  engine="$("$bin" bench --engine "$KIND" --model "$MODEL" --weights "$WEIGHTS" --size "$SIZE" \
+    --cameras "$n" --seconds 10 --json 2>/dev/null | tail -1)"
+  python3 - "$n" "$load" "$engine" <<EOF
+import json, sys
+n, load, engine = int(sys.argv[1]), float(sys.argv[2]), json.loads(sys.argv[3])
+rows = [list(map(float, l.split())) for l in """$daemon""".strip().splitlines()]
+fps = sum(r[0] for r in rows)
+mean = lambda k: sum(r[k] for r in rows) / len(rows)
+out = {"cameras": n, "load_average": load, "daemon_fps": fps, "engine_fps": engine["aggregate_fps"],
+       "ratio": fps / engine["aggregate_fps"], "daemon_per_camera_fps": [r[0] for r in rows],
+       "ms_per_frame": {"engine_and_tracks": mean(1), "events_rle_publish": mean(2), "queue_wait": mean(3)}}
+print(json.dumps(out))
+print(f"{n} camera(s): daemon {fps:.2f} frames/s, engine alone {engine['aggregate_fps']:.2f} frames/s = {100*fps/engine['aggregate_fps']:.1f} %; "
+      f"per frame: engine+tracks {mean(1):.2f} ms, events+RLE+publish {mean(2):.2f} ms, queue wait {mean(3):.2f} ms", file=sys.stderr)
+EOF
+done
