@@ -7,7 +7,7 @@
 use super::fpn::PyramidValues;
 use super::graph::{Attr, Graph};
 use super::proto::DataType;
-use super::{layer_norm, linear, ExportError, Pooler, Weights};
+use super::{layer_norm, linear_rows, ExportError, Pooler, Weights};
 use crate::model::head::{BOX_DELTA_WEIGHTS, BOX_SCALE_CLAMP};
 use crate::model::ModelConfig;
 
@@ -164,7 +164,7 @@ fn self_attention(
     let out = g.matmul(&attn, &v); // (H, N, dh)
     let out = g.transpose(&out, &[1, 0, 2]);
     let out = g.reshape(&out, &[n, c as i64]);
-    linear(g, w, &out, &format!("{prefix}.out_proj"), (c, c), true)
+    linear_rows(g, w, &out, &format!("{prefix}.out_proj"), (c, c), true)
 }
 
 /// Sparse R-CNN `DynamicConv`: pro_features (N, C), roi_features (N, 49, C) → (N, C).
@@ -178,7 +178,7 @@ fn dynamic_conv(
 ) -> Result<String, ExportError> {
     let (n, c, d) = (cfg.num_queries, cfg.fpn_channels, cfg.dynamic_dim);
     let s = cfg.pooler_resolution * cfg.pooler_resolution;
-    let params = linear(
+    let params = linear_rows(
         g,
         w,
         x,
@@ -198,7 +198,7 @@ fn dynamic_conv(
     let f = layer_norm(g, w, &f, &format!("{prefix}.norm2"), c)?;
     let f = g.relu(&f);
     let f = g.reshape(&f, &[n as i64, (s * c) as i64]); // index s·C + c
-    let f = linear(g, w, &f, &format!("{prefix}.out_layer"), (s * c, c), true)?;
+    let f = linear_rows(g, w, &f, &format!("{prefix}.out_layer"), (s * c, c), true)?;
     let f = layer_norm(g, w, &f, &format!("{prefix}.norm3"), c)?;
     Ok(g.relu(&f))
 }
@@ -287,7 +287,7 @@ pub fn export_stage(
     let x = layer_norm(g, w, &x2, &format!("{prefix}.norm2"), c)?;
     // A linear layer of this stage by its key below `prefix`.
     let lin = |g: &mut Graph, x: &str, key: &str, dims: (usize, usize), bias: bool| {
-        linear(g, w, x, &format!("{prefix}.{key}"), dims, bias)
+        linear_rows(g, w, x, &format!("{prefix}.{key}"), dims, bias)
     };
     let h1 = lin(g, &x, "linear1", (c, cfg.ffn_dim), true)?;
     let h1 = g.relu(&h1);
@@ -309,7 +309,7 @@ pub fn export_stage(
     let class_logits = lin(g, &cls, "class_logits", (c, cfg.num_classes), true)?;
     let deltas = lin(g, &reg, "bboxes_delta", (c, 4), true)?;
     let pred = apply_deltas(g, &deltas, proposal_boxes_xyxy);
-    let params = linear(
+    let params = linear_rows(
         g,
         w,
         &obj,

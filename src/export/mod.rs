@@ -161,6 +161,39 @@ pub fn linear(
     (in_dim, out_dim): (usize, usize),
     bias: bool,
 ) -> Result<String, ExportError> {
+    let (wt, b) = linear_weights(g, w, prefix, (in_dim, out_dim), bias)?;
+    let y = g.matmul(x, &wt);
+    Ok(match b {
+        Some(b) => g.add(&y, &b),
+        None => y,
+    })
+}
+
+/// [`linear`] for a 2-D `x` (rows, in), as one `Gemm` with the bias inside: the same numbers,
+/// and the form whose INT8 rewrite (QGemm) keeps the bias in the integer product.
+pub fn linear_rows(
+    g: &mut Graph,
+    w: &Weights,
+    x: &str,
+    prefix: &str,
+    dims: (usize, usize),
+    bias: bool,
+) -> Result<String, ExportError> {
+    let (wt, b) = linear_weights(g, w, prefix, dims, bias)?;
+    Ok(match b {
+        Some(b) => g.op("Gemm", &[x, &wt, &b], vec![]),
+        None => g.op("Gemm", &[x, &wt], vec![]),
+    })
+}
+
+/// A `Linear`'s weight transposed to (in, out) and its bias, as initializers.
+fn linear_weights(
+    g: &mut Graph,
+    w: &Weights,
+    prefix: &str,
+    (in_dim, out_dim): (usize, usize),
+    bias: bool,
+) -> Result<(String, Option<String>), ExportError> {
     let weight = w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
     let mut wt = vec![0f32; in_dim * out_dim];
     for o in 0..out_dim {
@@ -169,13 +202,13 @@ pub fn linear(
         }
     }
     let wt = g.init_f32(&format!("{prefix}.weight^T"), &[in_dim, out_dim], &wt);
-    let y = g.matmul(x, &wt);
-    if !bias {
-        return Ok(y);
-    }
-    let b = w.get(&format!("{prefix}.bias"), &[out_dim])?;
-    let b = g.init_f32(&format!("{prefix}.bias"), &[out_dim], &b);
-    Ok(g.add(&y, &b))
+    let b = if bias {
+        let b = w.get(&format!("{prefix}.bias"), &[out_dim])?;
+        Some(g.init_f32(&format!("{prefix}.bias"), &[out_dim], &b))
+    } else {
+        None
+    };
+    Ok((wt, b))
 }
 
 /// LayerNorm over the last dim (eps 1e-5), as ONNX `LayerNormalization`.

@@ -13,6 +13,8 @@
 //!   outputs of residual `Add`s whose two inputs are quantized. CPU: a `Relu` right after such
 //!   an output is folded into its QuantizeLinear (the tensor is calibrated after the Relu, range
 //!   from 0, so the uint8 clamp at the zero point is the Relu); TensorRT fuses Relus itself.
+//! - Linear layers written as `Gemm` (2-D inputs) keep their bias inside, int32 on the CPU
+//!   (ONNX Runtime's QGemm), float for TensorRT.
 //! - Matrix products of two runtime tensors (dynamic convolutions, attention) stay float.
 //!
 //! [`plan`] picks the tensors on the float graph; [`observe`] makes that graph output them for
@@ -62,6 +64,8 @@ pub struct QuantCounts {
 enum QOp {
     Conv,
     MatMul,
+    /// `Gemm(x, W (K, N), bias)` without transposes: a linear layer with its bias.
+    Gemm,
     Add,
 }
 
@@ -99,6 +103,15 @@ fn qop(n: &Node, consts: &HashMap<&str, usize>, g: &Graph, s: &HashSet<String>) 
             Some(QOp::Conv)
         }
         "MatMul" if n.inputs.len() == 2 && weight_2d(&n.inputs[1]) => Some(QOp::MatMul),
+        "Gemm"
+            if n.attrs.is_empty()
+                && weight_2d(&n.inputs[1])
+                && n.inputs
+                    .get(2)
+                    .is_none_or(|b| consts.contains_key(b.as_str())) =>
+        {
+            Some(QOp::Gemm)
+        }
         "Add"
             if n.inputs.len() == 2
                 && n.inputs
@@ -299,45 +312,30 @@ pub fn quantize(
                 let dq = weight_dq(&mut new_inits, &mut nodes, &w_name, &dims, q, &scales, 0);
                 n.inputs[1] = dq;
                 unused_weights.push(w_name);
-                let int_bias = scheme == Scheme::Cpu;
-                if let Some(b_name) = n.inputs.get(2).cloned().filter(|_| int_bias) {
-                    if let Some(&bi) = consts.get(&b_name) {
-                        let b = f32s(&g.initializers[bi].raw);
-                        let bs: Vec<f32> = scales.iter().map(|s| s * x_scale).collect();
-                        let bq: Vec<i32> = b
-                            .iter()
-                            .zip(&bs)
-                            .map(|(v, s)| {
-                                (v / s).round().clamp(i32::MIN as f32, i32::MAX as f32) as i32
-                            })
-                            .collect();
-                        let raw = bq.iter().flat_map(|v| v.to_le_bytes()).collect();
-                        let o = bq.len();
-                        new_inits.push((format!("{b_name}:int32"), DataType::Int32, vec![o], raw));
-                        new_inits.push((
-                            format!("{b_name}:scale"),
-                            DataType::Float,
-                            vec![o],
-                            le_f32(&bs),
-                        ));
-                        new_inits.push((
-                            format!("{b_name}:zero_point"),
-                            DataType::Int32,
-                            vec![o],
-                            vec![0; 4 * o],
-                        ));
-                        nodes.push(Graph::node(
-                            "DequantizeLinear",
-                            format!("{b_name}:dequantize"),
-                            vec![
-                                format!("{b_name}:int32"),
-                                format!("{b_name}:scale"),
-                                format!("{b_name}:zero_point"),
-                            ],
-                            vec![format!("{b_name}:dq")],
-                            vec![("axis".into(), Attr::Int(0))],
-                        ));
-                        n.inputs[2] = format!("{b_name}:dq");
+                if scheme == Scheme::Cpu {
+                    if let Some(b_name) = n.inputs.get(2).cloned() {
+                        if let Some(&bi) = consts.get(&b_name) {
+                            let b = f32s(&g.initializers[bi].raw);
+                            n.inputs[2] =
+                                bias_dq(&mut new_inits, &mut nodes, &b_name, &b, &scales, x_scale);
+                            unused_weights.push(b_name);
+                        }
+                    }
+                }
+            }
+            (Some(QOp::Gemm), Some(x_scale)) => {
+                counts.matmul += 1;
+                let w_name = n.inputs[1].clone();
+                let wi = &g.initializers[consts[&w_name]];
+                let dims: Vec<usize> = wi.dims.iter().map(|d| *d as usize).collect();
+                let (q, scales) = quantize_weight(&f32s(&wi.raw), &dims, 1);
+                n.inputs[1] = weight_dq(&mut new_inits, &mut nodes, &w_name, &dims, q, &scales, 1);
+                unused_weights.push(w_name);
+                if scheme == Scheme::Cpu {
+                    if let Some(b_name) = n.inputs.get(2).cloned() {
+                        let b = f32s(&g.initializers[consts[&b_name]].raw);
+                        n.inputs[2] =
+                            bias_dq(&mut new_inits, &mut nodes, &b_name, &b, &scales, x_scale);
                         unused_weights.push(b_name);
                     }
                 }
@@ -386,6 +384,52 @@ pub fn quantize(
 
 fn constants_ref(c: &HashMap<String, usize>) -> HashMap<&str, usize> {
     c.iter().map(|(k, v)| (k.as_str(), *v)).collect()
+}
+
+/// A bias as int32 at `x_scale · w_scale[o]` with its DequantizeLinear (axis 0); returns the
+/// dequantized value's name.
+fn bias_dq(
+    inits: &mut Vec<(String, DataType, Vec<usize>, Vec<u8>)>,
+    nodes: &mut Vec<Node>,
+    b_name: &str,
+    b: &[f32],
+    w_scales: &[f32],
+    x_scale: f32,
+) -> String {
+    let bs: Vec<f32> = w_scales.iter().map(|s| s * x_scale).collect();
+    let raw = b
+        .iter()
+        .zip(&bs)
+        .flat_map(|(v, s)| {
+            ((v / s).round().clamp(i32::MIN as f32, i32::MAX as f32) as i32).to_le_bytes()
+        })
+        .collect();
+    let o = b.len();
+    inits.push((format!("{b_name}:int32"), DataType::Int32, vec![o], raw));
+    inits.push((
+        format!("{b_name}:scale"),
+        DataType::Float,
+        vec![o],
+        le_f32(&bs),
+    ));
+    inits.push((
+        format!("{b_name}:zero_point"),
+        DataType::Int32,
+        vec![o],
+        vec![0; 4 * o],
+    ));
+    nodes.push(Graph::node(
+        "DequantizeLinear",
+        format!("{b_name}:dequantize"),
+        vec![
+            format!("{b_name}:int32"),
+            format!("{b_name}:scale"),
+            format!("{b_name}:zero_point"),
+        ],
+        vec![format!("{b_name}:dq")],
+        vec![("axis".into(), Attr::Int(0))],
+    ));
+    format!("{b_name}:dq")
 }
 
 /// The int8 weight, its scales and zero points as initializers, and the DequantizeLinear that
