@@ -9,24 +9,18 @@
 # out/perf-parts.png. Run it on a quiet machine: other load distorts every number.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-# Numbers taken under load are 2-5x off (docs/perf.md): refuse unless the 1-minute load average
-# is below 0.5, or FORCE=1 (then every line says so).
-load="$(cut -d' ' -f1 /proc/loadavg)"
-quiet="$(awk -v l="$load" 'BEGIN { print (l < 0.5) ? 1 : 0 }')"
-if [ "$quiet" != 1 ] && [ "${FORCE:-0}" != 1 ]; then
-  echo "bench: 1-minute load average $load >= 0.5: not recording (wait for a quiet machine, or FORCE=1)" >&2
-  exit 3
-fi
+# Refuse unless the 1-minute load average is below 0.5, or FORCE=1 (then every line says so).
+. scripts/measure-common.sh
+quiet_or_exit bench
 export FORCE=1 # checked once, here: the load of our own benchmarks does not count
 note="load=$load$([ "$quiet" = 1 ] || echo ' NOT QUIET (FORCE=1)')"
 echo "bench: $(date -u +%FT%TZ) $(nproc) cores, $note" >&2
 mkdir -p out
 out=out/bench.jsonl
 : > "$out"
-bin=./target/release/inspro
+release_bin bench "--features edge"
 runs="${RUNS:-10}"
 models="${MODELS:-inspro-tiny inspro-lite-r18 inspro-r50 inspro-lite-r50}"
-export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(ls "$PWD"/.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -1)}"
 tag() { sed "s/^{/{\"load_average\":$load,\"quiet\":$([ "$quiet" = 1 ] && echo true || echo false),/"; }
 
 # INT8 graphs are calibrated on synthetic frames made here (timing does not depend on the data).

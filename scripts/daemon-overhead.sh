@@ -6,26 +6,20 @@
 #   scripts/daemon-overhead.sh [CAMERAS...]      (default: 1 4)
 #
 # Env: MODEL (default engines/inspro-tiny/model.toml), WEIGHTS (its model.safetensors), SIZE
-# (320x192), FRAMES per clip (300), KIND (onnxruntime). Prints one JSON line per camera count
-# and a table. Like scripts/bench.sh it refuses at a 1-minute load of 0.5 or more (FORCE=1).
+# (320x192), FRAMES per clip (300), KIND (onnxruntime), REPEAT (1: how many times each count is
+# measured; the machine's speed drifts by several percent between minutes, so the summary takes
+# the median ratio). Prints one JSON line per measurement and a summary. Like scripts/bench.sh
+# it refuses at a 1-minute load of 0.5 or more (FORCE=1).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-load="$(cut -d' ' -f1 /proc/loadavg)"
-quiet="$(awk -v l="$load" 'BEGIN { print (l < 0.5) ? 1 : 0 }')"
-if [ "$quiet" != 1 ] && [ "${FORCE:-0}" != 1 ]; then
-  echo "daemon-overhead: 1-minute load average $load >= 0.5: not recording (FORCE=1 to run anyway)" >&2
-  exit 3
-fi
-bin=./target/release/inspro
-[ -x "$bin" ] || { echo "daemon-overhead: build first (cargo build --release --features edge)" >&2; exit 2; }
-MODEL="${MODEL:-engines/inspro-tiny/model.toml}"
-WEIGHTS="${WEIGHTS:-$(dirname "$MODEL")/model.safetensors}"
+. scripts/measure-common.sh
+quiet_or_exit daemon-overhead
+release_bin daemon-overhead "--features edge"
 SIZE="${SIZE:-320x192}"
 FRAMES="${FRAMES:-300}"
 KIND="${KIND:-onnxruntime}"
 counts=("$@")
 [ ${#counts[@]} -gt 0 ] || counts=(1 4)
-export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(ls "$PWD"/.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -1)}"
 
 work="$(mktemp -d)"
 broker=""
@@ -41,7 +35,16 @@ for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && brea
 "$bin" synth --clip "$work/clip.mkv" --frames "$FRAMES" --size "$SIZE" --seed 17 2>/dev/null
 echo "daemon-overhead: $(date -u +%FT%TZ) $(nproc) cores, load=$load, $MODEL ($KIND), $FRAMES frames of $SIZE per camera" >&2
 
+engine_alone() {
+  "$bin" bench --engine "$KIND" --model "$MODEL" --weights "$WEIGHTS" --size "$SIZE" \
+    --cameras "$1" --seconds 10 --json 2>/dev/null | tail -1
+}
+REPEAT="${REPEAT:-1}"
+for rep in $(seq "$REPEAT"); do
 for n in "${counts[@]}"; do
+  # The engine alone before and after the daemon (the machine's speed drifts; their mean is
+  # the reference, both are printed).
+  before="$(engine_alone "$n")"
   {
     printf '[model]\nconfig = "%s"\nweights = "%s"\n\n[engine]\nkind = "%s"\n\n' "$PWD/$MODEL" "$PWD/$WEIGHTS" "$KIND"
     printf '[mqtt]\nurl = "mqtt://127.0.0.1:%s"\nclient_id = "overhead"\ntopic_prefix = "o"\n\n' "$port"
@@ -55,19 +58,30 @@ for n in "${counts[@]}"; do
   daemon="$(grep 'end of stream' "$work/daemon-$n.log" | sed 's/\x1b\[[0-9;]*m//g' \
     | sed -n 's/.*fps="\{0,1\}\([0-9.]*\)"\{0,1\} engine_ms="\{0,1\}\([0-9.]*\)"\{0,1\} events_ms="\{0,1\}\([0-9.]*\)"\{0,1\} queue_wait_ms="\{0,1\}\([0-9.]*\)"\{0,1\}.*/\1 \2 \3 \4/p')"
   [ -n "$daemon" ] || { echo "daemon-overhead: no end-of-stream lines in the log" >&2; tail -20 "$work/daemon-$n.log" >&2; exit 1; }
-  engine="$("$bin" bench --engine "$KIND" --model "$MODEL" --weights "$WEIGHTS" --size "$SIZE" \
-    --cameras "$n" --seconds 10 --json 2>/dev/null | tail -1)"
-  python3 - "$n" "$load" "$engine" <<EOF
+  after="$(engine_alone "$n")"
+  python3 - "$n" "$load" "$before" "$after" <<EOF
 import json, sys
-n, load, engine = int(sys.argv[1]), float(sys.argv[2]), json.loads(sys.argv[3])
+n, load = int(sys.argv[1]), float(sys.argv[2])
+alone = [json.loads(a)["aggregate_fps"] for a in sys.argv[3:5]]
+engine = sum(alone) / 2
 rows = [list(map(float, l.split())) for l in """$daemon""".strip().splitlines()]
 fps = sum(r[0] for r in rows)
 mean = lambda k: sum(r[k] for r in rows) / len(rows)
-out = {"cameras": n, "load_average": load, "daemon_fps": fps, "engine_fps": engine["aggregate_fps"],
-       "ratio": fps / engine["aggregate_fps"], "daemon_per_camera_fps": [r[0] for r in rows],
+out = {"cameras": n, "repeat": $rep, "load_average": load, "daemon_fps": fps, "engine_fps": engine,
+       "engine_fps_before_after": alone, "ratio": fps / engine,
+       "daemon_per_camera_fps": [r[0] for r in rows],
        "ms_per_frame": {"engine_and_tracks": mean(1), "events_rle_publish": mean(2), "queue_wait": mean(3)}}
 print(json.dumps(out))
-print(f"{n} camera(s): daemon {fps:.2f} frames/s, engine alone {engine['aggregate_fps']:.2f} frames/s = {100*fps/engine['aggregate_fps']:.1f} %; "
+print(f"{n} camera(s): daemon {fps:.2f} frames/s, engine alone {engine:.2f} frames/s ({alone[0]:.2f} before, {alone[1]:.2f} after) = {100*fps/engine:.1f} %; "
       f"per frame: engine+tracks {mean(1):.2f} ms, events+RLE+publish {mean(2):.2f} ms, queue wait {mean(3):.2f} ms", file=sys.stderr)
 EOF
 done
+done | tee "$work/lines.jsonl"
+python3 - "$work/lines.jsonl" <<'EOF' >&2
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+for n in sorted({r["cameras"] for r in rows}):
+    ratios = [r["ratio"] for r in rows if r["cameras"] == n]
+    print(f"{n} camera(s): daemon / engine alone, median of {len(ratios)}: {100 * statistics.median(ratios):.1f} % "
+          f"(each: {', '.join(f'{100 * x:.1f}' for x in ratios)})")
+EOF

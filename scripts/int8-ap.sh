@@ -10,15 +10,12 @@
 # (cpu | tensorrt). Prints one line per seed and engine, then the mean AP change.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bin=./target/release/inspro
-[ -x "$bin" ] || { echo "int8-ap: build first (cargo build --release)" >&2; exit 2; }
-MODEL="${MODEL:-engines/inspro-tiny/model.toml}"
-WEIGHTS="${WEIGHTS:-$(dirname "$MODEL")/model.safetensors}"
+. scripts/measure-common.sh
+release_bin int8-ap ""
 CALIBRATE="${CALIBRATE:-data/synth-train}"
 INT8_FOR="${INT8_FOR:-cpu}"
 seeds=("$@")
 [ ${#seeds[@]} -gt 0 ] || seeds=(8484 4242 7373)
-export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(ls "$PWD"/.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -1)}"
 size="$(sed -n 's/^input_size *= *\[ *\([0-9]*\) *, *\([0-9]*\) *\].*/\1x\2/p' "$MODEL" | head -1)"
 size="${size:-320x192}"
 [ -d "$CALIBRATE/JPEGImages" ] || "$bin" synth --out "$CALIBRATE" --videos 8 --frames 8 --size "$size" --seed 1 2>/dev/null

@@ -260,6 +260,15 @@ fn run_once(
         Err(e) => return Outcome::Error(format!("cannot build `{desc}`: {e}")),
     };
     tracing::debug!(pipeline = %desc, "starting source");
+    // FFmpeg's software decoders start a thread per core; on a small box those threads preempt
+    // the engine's intra-op threads in the middle of an operator (docs/perf.md, "The daemon's
+    // overhead"). One decoding thread per camera keeps up with any camera the engine can.
+    pipeline.connect_deep_element_added(|_, _, el| {
+        let avdec = el.factory().is_some_and(|f| f.name().starts_with("avdec_"));
+        if avdec && el.find_property("max-threads").is_some() {
+            el.set_property("max-threads", 1i32);
+        }
+    });
     if let Some(el) = pipeline.by_name("src") {
         match src {
             SourceUri::File(p) => el.set_property("location", p.to_string_lossy().to_string()),
