@@ -99,9 +99,26 @@ impl Graph {
 
     /// Declare `value` as a graph output named `name` (an Identity node renames it).
     pub fn output(&mut self, value: &str, name: &str, dtype: DataType, dims: &[usize]) {
+        let dims = dims.iter().map(|d| *d as i64).collect();
+        self.push_output(value, name, dtype, Some(dims), "output");
+    }
+
+    /// Also output `value` (float, shape left to the runtime) as `name`: what calibration reads.
+    pub fn observe(&mut self, value: &str, name: &str) {
+        self.push_output(value, name, DataType::Float, None, "observe");
+    }
+
+    fn push_output(
+        &mut self,
+        value: &str,
+        name: &str,
+        dtype: DataType,
+        dims: Option<Vec<i64>>,
+        kind: &str,
+    ) {
         self.nodes.push(Node {
             op: "Identity".into(),
-            name: format!("output/{name}"),
+            name: format!("{kind}/{name}"),
             inputs: vec![value.into()],
             outputs: vec![name.into()],
             attrs: Vec::new(),
@@ -109,40 +126,13 @@ impl Graph {
         self.outputs.push(ValueInfo {
             name: name.into(),
             dtype,
-            dims: Some(dims.iter().map(|d| *d as i64).collect()),
-        });
-    }
-
-    /// Also output `value` (float, shape left to the runtime) as `name`: what calibration reads.
-    pub fn observe(&mut self, value: &str, name: &str) {
-        self.nodes.push(Node {
-            op: "Identity".into(),
-            name: format!("observe/{name}"),
-            inputs: vec![value.into()],
-            outputs: vec![name.into()],
-            attrs: Vec::new(),
-        });
-        self.outputs.push(ValueInfo {
-            name: name.into(),
-            dtype: DataType::Float,
-            dims: None,
+            dims,
         });
     }
 
     /// Graph output names.
     pub fn output_names(&self) -> impl Iterator<Item = &str> {
         self.outputs.iter().map(|o| o.name.as_str())
-    }
-
-    /// An initializer of any type with an exact name.
-    pub(super) fn push_raw(
-        &mut self,
-        name: String,
-        dtype: DataType,
-        dims: &[usize],
-        raw: Vec<u8>,
-    ) -> String {
-        self.push_initializer(name, dtype, dims, raw)
     }
 
     /// A node with given outputs (the rewriting passes name their values themselves).
@@ -174,7 +164,8 @@ impl Graph {
         self.push_initializer(name, DataType::Float, dims, raw)
     }
 
-    fn push_initializer(
+    /// An initializer of any type with an exact name.
+    pub(super) fn push_initializer(
         &mut self,
         name: String,
         dtype: DataType,

@@ -238,8 +238,8 @@ pub fn quantize(
             }
             Scheme::Tensorrt => (symmetric_scale(lo, hi), 0, DataType::Int8),
         };
-        let s = g.push_raw(format!("{t}:scale"), DataType::Float, &[], le_f32(&[scale]));
-        let z = g.push_raw(format!("{t}:zero_point"), zp_type, &[], vec![zp]);
+        let s = g.push_initializer(format!("{t}:scale"), DataType::Float, &[], le_f32(&[scale]));
+        let z = g.push_initializer(format!("{t}:zero_point"), zp_type, &[], vec![zp]);
         params.insert(t.clone(), (s, z, scale));
     }
     // Fold the Relus: the producer writes the Relu's output, the Relu goes.
@@ -302,54 +302,34 @@ pub fn quantize(
                 *x = dq_name(x);
             }
         }
-        match (kind, x_scale) {
-            (Some(QOp::Conv), Some(x_scale)) => {
-                counts.conv += 1;
-                let w_name = n.inputs[1].clone();
-                let wi = &g.initializers[consts[&w_name]];
-                let dims: Vec<usize> = wi.dims.iter().map(|d| *d as usize).collect();
-                let (q, scales) = quantize_weight(&f32s(&wi.raw), &dims, 0);
-                let dq = weight_dq(&mut new_inits, &mut nodes, &w_name, &dims, q, &scales, 0);
-                n.inputs[1] = dq;
-                unused_weights.push(w_name);
-                if scheme == Scheme::Cpu {
-                    if let Some(b_name) = n.inputs.get(2).cloned() {
-                        if let Some(&bi) = consts.get(&b_name) {
-                            let b = f32s(&g.initializers[bi].raw);
-                            n.inputs[2] =
-                                bias_dq(&mut new_inits, &mut nodes, &b_name, &b, &scales, x_scale);
-                            unused_weights.push(b_name);
-                        }
-                    }
-                }
+        if let (Some(kind), Some(x_scale)) = (kind, x_scale) {
+            match kind {
+                QOp::Conv => counts.conv += 1,
+                _ => counts.matmul += 1,
             }
-            (Some(QOp::Gemm), Some(x_scale)) => {
-                counts.matmul += 1;
-                let w_name = n.inputs[1].clone();
-                let wi = &g.initializers[consts[&w_name]];
-                let dims: Vec<usize> = wi.dims.iter().map(|d| *d as usize).collect();
-                let (q, scales) = quantize_weight(&f32s(&wi.raw), &dims, 1);
-                n.inputs[1] = weight_dq(&mut new_inits, &mut nodes, &w_name, &dims, q, &scales, 1);
-                unused_weights.push(w_name);
-                if scheme == Scheme::Cpu {
-                    if let Some(b_name) = n.inputs.get(2).cloned() {
-                        let b = f32s(&g.initializers[consts[&b_name]].raw);
-                        n.inputs[2] =
-                            bias_dq(&mut new_inits, &mut nodes, &b_name, &b, &scales, x_scale);
-                        unused_weights.push(b_name);
-                    }
-                }
+            // The weight's output-channel axis: Conv (O, I, kh, kw) 0, MatMul/Gemm (K, N) 1.
+            let axis = if kind == QOp::Conv { 0 } else { 1 };
+            let w_name = n.inputs[1].clone();
+            let wi = &g.initializers[consts[&w_name]];
+            let dims: Vec<usize> = wi.dims.iter().map(|d| *d as usize).collect();
+            let (q, scales) = quantize_weight(&f32s(&wi.raw), &dims, axis);
+            n.inputs[1] = weight_dq(
+                &mut new_inits,
+                &mut nodes,
+                &w_name,
+                &dims,
+                q,
+                &scales,
+                axis as i64,
+            );
+            unused_weights.push(w_name);
+            // Conv and Gemm biases go into the integer product on the CPU.
+            let bias = n.inputs.get(2).cloned().filter(|_| scheme == Scheme::Cpu);
+            if let Some((b_name, &bi)) = bias.and_then(|b| consts.get(&b).map(|i| (b, i))) {
+                let b = f32s(&g.initializers[bi].raw);
+                n.inputs[2] = bias_dq(&mut new_inits, &mut nodes, &b_name, &b, &scales, x_scale);
+                unused_weights.push(b_name);
             }
-            (Some(QOp::MatMul), Some(_)) => {
-                counts.matmul += 1;
-                let w_name = n.inputs[1].clone();
-                let wi = &g.initializers[consts[&w_name]];
-                let dims: Vec<usize> = wi.dims.iter().map(|d| *d as usize).collect();
-                let (q, scales) = quantize_weight(&f32s(&wi.raw), &dims, 1);
-                n.inputs[1] = weight_dq(&mut new_inits, &mut nodes, &w_name, &dims, q, &scales, 1);
-                unused_weights.push(w_name);
-            }
-            _ => {}
         }
         if is_add {
             counts.add += 1;
@@ -367,7 +347,7 @@ pub fn quantize(
     }
     g.nodes = nodes;
     for (name, dtype, dims, raw) in new_inits {
-        g.push_raw(name, dtype, &dims, raw);
+        g.push_initializer(name, dtype, &dims, raw);
     }
     let still_used: HashSet<&str> = g
         .nodes
