@@ -90,10 +90,11 @@ pub fn child(args: &BenchArgs, n: usize) -> anyhow::Result<()> {
                 proc.process(&f)?;
                 Ok(())
             };
-            for _ in 0..warmup {
-                next(&mut proc)?;
-            }
+            // Every thread reaches the start, also one whose warm-up failed (else the others
+            // would wait there for ever).
+            let warmed = (0..warmup).try_for_each(|_| next(&mut proc));
             start.wait();
+            warmed?;
             let t0 = Instant::now();
             let mut done = 0usize;
             while t0.elapsed() < span {

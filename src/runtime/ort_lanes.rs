@@ -61,7 +61,11 @@ impl Lanes {
         drop(q);
         // The next ticket may find a lane free too.
         self.turn.notify_all();
-        let lane = self.lanes[index].lock().map_err(|_| poisoned())?;
+        // A session whose last run panicked is still a session: keep serving with it rather
+        // than lose the lane (and every stream waiting for it).
+        let lane = self.lanes[index]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(LaneGuard {
             lanes: self,
             index,
