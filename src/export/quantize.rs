@@ -284,14 +284,16 @@ pub fn quantize(
             nodes.extend(qdq(t, &params[t]));
         }
     }
+    // Which operations to rewrite, decided once per node against the initializers by name.
+    let by_name: HashMap<&str, usize> = consts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let no_tensors = HashSet::new();
     let mut unused_weights = Vec::new();
     let mut new_inits = Vec::new();
     for (i, mut n) in old.into_iter().enumerate() {
         if dropped.contains(&i) {
             continue;
         }
-        let empty = HashSet::new();
-        let kind = qop(&n, &constants_ref(&consts), g, &empty).filter(|k| *k != QOp::Add);
+        let kind = qop(&n, &by_name, g, &no_tensors).filter(|k| *k != QOp::Add);
         let is_add = n.op == "Add"
             && n.inputs.len() == 2
             && n.inputs.iter().all(|x| params.contains_key(x))
@@ -360,10 +362,6 @@ pub fn quantize(
         .collect();
     g.initializers.retain(|i| !gone.contains(&i.name));
     Ok(counts)
-}
-
-fn constants_ref(c: &HashMap<String, usize>) -> HashMap<&str, usize> {
-    c.iter().map(|(k, v)| (k.as_str(), *v)).collect()
 }
 
 /// A bias as int32 at `x_scale · w_scale[o]` with its DequantizeLinear (axis 0); returns the
