@@ -5,13 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use candle_core::{DType, Device, Shape, Tensor};
-use candle_nn::var_builder::SimpleBackend;
-use candle_nn::{Init, VarBuilder};
+use candle_core::{Device, Tensor};
 
 use super::config::{BackboneKind, ModelConfig};
 use super::inspro::InsPro;
-use super::weights::Shared;
+use super::weights::{var_builder, ParamRequest, ParamSource};
 use super::ModelError;
 
 /// The four parts `inspro info` reports.
@@ -53,27 +51,16 @@ impl Part {
 /// Records the (key, shape) of every parameter a model asks for; hands out zeros.
 struct ShapeRecorder(Mutex<Vec<(String, Vec<usize>)>>);
 
-impl SimpleBackend for ShapeRecorder {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _h: Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
+impl ParamSource for ShapeRecorder {
+    fn param(&self, req: ParamRequest<'_>) -> candle_core::Result<Tensor> {
         if let Ok(mut v) = self.0.lock() {
-            v.push((name.to_string(), s.dims().to_vec()));
+            v.push((req.name.to_string(), req.shape.dims().to_vec()));
         }
-        Tensor::zeros(s, dtype, dev)
+        Tensor::zeros(req.shape, req.dtype, req.device)
     }
 
-    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
-        candle_core::bail!("parameter `{name}` has no shape hint")
-    }
-
-    fn contains_tensor(&self, _: &str) -> bool {
-        true
+    fn stored(&self, _: &str) -> Option<Tensor> {
+        None
     }
 }
 
@@ -81,7 +68,7 @@ impl SimpleBackend for ShapeRecorder {
 pub fn param_shapes(cfg: &ModelConfig) -> Result<Vec<(String, Vec<usize>)>, ModelError> {
     cfg.validate()?;
     let recorder = std::sync::Arc::new(ShapeRecorder(Mutex::new(Vec::new())));
-    let vb = VarBuilder::from_backend(Box::new(Shared(recorder.clone())), DType::F32, Device::Cpu);
+    let vb = var_builder(recorder.clone(), &Device::Cpu);
     InsPro::new(cfg, vb)?;
     let shapes = recorder
         .0

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 use candle_nn::{Init, VarBuilder, VarMap};
 
 use super::backbone::Backbone;
@@ -15,7 +15,7 @@ use super::fpn::Fpn;
 use super::head::{RcnnHead, StageOutput};
 use super::mask::{DynamicMaskHead, MaskBranch};
 use super::roi_align::RoiPooler;
-use super::weights::{seeded_var_builder, CheckedTensors, Shared};
+use super::weights::{seeded_var_builder, var_builder, CheckedTensors};
 use super::ModelError;
 
 /// Which stages run on a frame.
@@ -152,11 +152,7 @@ impl InsPro {
         cfg.validate()?;
         let path = weights.as_ref();
         let backend = Arc::new(CheckedTensors::open(path, device)?);
-        let vb = VarBuilder::from_backend(
-            Box::new(Shared(backend.clone())),
-            DType::F32,
-            device.clone(),
-        );
+        let vb = var_builder(backend.clone(), device);
         match Self::new(cfg, vb) {
             Ok(model) => {
                 let unused = backend.unused_keys();

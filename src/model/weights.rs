@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
@@ -72,42 +72,30 @@ impl CheckedTensors {
     }
 }
 
-impl SimpleBackend for CheckedTensors {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _h: Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let t = self.get_unchecked(name, dtype, dev)?;
-        if t.shape() != &s {
-            return Err(self.record(ModelError::WeightShape {
-                file: self.file.clone(),
-                key: name.to_string(),
-                expected: s.dims().to_vec(),
-                got: t.dims().to_vec(),
-            }));
-        }
-        Ok(t)
-    }
-
-    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let Some(t) = self.tensors.get(name) else {
+impl ParamSource for CheckedTensors {
+    fn param(&self, req: ParamRequest<'_>) -> candle_core::Result<Tensor> {
+        let Some(t) = self.tensors.get(req.name) else {
             return Err(self.record(ModelError::MissingWeight {
                 file: self.file.clone(),
-                key: name.to_string(),
+                key: req.name.to_string(),
             }));
         };
         if let Ok(mut used) = self.used.lock() {
-            used.insert(name.to_string());
+            used.insert(req.name.to_string());
         }
-        t.to_dtype(dtype)?.to_device(dev)
+        if t.shape() != &req.shape {
+            return Err(self.record(ModelError::WeightShape {
+                file: self.file.clone(),
+                key: req.name.to_string(),
+                expected: req.shape.dims().to_vec(),
+                got: t.dims().to_vec(),
+            }));
+        }
+        t.to_dtype(req.dtype)?.to_device(req.device)
     }
 
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+    fn stored(&self, name: &str) -> Option<Tensor> {
+        self.tensors.get(name).cloned()
     }
 }
 
@@ -165,93 +153,102 @@ impl SeededInit {
     }
 }
 
-impl SimpleBackend for SeededInit {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        h: Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let mut vars = self
-            .varmap
+impl SeededInit {
+    fn vars(&self) -> candle_core::Result<std::sync::MutexGuard<'_, HashMap<String, Var>>> {
+        self.varmap
             .data()
             .lock()
-            .map_err(|_| candle_core::Error::Msg("variable map lock poisoned".into()))?;
+            .map_err(|_| candle_core::Error::Msg("variable map lock poisoned".into()))
+    }
+}
+
+impl ParamSource for SeededInit {
+    fn param(&self, req: ParamRequest<'_>) -> candle_core::Result<Tensor> {
+        let mut vars = self.vars()?;
+        let name = req.name;
         if let Some(var) = vars.get(name) {
-            if var.shape() != &s {
+            if var.shape() != &req.shape {
                 candle_core::bail!(
                     "parameter `{name}` requested as {:?} and {:?}",
                     var.dims(),
-                    s.dims()
+                    req.shape.dims()
                 );
             }
             return Ok(var.as_tensor().clone());
         }
-        let values = init_values(h, &s, self.seed, name);
-        let t = Tensor::from_vec(values, s, dev)?.to_dtype(dtype)?;
+        let values = init_values(req.init, &req.shape, self.seed, name);
+        let t = Tensor::from_vec(values, req.shape, req.device)?.to_dtype(req.dtype)?;
         let var = Var::from_tensor(&t)?;
         let out = var.as_tensor().clone();
         vars.insert(name.to_string(), var);
         Ok(out)
     }
 
-    fn get_unchecked(
-        &self,
-        name: &str,
-        _dtype: DType,
-        _dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let vars = self
-            .varmap
-            .data()
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("variable map lock poisoned".into()))?;
-        match vars.get(name) {
-            Some(v) => Ok(v.as_tensor().clone()),
-            None => candle_core::bail!("parameter `{name}` has no shape hint"),
-        }
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.varmap
-            .data()
-            .lock()
-            .map(|v| v.contains_key(name))
-            .unwrap_or(false)
+    fn stored(&self, name: &str) -> Option<Tensor> {
+        let vars = self.vars().ok()?;
+        vars.get(name).map(|v| v.as_tensor().clone())
     }
 }
 
 /// A `VarBuilder` over a seeded init writing into `varmap`.
 pub fn seeded_var_builder(seed: u64, varmap: &VarMap, device: &Device) -> VarBuilder<'static> {
-    VarBuilder::from_backend(
-        Box::new(SeededInit::new(seed, varmap.clone())),
-        DType::F32,
-        device.clone(),
-    )
+    var_builder(Arc::new(SeededInit::new(seed, varmap.clone())), device)
 }
 
-/// Lets the caller keep a handle on a backend after handing it to a `VarBuilder`.
-pub struct Shared<B>(pub std::sync::Arc<B>);
+/// One parameter a model asks for.
+pub struct ParamRequest<'a> {
+    pub name: &'a str,
+    pub shape: Shape,
+    /// The reference's initialiser (used by sources that make parameters).
+    pub init: Init,
+    pub dtype: DType,
+    pub device: &'a Device,
+}
 
-impl<B: SimpleBackend> SimpleBackend for Shared<B> {
+/// Where a model's parameters come from: a checked file, a seeded init, a shape recorder.
+pub trait ParamSource: Send + Sync + 'static {
+    /// The parameter `req` names, of exactly its shape.
+    fn param(&self, req: ParamRequest<'_>) -> candle_core::Result<Tensor>;
+    /// A parameter the source already holds, whatever its shape.
+    fn stored(&self, name: &str) -> Option<Tensor>;
+}
+
+/// A `VarBuilder` over `source`; the caller may keep a clone of the `Arc` to look at the source
+/// afterwards (errors, unused keys, recorded shapes).
+pub fn var_builder<S: ParamSource>(source: Arc<S>, device: &Device) -> VarBuilder<'static> {
+    VarBuilder::from_backend(Box::new(Backend(source)), DType::F32, device.clone())
+}
+
+/// The one `SimpleBackend`: candle's three calls on a [`ParamSource`].
+struct Backend<S>(Arc<S>);
+
+impl<S: ParamSource> SimpleBackend for Backend<S> {
     fn get(
         &self,
-        s: Shape,
+        shape: Shape,
         name: &str,
-        h: Init,
+        init: Init,
         dtype: DType,
-        dev: &Device,
+        device: &Device,
     ) -> candle_core::Result<Tensor> {
-        self.0.get(s, name, h, dtype, dev)
+        let req = ParamRequest {
+            name,
+            shape,
+            init,
+            dtype,
+            device,
+        };
+        self.0.param(req)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.0.get_unchecked(name, dtype, dev)
+        match self.0.stored(name) {
+            Some(t) => t.to_dtype(dtype)?.to_device(dev),
+            None => candle_core::bail!("parameter `{name}` has no shape hint"),
+        }
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.0.contains_tensor(name)
+        self.0.stored(name).is_some()
     }
 }
