@@ -54,85 +54,91 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     Ok(&data[start..end])
 }
 
-/// (C, H, W) → (C·k·k, Ho·Wo), row (c, ki, kj).
-struct Im2Col(Geometry);
+/// im2col, (C, H, W) → (C·k·k, Ho·Wo) with row (c, ki, kj), or its adjoint col2im, (C·k·k,
+/// Ho·Wo) → (C, H, W) summing overlaps; each is the other's gradient.
+struct Unfold {
+    g: Geometry,
+    adjoint: bool,
+}
 
-impl CustomOp1 for Im2Col {
+impl CustomOp1 for Unfold {
     fn name(&self) -> &'static str {
-        "im2col"
+        if self.adjoint {
+            "col2im"
+        } else {
+            "im2col"
+        }
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = self.0;
         let x = f32_slice(s, l)?;
-        let (kk, hw) = (g.k * g.k, g.oh * g.ow);
-        let mut out = vec![0f32; g.c * kk * hw];
-        out.par_chunks_mut(kk * hw)
-            .zip(x.par_chunks(g.h * g.w))
-            .for_each(|(dst, plane)| {
-                for ki in 0..g.k {
-                    for kj in 0..g.k {
-                        let row = &mut dst[(ki * g.k + kj) * hw..(ki * g.k + kj + 1) * hw];
-                        for oy in 0..g.oh {
-                            let Some(iy) = g.src(oy, ki, g.h) else {
-                                continue;
-                            };
-                            let src_row = &plane[iy * g.w..(iy + 1) * g.w];
-                            let dst_row = &mut row[oy * g.ow..(oy + 1) * g.ow];
-                            for (ox, d) in dst_row.iter_mut().enumerate() {
-                                if let Some(ix) = g.src(ox, kj, g.w) {
-                                    *d = src_row[ix];
-                                }
-                            }
-                        }
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(out), Shape::from((g.c * kk, hw))))
+        Ok(if self.adjoint {
+            col2im(self.g, x)
+        } else {
+            im2col(self.g, x)
+        })
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(
-            grad_res.contiguous()?.apply_op1_no_bwd(&Col2Im(self.0))?,
-        ))
+        let other = Unfold {
+            g: self.g,
+            adjoint: !self.adjoint,
+        };
+        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&other)?))
     }
 }
 
-/// The adjoint of `Im2Col`: (C·k·k, Ho·Wo) → (C, H, W), summing overlaps.
-struct Col2Im(Geometry);
-
-impl CustomOp1 for Col2Im {
-    fn name(&self) -> &'static str {
-        "col2im"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = self.0;
-        let cols = f32_slice(s, l)?;
-        let (kk, hw) = (g.k * g.k, g.oh * g.ow);
-        let mut out = vec![0f32; g.c * g.h * g.w];
-        out.par_chunks_mut(g.h * g.w)
-            .zip(cols.par_chunks(kk * hw))
-            .for_each(|(plane, src)| {
-                for ki in 0..g.k {
-                    for kj in 0..g.k {
-                        let row = &src[(ki * g.k + kj) * hw..(ki * g.k + kj + 1) * hw];
-                        for oy in 0..g.oh {
-                            let Some(iy) = g.src(oy, ki, g.h) else {
-                                continue;
-                            };
-                            let dst_row = &mut plane[iy * g.w..(iy + 1) * g.w];
-                            for (ox, v) in row[oy * g.ow..(oy + 1) * g.ow].iter().enumerate() {
-                                if let Some(ix) = g.src(ox, kj, g.w) {
-                                    dst_row[ix] += v;
-                                }
+fn im2col(g: Geometry, x: &[f32]) -> (CpuStorage, Shape) {
+    let (kk, hw) = (g.k * g.k, g.oh * g.ow);
+    let mut out = vec![0f32; g.c * kk * hw];
+    out.par_chunks_mut(kk * hw)
+        .zip(x.par_chunks(g.h * g.w))
+        .for_each(|(dst, plane)| {
+            for ki in 0..g.k {
+                for kj in 0..g.k {
+                    let row = &mut dst[(ki * g.k + kj) * hw..(ki * g.k + kj + 1) * hw];
+                    for oy in 0..g.oh {
+                        let Some(iy) = g.src(oy, ki, g.h) else {
+                            continue;
+                        };
+                        let src_row = &plane[iy * g.w..(iy + 1) * g.w];
+                        let dst_row = &mut row[oy * g.ow..(oy + 1) * g.ow];
+                        for (ox, d) in dst_row.iter_mut().enumerate() {
+                            if let Some(ix) = g.src(ox, kj, g.w) {
+                                *d = src_row[ix];
                             }
                         }
                     }
                 }
-            });
-        Ok((CpuStorage::F32(out), Shape::from((g.c, g.h, g.w))))
-    }
+            }
+        });
+    (CpuStorage::F32(out), Shape::from((g.c * kk, hw)))
+}
+
+fn col2im(g: Geometry, cols: &[f32]) -> (CpuStorage, Shape) {
+    let (kk, hw) = (g.k * g.k, g.oh * g.ow);
+    let mut out = vec![0f32; g.c * g.h * g.w];
+    out.par_chunks_mut(g.h * g.w)
+        .zip(cols.par_chunks(kk * hw))
+        .for_each(|(plane, src)| {
+            for ki in 0..g.k {
+                for kj in 0..g.k {
+                    let row = &src[(ki * g.k + kj) * hw..(ki * g.k + kj + 1) * hw];
+                    for oy in 0..g.oh {
+                        let Some(iy) = g.src(oy, ki, g.h) else {
+                            continue;
+                        };
+                        let dst_row = &mut plane[iy * g.w..(iy + 1) * g.w];
+                        for (ox, v) in row[oy * g.ow..(oy + 1) * g.ow].iter().enumerate() {
+                            if let Some(ix) = g.src(ox, kj, g.w) {
+                                dst_row[ix] += v;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    (CpuStorage::F32(out), Shape::from((g.c, g.h, g.w)))
 }
 
 /// Convolution of x (1, C, H, W) with weight (O, C, k, k), square kernel, dilation 1, groups 1.
@@ -155,7 +161,9 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Res
     let cols = if kh == 1 && stride == 1 && padding == 0 {
         x.reshape((c, h * w))?
     } else {
-        x.reshape((c, h, w))?.contiguous()?.apply_op1(Im2Col(g))?
+        x.reshape((c, h, w))?
+            .contiguous()?
+            .apply_op1(Unfold { g, adjoint: false })?
     };
     w2.matmul(&cols)?.reshape((1, o, g.oh, g.ow))
 }

@@ -226,12 +226,31 @@ fn boxes_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     }
 }
 
-/// Forward: features (C, H, W), boxes (K, 4) → (K, C, o, o).
-struct RoiAlignOp(Params);
+/// Which way a [`RoiAlignOp`] runs.
+#[derive(Clone, Copy)]
+enum Direction {
+    /// features (C, H, W), boxes (K, 4) → (K, C, o, o).
+    Forward,
+    /// grad_out (K, C, o, o), boxes (K, 4) → grad_features (C, H, W) of this size.
+    Adjoint {
+        channels: usize,
+        height: usize,
+        width: usize,
+    },
+}
+
+/// RoIAlign and its adjoint (the features' gradient) as one candle op; boxes are the second input.
+struct RoiAlignOp {
+    params: Params,
+    direction: Direction,
+}
 
 impl CustomOp2 for RoiAlignOp {
     fn name(&self) -> &'static str {
-        "roi_align"
+        match self.direction {
+            Direction::Forward => "roi_align",
+            Direction::Adjoint { .. } => "roi_align_backward",
+        }
     }
 
     fn cpu_fwd(
@@ -241,38 +260,32 @@ impl CustomOp2 for RoiAlignOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (c, h, w) = l1.shape().dims3()?;
-        let features = f32_slice(s1, l1, "features")?;
         let boxes = boxes_slice(s2, l2)?;
-        let plans = plan_rois(boxes, h, w, &self.0)?;
-        let o = self.0.output_size;
-        let (k, oo) = (plans.len(), o * o);
-        // Channel-major, so that one (H, W) plane stays in cache for all boxes: (C, K, o, o).
-        let mut by_channel = vec![0.0f32; c * k * oo];
-        if k > 0 {
-            by_channel
-                .par_chunks_mut(k * oo)
-                .zip(features.par_chunks(h * w))
-                .for_each(|(dst, plane)| {
-                    let mut row = vec![0.0f32; w];
-                    for (plan, out) in plans.iter().zip(dst.chunks_mut(oo)) {
-                        pool_plane(plan, plane, o, &mut row, out);
-                    }
-                });
+        match self.direction {
+            Direction::Forward => {
+                let (c, h, w) = l1.shape().dims3()?;
+                let features = f32_slice(s1, l1, "features")?;
+                let plans = plan_rois(boxes, h, w, &self.params)?;
+                Ok(pool(features, (c, h, w), &plans, self.params.output_size))
+            }
+            Direction::Adjoint {
+                channels: c,
+                height: h,
+                width: w,
+            } => {
+                let o = self.params.output_size;
+                let grad_out = f32_slice(s1, l1, "grad_out")?;
+                let plans = plan_rois(boxes, h, w, &self.params)?;
+                if l1.dims() != [plans.len(), c, o, o] {
+                    bail!(
+                        "roi_align_backward: grad_out is {:?}, expected {:?}",
+                        l1.dims(),
+                        [plans.len(), c, o, o]
+                    );
+                }
+                Ok(unpool(grad_out, (c, h, w), &plans, o))
+            }
         }
-        // (C, K, o, o) -> (K, C, o, o)
-        let mut out = vec![0.0f32; k * c * oo];
-        if c > 0 {
-            out.par_chunks_mut(c * oo)
-                .enumerate()
-                .for_each(|(ki, dst)| {
-                    for (ch, bin) in dst.chunks_mut(oo).enumerate() {
-                        let src = (ch * k + ki) * oo;
-                        bin.copy_from_slice(&by_channel[src..src + oo]);
-                    }
-                });
-        }
-        Ok((CpuStorage::F32(out), Shape::from((k, c, o, o))))
     }
 
     fn bwd(
@@ -283,68 +296,76 @@ impl CustomOp2 for RoiAlignOp {
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (c, h, w) = features.dims3()?;
-        let op = RoiAlignBackwardOp {
-            params: self.0,
-            channels: c,
-            height: h,
-            width: w,
+        let adjoint = RoiAlignOp {
+            params: self.params,
+            direction: Direction::Adjoint {
+                channels: c,
+                height: h,
+                width: w,
+            },
         };
-        let grad = grad_res.contiguous()?.apply_op2_no_bwd(boxes, &op)?;
+        let grad = grad_res.contiguous()?.apply_op2_no_bwd(boxes, &adjoint)?;
         Ok((Some(grad), None))
     }
 }
 
-/// Backward: grad_out (K, C, o, o), boxes (K, 4) → grad_features (C, H, W), parallel over
-/// channel planes so the scatter-add has no races.
-struct RoiAlignBackwardOp {
-    params: Params,
-    channels: usize,
-    height: usize,
-    width: usize,
+/// Every box of `plans` pooled from features (C, H, W) → (K, C, o, o).
+fn pool(
+    features: &[f32],
+    (c, h, w): (usize, usize, usize),
+    plans: &[RoiPlan],
+    o: usize,
+) -> (CpuStorage, Shape) {
+    let (k, oo) = (plans.len(), o * o);
+    // Channel-major, so that one (H, W) plane stays in cache for all boxes: (C, K, o, o).
+    let mut by_channel = vec![0.0f32; c * k * oo];
+    if k > 0 {
+        by_channel
+            .par_chunks_mut(k * oo)
+            .zip(features.par_chunks(h * w))
+            .for_each(|(dst, plane)| {
+                let mut row = vec![0.0f32; w];
+                for (plan, out) in plans.iter().zip(dst.chunks_mut(oo)) {
+                    pool_plane(plan, plane, o, &mut row, out);
+                }
+            });
+    }
+    // (C, K, o, o) -> (K, C, o, o)
+    let mut out = vec![0.0f32; k * c * oo];
+    if c > 0 {
+        out.par_chunks_mut(c * oo)
+            .enumerate()
+            .for_each(|(ki, dst)| {
+                for (ch, bin) in dst.chunks_mut(oo).enumerate() {
+                    let src = (ch * k + ki) * oo;
+                    bin.copy_from_slice(&by_channel[src..src + oo]);
+                }
+            });
+    }
+    (CpuStorage::F32(out), Shape::from((k, c, o, o)))
 }
 
-impl CustomOp2 for RoiAlignBackwardOp {
-    fn name(&self) -> &'static str {
-        "roi_align_backward"
+/// The adjoint of [`pool`]: grad_out (K, C, o, o) → grad_features (C, H, W), parallel over
+/// channel planes so the scatter-add has no races.
+fn unpool(
+    grad_out: &[f32],
+    (c, h, w): (usize, usize, usize),
+    plans: &[RoiPlan],
+    o: usize,
+) -> (CpuStorage, Shape) {
+    let mut grad = vec![0.0f32; c * h * w];
+    if h > 0 && w > 0 {
+        grad.par_chunks_mut(h * w)
+            .enumerate()
+            .for_each(|(ch, plane)| {
+                let mut row = vec![0.0f32; w];
+                for (k, plan) in plans.iter().enumerate() {
+                    let g = &grad_out[(k * c + ch) * o * o..(k * c + ch + 1) * o * o];
+                    unpool_plane(plan, g, o, &mut row, plane);
+                }
+            });
     }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (c, h, w, o) = (
-            self.channels,
-            self.height,
-            self.width,
-            self.params.output_size,
-        );
-        let grad_out = f32_slice(s1, l1, "grad_out")?;
-        let boxes = boxes_slice(s2, l2)?;
-        let plans = plan_rois(boxes, h, w, &self.params)?;
-        if l1.dims() != [plans.len(), c, o, o] {
-            bail!(
-                "roi_align_backward: grad_out is {:?}, expected {:?}",
-                l1.dims(),
-                [plans.len(), c, o, o]
-            );
-        }
-        let mut grad = vec![0.0f32; c * h * w];
-        if h > 0 && w > 0 {
-            grad.par_chunks_mut(h * w)
-                .enumerate()
-                .for_each(|(ch, plane)| {
-                    let mut row = vec![0.0f32; w];
-                    for (k, plan) in plans.iter().enumerate() {
-                        let g = &grad_out[(k * c + ch) * o * o..(k * c + ch + 1) * o * o];
-                        unpool_plane(plan, g, o, &mut row, plane);
-                    }
-                });
-        }
-        Ok((CpuStorage::F32(grad), Shape::from((c, h, w))))
-    }
+    (CpuStorage::F32(grad), Shape::from((c, h, w)))
 }
 
 /// Single-level RoIAlign: features (C, H, W) f32 contiguous, boxes_xyxy (K, 4) in input-image pixels.
@@ -388,12 +409,15 @@ pub fn roi_align(
     if !(spatial_scale.is_finite() && spatial_scale > 0.0) {
         bail!("roi_align: spatial_scale must be finite and positive, got {spatial_scale}");
     }
-    let op = RoiAlignOp(Params {
-        output_size,
-        spatial_scale,
-        sampling_ratio,
-        aligned,
-    });
+    let op = RoiAlignOp {
+        params: Params {
+            output_size,
+            spatial_scale,
+            sampling_ratio,
+            aligned,
+        },
+        direction: Direction::Forward,
+    };
     features
         .contiguous()?
         .apply_op2(&boxes_xyxy.detach().contiguous()?, op)
