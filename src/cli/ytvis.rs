@@ -144,28 +144,14 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
             q.id_switches, q.id_switches_per_object
         );
     }
-    let rows = [
-        ("Average Precision", "0.50:0.95", "all", 100, s.ap),
-        ("Average Precision", "0.50", "all", 100, s.ap50),
-        ("Average Precision", "0.75", "all", 100, s.ap75),
-        ("Average Precision", "0.50:0.95", "small", 100, s.aps),
-        ("Average Precision", "0.50:0.95", "medium", 100, s.apm),
-        ("Average Precision", "0.50:0.95", "large", 100, s.apl),
-        ("Average Recall", "0.50:0.95", "all", 1, s.ar1),
-        ("Average Recall", "0.50:0.95", "all", 10, s.ar10),
-        ("Average Recall", "0.50:0.95", "all", 100, s.ar100),
-        ("Average Recall", "0.50:0.95", "small", 100, s.ars),
-        ("Average Recall", "0.50:0.95", "medium", 100, s.arm),
-        ("Average Recall", "0.50:0.95", "large", 100, s.arl),
-    ];
-    for (title, iou, area, max_dets, v) in rows {
-        let kind = if title.starts_with("Average Precision") {
-            "(AP)"
+    for (kind, iou, area, max_dets, v) in summary_rows(&s) {
+        let title = if kind == "AP" {
+            "Average Precision"
         } else {
-            "(AR)"
+            "Average Recall"
         };
         println!(
-            " {title:<18} {kind} @[ IoU={iou:<9} | area={area:>6} | maxDets={max_dets:>3} ] = {v:.3}"
+            " {title:<18} ({kind}) @[ IoU={iou:<9} | area={area:>6} | maxDets={max_dets:>3} ] = {v:.3}"
         );
     }
     println!();
@@ -177,6 +163,29 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The twelve numbers of `ytvoseval.summarize()` in its order: (AP or AR, IoU range, area,
+/// maxDets, value).
+fn summary_rows(
+    s: &ytvis::EvalSummary,
+) -> Vec<(&'static str, &'static str, &'static str, usize, f64)> {
+    const ALL_IOU: &str = "0.50:0.95";
+    let areas = ["small", "medium", "large"];
+    let mut rows = Vec::with_capacity(12);
+    for (iou, v) in [(ALL_IOU, s.ap), ("0.50", s.ap50), ("0.75", s.ap75)] {
+        rows.push(("AP", iou, "all", 100, v));
+    }
+    for (area, v) in areas.into_iter().zip([s.aps, s.apm, s.apl]) {
+        rows.push(("AP", ALL_IOU, area, 100, v));
+    }
+    for (max_dets, v) in [(1, s.ar1), (10, s.ar10), (100, s.ar100)] {
+        rows.push(("AR", ALL_IOU, "all", max_dets, v));
+    }
+    for (area, v) in areas.into_iter().zip([s.ars, s.arm, s.arl]) {
+        rows.push(("AR", ALL_IOU, area, 100, v));
+    }
+    rows
 }
 
 pub fn synth(args: SynthArgs) -> anyhow::Result<()> {
