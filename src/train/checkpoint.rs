@@ -23,11 +23,8 @@ pub fn init_from(
     rename: &std::collections::BTreeMap<String, String>,
     device: &Device,
 ) -> Result<usize, TrainError> {
-    let mut tensors =
-        candle_core::safetensors::load(path, device).map_err(|e| TrainError::Data {
-            file: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+    let mut tensors = candle_core::safetensors::load(path, device)
+        .map_err(|e| TrainError::data(path.display(), e))?;
     let aux = path.with_extension("aux.safetensors");
     if aux.exists() {
         tensors.extend(candle_core::safetensors::load(&aux, device)?);

@@ -50,10 +50,8 @@ impl Dataset {
     /// Read `root/JPEGImages/...` and the ground truth `gt_file`.
     pub fn load(root: &Path, gt_file: &Path, cfg: &ModelConfig) -> Result<Self, TrainError> {
         let gt = load_ground_truth(gt_file)?;
-        let category_ids = category_ids(cfg, &gt).map_err(|reason| TrainError::Data {
-            file: gt_file.display().to_string(),
-            reason,
-        })?;
+        let category_ids =
+            category_ids(cfg, &gt).map_err(|reason| TrainError::data(gt_file.display(), reason))?;
         let mut videos = Vec::with_capacity(gt.videos.len());
         for v in &gt.videos {
             let (w, h) = (v.width as usize, v.height as usize);
@@ -61,21 +59,18 @@ impl Dataset {
             for name in &v.file_names {
                 let path = root.join("JPEGImages").join(name);
                 let img = image::open(&path)
-                    .map_err(|e| TrainError::Data {
-                        file: path.display().to_string(),
-                        reason: e.to_string(),
-                    })?
+                    .map_err(|e| TrainError::data(path.display(), e))?
                     .to_rgb8();
                 if (img.width() as usize, img.height() as usize) != (w, h) {
-                    return Err(TrainError::Data {
-                        file: path.display().to_string(),
-                        reason: format!(
+                    return Err(TrainError::data(
+                        path.display(),
+                        format!(
                             "frame is {}x{} but video {} is {w}x{h}",
                             img.width(),
                             img.height(),
                             v.id
                         ),
-                    });
+                    ));
                 }
                 frames.push(img.into_raw());
             }
@@ -92,9 +87,11 @@ impl Dataset {
                         Some(seg) => seg.to_rle(v.height, v.width),
                     })
                     .collect::<Result<Vec<_>, String>>()
-                    .map_err(|reason| TrainError::Data {
-                        file: gt_file.display().to_string(),
-                        reason: format!("annotation {}: {reason}", a.id),
+                    .map_err(|reason| {
+                        TrainError::data(
+                            gt_file.display(),
+                            format!("annotation {}: {reason}", a.id),
+                        )
                     })?;
                 objects.push(ObjectTrack {
                     track: a.id,
@@ -183,10 +180,7 @@ impl Dataset {
         device: &Device,
     ) -> Result<Clip, TrainError> {
         if self.videos.is_empty() {
-            return Err(TrainError::Data {
-                file: String::new(),
-                reason: "the training set has no videos".into(),
-            });
+            return Err(TrainError::data("", "the training set has no videos"));
         }
         let v = &self.videos[(rng.next_u64() % self.videos.len() as u64) as usize];
         sample_clip_from(v, cfg, clip, rng, device)
@@ -201,123 +195,133 @@ pub fn sample_clip_from(
     rng: &mut SplitMix64,
     device: &Device,
 ) -> Result<Clip, TrainError> {
-    {
-        if v.frames.is_empty() {
-            return Err(TrainError::Data {
-                file: format!("video {}", v.id),
-                reason: "the video has no frames".into(),
-            });
-        }
-        let len = v.frames.len();
-        let span = clip.max_span.max(clip.frames).min(len);
-        let start = (rng.next_u64() % (len - span + 1) as u64) as usize;
-        let mut window: Vec<usize> = (start..start + span).collect();
-        // Partial Fisher–Yates: the first `frames` entries are a random subset.
-        for i in 0..clip.frames.min(span) {
-            let j = i + (rng.next_u64() % (span - i) as u64) as usize;
-            window.swap(i, j);
-        }
-        let mut idx: Vec<usize> = window.into_iter().take(clip.frames.min(span)).collect();
-        while idx.len() < clip.frames {
-            idx.push(idx[idx.len() - 1]);
-        }
-        idx.sort_unstable();
+    if v.frames.is_empty() {
+        return Err(TrainError::data(
+            format!("video {}", v.id),
+            "the video has no frames",
+        ));
+    }
+    let idx = pick_frames(v.frames.len(), clip, rng);
+    let (geometry, flip) = pick_geometry(v.width, v.height, clip, rng);
+    let (w, h) = (v.width, v.height);
+    let (rw, rh) = (geometry.resized_width, geometry.resized_height);
+    let (sx, sy) = geometry.scale_xy();
+    let (mh, mw) = (geometry.padded_height / 4, geometry.padded_width / 4);
 
-        let lo = clip.min_size[0].min(clip.min_size[1]);
-        let hi = clip.min_size[0].max(clip.min_size[1]);
-        let short = lo + (rng.next_u64() % (hi - lo + 1) as u64) as usize;
-        let flip = clip.hflip && rng.next_f64() < 0.5;
-        let (w, h) = (v.width, v.height);
-        let mut scale = short as f32 / w.min(h) as f32;
-        if (w.max(h) as f32 * scale) > clip.max_size as f32 {
-            scale = clip.max_size as f32 / w.max(h) as f32;
-        }
-        let rw = ((w as f32 * scale).round() as usize).max(1);
-        let rh = ((h as f32 * scale).round() as usize).max(1);
-        let pad = |x: usize| x.div_ceil(SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY;
-        let geometry = FrameGeometry {
-            orig_width: w,
-            orig_height: h,
-            scale,
-            resized_width: rw,
-            resized_height: rh,
-            padded_width: pad(rw),
-            padded_height: pad(rh),
+    let mut images = Vec::with_capacity(idx.len());
+    let mut gts = Vec::with_capacity(idx.len());
+    let mut gt_masks = Vec::with_capacity(idx.len());
+    for &f in &idx {
+        let rgb = if flip {
+            flip_rgb(&v.frames[f], w, h)
+        } else {
+            v.frames[f].clone()
         };
-        let (sx, sy) = geometry.scale_xy();
-        let (mh, mw) = (geometry.padded_height / 4, geometry.padded_width / 4);
-
-        let mut images = Vec::with_capacity(idx.len());
-        let mut gts = Vec::with_capacity(idx.len());
-        let mut gt_masks = Vec::with_capacity(idx.len());
-        for &f in &idx {
-            let rgb = if flip {
-                flip_rgb(&v.frames[f], w, h)
-            } else {
-                v.frames[f].clone()
+        let img = preprocess(cfg, &FrameRef::packed(w, h, &rgb), &geometry, device)
+            .map_err(|e| TrainError::data(format!("video {}", v.id), e))?;
+        images.push(img);
+        let mut objs = Vec::new();
+        let mut masks: Vec<f32> = Vec::new();
+        for o in &v.objects {
+            let Some(Some(rle)) = o.masks.get(f) else {
+                continue;
             };
-            let img =
-                preprocess(cfg, &FrameRef::packed(w, h, &rgb), &geometry, device).map_err(|e| {
-                    TrainError::Data {
-                        file: format!("video {}", v.id),
-                        reason: e.to_string(),
-                    }
-                })?;
-            images.push(img);
-            let mut objs = Vec::new();
-            let mut masks: Vec<f32> = Vec::new();
-            for o in &v.objects {
-                let Some(Some(rle)) = o.masks.get(f) else {
-                    continue;
-                };
-                if rle.area() == 0 {
-                    continue;
-                }
-                let m = rle.decode_row_major();
-                let [bx, by, bw, bh] = rle.to_bbox();
-                let (bx, by, bw, bh) = (bx as f32, by as f32, bw as f32, bh as f32);
-                let (x1, x2) = if flip {
-                    (w as f32 - (bx + bw), w as f32 - bx)
-                } else {
-                    (bx, bx + bw)
-                };
-                objs.push(GtObject {
-                    track: o.track,
-                    class: o.class,
-                    box_xyxy: [x1 * sx, by * sy, x2 * sx, (by + bh) * sy],
-                });
-                for i in 0..mh {
-                    let yr = (4 * i + 2) as f32;
-                    for j in 0..mw {
-                        let xr = (4 * j + 2) as f32;
-                        let inside = (xr as usize) < rw && (yr as usize) < rh;
-                        let val = if inside {
-                            let xo = (((xr + 0.5) / sx) as usize).min(w - 1);
-                            let yo = (((yr + 0.5) / sy) as usize).min(h - 1);
-                            let xo = if flip { w - 1 - xo } else { xo };
-                            m[yo * w + xo]
-                        } else {
-                            0
-                        };
-                        masks.push(f32::from(val));
-                    }
+            if rle.area() == 0 {
+                continue;
+            }
+            let m = rle.decode_row_major();
+            let [bx, by, bw, bh] = rle.to_bbox();
+            let (bx, by, bw, bh) = (bx as f32, by as f32, bw as f32, bh as f32);
+            let (x1, x2) = if flip {
+                (w as f32 - (bx + bw), w as f32 - bx)
+            } else {
+                (bx, bx + bw)
+            };
+            objs.push(GtObject {
+                track: o.track,
+                class: o.class,
+                box_xyxy: [x1 * sx, by * sy, x2 * sx, (by + bh) * sy],
+            });
+            for i in 0..mh {
+                let yr = (4 * i + 2) as f32;
+                for j in 0..mw {
+                    let xr = (4 * j + 2) as f32;
+                    let inside = (xr as usize) < rw && (yr as usize) < rh;
+                    let val = if inside {
+                        let xo = (((xr + 0.5) / sx) as usize).min(w - 1);
+                        let yo = (((yr + 0.5) / sy) as usize).min(h - 1);
+                        let xo = if flip { w - 1 - xo } else { xo };
+                        m[yo * w + xo]
+                    } else {
+                        0
+                    };
+                    masks.push(f32::from(val));
                 }
             }
-            let g = objs.len();
-            gt_masks.push(Tensor::from_vec(masks, (g, mh * mw), device)?);
-            gts.push(objs);
         }
-        Ok(Clip {
-            images,
-            width: rw,
-            height: rh,
-            gts,
-            gt_masks,
-            video_id: v.id,
-            frame_indices: idx,
-            noise_seed: rng.next_u64(),
-        })
+        let g = objs.len();
+        gt_masks.push(Tensor::from_vec(masks, (g, mh * mw), device)?);
+        gts.push(objs);
     }
+    Ok(Clip {
+        images,
+        width: rw,
+        height: rh,
+        gts,
+        gt_masks,
+        video_id: v.id,
+        frame_indices: idx,
+        noise_seed: rng.next_u64(),
+    })
+}
+
+/// `clip.frames` sorted frame indices within a window of `clip.max_span` frames of a video of
+/// `len`; the last is repeated when the video is shorter.
+fn pick_frames(len: usize, clip: &ClipConfig, rng: &mut SplitMix64) -> Vec<usize> {
+    let span = clip.max_span.max(clip.frames).min(len);
+    let start = (rng.next_u64() % (len - span + 1) as u64) as usize;
+    let mut window: Vec<usize> = (start..start + span).collect();
+    // Partial Fisher–Yates: the first `frames` entries are a random subset.
+    for i in 0..clip.frames.min(span) {
+        let j = i + (rng.next_u64() % (span - i) as u64) as usize;
+        window.swap(i, j);
+    }
+    let mut idx: Vec<usize> = window.into_iter().take(clip.frames.min(span)).collect();
+    while idx.len() < clip.frames {
+        idx.push(idx[idx.len() - 1]);
+    }
+    idx.sort_unstable();
+    idx
+}
+
+/// The clip's scale (shortest side drawn from `clip.min_size`, longest capped) and flip.
+fn pick_geometry(
+    w: usize,
+    h: usize,
+    clip: &ClipConfig,
+    rng: &mut SplitMix64,
+) -> (FrameGeometry, bool) {
+    let lo = clip.min_size[0].min(clip.min_size[1]);
+    let hi = clip.min_size[0].max(clip.min_size[1]);
+    let short = lo + (rng.next_u64() % (hi - lo + 1) as u64) as usize;
+    let flip = clip.hflip && rng.next_f64() < 0.5;
+    let mut scale = short as f32 / w.min(h) as f32;
+    if (w.max(h) as f32 * scale) > clip.max_size as f32 {
+        scale = clip.max_size as f32 / w.max(h) as f32;
+    }
+    let rw = ((w as f32 * scale).round() as usize).max(1);
+    let rh = ((h as f32 * scale).round() as usize).max(1);
+    let pad = |x: usize| x.div_ceil(SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY;
+    let geometry = FrameGeometry {
+        orig_width: w,
+        orig_height: h,
+        scale,
+        resized_width: rw,
+        resized_height: rh,
+        padded_width: pad(rw),
+        padded_height: pad(rh),
+    };
+    (geometry, flip)
 }
 
 /// Training videos made on the fly: the i-th clip of a run comes from video `i` of a synthetic
@@ -378,9 +382,8 @@ impl SynthStream {
         if index != self.next {
             self.restart(index);
         }
-        let (i, v) = self.rx.recv().map_err(|_| TrainError::Data {
-            file: "data.synth_stream".into(),
-            reason: "the synthetic video worker stopped".into(),
+        let (i, v) = self.rx.recv().map_err(|_| {
+            TrainError::data("data.synth_stream", "the synthetic video worker stopped")
         })?;
         debug_assert_eq!(i, index);
         self.next = index + 1;
@@ -426,10 +429,7 @@ pub fn make_stream_video(
             .encode(rgb, v.width, v.height, image::ExtendedColorType::Rgb8)
             .and_then(|_| image::load_from_memory(&jpeg))
             .map(|img| frames.push(img.to_rgb8().into_raw()))
-            .map_err(|e| TrainError::Data {
-                file: format!("synthetic stream video {index}"),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| TrainError::data(format!("synthetic stream video {index}"), e))?;
     }
     let objects = v
         .objects

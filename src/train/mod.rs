@@ -42,9 +42,14 @@ pub enum TrainError {
 
 impl TrainError {
     pub fn io(path: &Path, e: std::io::Error) -> Self {
+        Self::data(path.display(), e)
+    }
+
+    /// A [`TrainError::Data`]: what was read (a file, a video) and what is wrong with it.
+    pub fn data(file: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
         TrainError::Data {
-            file: path.display().to_string(),
-            reason: e.to_string(),
+            file: file.to_string(),
+            reason: reason.to_string(),
         }
     }
 }

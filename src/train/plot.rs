@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 use serde_json::Value;
 
@@ -109,9 +110,98 @@ fn smooth(points: &[(f64, f64)], k: usize) -> Vec<(f64, f64)> {
 }
 
 fn draw_err<E: std::fmt::Debug>(out: &Path) -> impl Fn(E) -> TrainError + '_ {
-    move |e| TrainError::Data {
-        file: out.display().to_string(),
-        reason: format!("drawing the training plot: {e:?}"),
+    move |e| TrainError::data(out.display(), format!("drawing the training plot: {e:?}"))
+}
+
+const PALETTE: [RGBColor; 13] = [
+    BLACK,
+    RED,
+    BLUE,
+    GREEN,
+    MAGENTA,
+    CYAN,
+    RGBColor(230, 140, 0),
+    RGBColor(120, 120, 120),
+    RGBColor(140, 70, 20),
+    RGBColor(0, 130, 90),
+    RGBColor(130, 0, 200),
+    RGBColor(200, 170, 0),
+    RGBColor(255, 105, 180),
+];
+
+/// One chart of the picture: series over iterations.
+struct Panel<'a> {
+    title: &'a str,
+    caption_size: u32,
+    y_label_area: u32,
+    /// A dot at every point too (sparse series: evaluations).
+    dots: bool,
+    /// The first series' colour in [`PALETTE`].
+    first_colour: usize,
+    legend: SeriesLabelPosition,
+    y_label: &'a dyn Fn(&f64) -> String,
+    /// Titles, ticks and legend (only when a font was found).
+    text: bool,
+}
+
+impl Panel<'_> {
+    /// Draws `series` on `area` over iterations 0..`max_it` and the y axis `y` (errors name
+    /// `out`).
+    fn draw<Y>(
+        &self,
+        area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+        max_it: f64,
+        y: Y,
+        series: &[Series<'_>],
+        out: &Path,
+    ) -> Result<(), TrainError>
+    where
+        Y: AsRangedCoord<Value = f64>,
+        Y::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    {
+        let err = draw_err(out);
+        let mut b = ChartBuilder::on(area);
+        b.margin(10);
+        if self.text {
+            b.caption(self.title, ("sans-serif", self.caption_size))
+                .x_label_area_size(30)
+                .y_label_area_size(self.y_label_area);
+        }
+        let mut chart = b.build_cartesian_2d(0f64..max_it, y).map_err(&err)?;
+        if self.text {
+            chart
+                .configure_mesh()
+                .x_desc("iteration")
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .y_label_formatter(self.y_label)
+                .draw()
+                .map_err(&err)?;
+        }
+        for (i, (name, pts)) in series.iter().enumerate() {
+            let colour = PALETTE[(i + self.first_colour) % PALETTE.len()];
+            if self.dots {
+                chart
+                    .draw_series(pts.iter().map(|p| Circle::new(*p, 3, colour.filled())))
+                    .map_err(&err)?;
+            }
+            let s = chart
+                .draw_series(LineSeries::new(pts.iter().copied(), colour))
+                .map_err(&err)?;
+            if self.text {
+                s.label(*name)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour));
+            }
+        }
+        if self.text {
+            chart
+                .configure_series_labels()
+                .position(self.legend.clone())
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(&err)?;
+        }
+        Ok(())
     }
 }
 
@@ -132,21 +222,6 @@ pub fn write_plot(metrics: &Path, out: &Path) -> Result<(), TrainError> {
         .map(|l| l.0)
         .chain(c.evals.iter().map(|e| e.0))
         .fold(1.0f64, f64::max);
-    let palette = [
-        &BLACK,
-        &RED,
-        &BLUE,
-        &GREEN,
-        &MAGENTA,
-        &CYAN,
-        &RGBColor(230, 140, 0),
-        &RGBColor(120, 120, 120),
-        &RGBColor(140, 70, 20),
-        &RGBColor(0, 130, 90),
-        &RGBColor(130, 0, 200),
-        &RGBColor(200, 170, 0),
-        &RGBColor(255, 105, 180),
-    ];
 
     // Loss parts.
     let series: Vec<Series> = PARTS
@@ -173,46 +248,17 @@ pub fn write_plot(metrics: &Path, out: &Path) -> Result<(), TrainError> {
     } else {
         (0.01, 100.0)
     };
-    let mut b = ChartBuilder::on(top);
-    b.margin(10);
-    if text {
-        b.caption(
-            "training loss parts (moving average of 10 logs)",
-            ("sans-serif", 20),
-        )
-        .x_label_area_size(30)
-        .y_label_area_size(50);
-    }
-    let mut chart = b
-        .build_cartesian_2d(0f64..max_it, (lo..hi).log_scale())
-        .map_err(&err)?;
-    if text {
-        chart
-            .configure_mesh()
-            .x_desc("iteration")
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| short_number(*y))
-            .draw()
-            .map_err(&err)?;
-    }
-    for (i, (name, pts)) in series.iter().enumerate() {
-        let colour = palette[i % palette.len()];
-        let s = chart
-            .draw_series(LineSeries::new(pts.iter().copied(), colour))
-            .map_err(&err)?;
-        if text {
-            s.label(*name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour));
-        }
-    }
-    if text {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(&err)?;
-    }
+    let losses = Panel {
+        title: "training loss parts (moving average of 10 logs)",
+        caption_size: 20,
+        y_label_area: 50,
+        dots: false,
+        first_colour: 0,
+        legend: SeriesLabelPosition::MiddleRight,
+        y_label: &|y| short_number(*y),
+        text,
+    };
+    losses.draw(top, max_it, (lo..hi).log_scale(), &series, out)?;
 
     // Validation and probe, in percent.
     let panels: [(&str, Vec<Series>); 2] = [
@@ -246,47 +292,17 @@ pub fn write_plot(metrics: &Path, out: &Path) -> Result<(), TrainError> {
         ),
     ];
     for (area, (title, lines)) in lower.iter().zip(panels) {
-        let mut b = ChartBuilder::on(area);
-        b.margin(10);
-        if text {
-            b.caption(title, ("sans-serif", 18))
-                .x_label_area_size(30)
-                .y_label_area_size(40);
-        }
-        let mut chart = b
-            .build_cartesian_2d(0f64..max_it, 0f64..100f64)
-            .map_err(&err)?;
-        if text {
-            chart
-                .configure_mesh()
-                .x_desc("iteration")
-                .x_label_formatter(&|x| format!("{x:.0}"))
-                .y_label_formatter(&|y| format!("{y:.0}"))
-                .draw()
-                .map_err(&err)?;
-        }
-        for (i, (name, pts)) in lines.into_iter().enumerate() {
-            let colour = palette[(i + 1) % palette.len()];
-            chart
-                .draw_series(pts.iter().map(|p| Circle::new(*p, 3, colour.filled())))
-                .map_err(&err)?;
-            let s = chart
-                .draw_series(LineSeries::new(pts.clone(), colour))
-                .map_err(&err)?;
-            if text {
-                s.label(name)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour));
-            }
-        }
-        if text {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(&err)?;
-        }
+        let percent = Panel {
+            title,
+            caption_size: 18,
+            y_label_area: 40,
+            dots: true,
+            first_colour: 1,
+            legend: SeriesLabelPosition::UpperLeft,
+            y_label: &|y| format!("{y:.0}"),
+            text,
+        };
+        percent.draw(area, max_it, 0f64..100f64, &lines, out)?;
     }
     root.present().map_err(&err)?;
     Ok(())

@@ -99,10 +99,7 @@ pub fn roi_features(
                 &g,
                 model.device(),
             )
-            .map_err(|e| TrainError::Data {
-                file: format!("probe video {}", v.id),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| TrainError::data(format!("probe video {}", v.id), e))?;
             let trunk = model.forward_trunk(&image, false)?;
             let n = boxes.len() / 4;
             let boxes = Tensor::from_vec(boxes, (n, 4), model.device())?;
@@ -123,10 +120,10 @@ pub fn fit_and_score(
     let dev = Device::Cpu;
     let (n, d) = (fit.0.len(), fit.0.first().map_or(0, Vec::len));
     if n == 0 || d == 0 || test.0.is_empty() {
-        return Err(TrainError::Data {
-            file: "probe".into(),
-            reason: "no ground-truth objects to probe".into(),
-        });
+        return Err(TrainError::data(
+            "probe",
+            "no ground-truth objects to probe",
+        ));
     }
     let matrix = |rows: &[Vec<f32>]| -> candle_core::Result<Tensor> {
         Tensor::from_vec(rows.concat(), (rows.len(), d), &dev)

@@ -180,10 +180,8 @@ fn default_checkpoint_every() -> usize {
 
 impl TrainConfig {
     pub fn from_file(path: &Path) -> Result<Self, TrainError> {
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::Data {
-            file: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| TrainError::data(path.display(), e))?;
         let cfg: Self = toml::from_str(&text).map_err(|e| TrainError::Config {
             file: path.display().to_string(),
             reason: e.to_string(),
@@ -323,9 +321,8 @@ impl Trainer {
                 reason: "lock".into(),
             })?;
             for (k, var) in vars.iter() {
-                let t = tensors.get(k).ok_or_else(|| TrainError::Data {
-                    file: weights.display().to_string(),
-                    reason: format!("missing weight `{k}`"),
+                let t = tensors.get(k).ok_or_else(|| {
+                    TrainError::data(weights.display(), format!("missing weight `{k}`"))
                 })?;
                 var.set(t)?;
             }
@@ -343,11 +340,8 @@ impl Trainer {
         self.opt.load_state_tensors(optim, st.optimizer_step);
         if let Some(ema) = &mut self.ema {
             let p = dir.join(format!("{name}.ema.safetensors"));
-            let avg =
-                candle_core::safetensors::load(&p, &self.device).map_err(|e| TrainError::Data {
-                    file: p.display().to_string(),
-                    reason: e.to_string(),
-                })?;
+            let avg = candle_core::safetensors::load(&p, &self.device)
+                .map_err(|e| TrainError::data(p.display(), e))?;
             ema.load(&avg, st.optimizer_step)?;
         }
         self.rng = SplitMix64::from_state(st.rng_state);
