@@ -105,16 +105,13 @@ pub fn plot_bench(input: &Path, out: &Path) -> anyhow::Result<()> {
         .x_desc("ms")
         .draw()
         .map_err(|e| err(&e))?;
-    let colours = [
-        RGBColor(120, 120, 120),
-        RGBColor(31, 119, 180),
-        RGBColor(255, 127, 14),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-        RGBColor(148, 103, 189),
-    ];
+    // Grey for the first part (host-side work), then the product's one palette.
+    let colour = |k: usize| {
+        let [r, g, b] = inspro::render::series_colour(k, [120, 120, 120]);
+        RGBColor(r, g, b)
+    };
     for (k, (_, name)) in PARTS.iter().enumerate() {
-        let c = colours[k];
+        let c = colour(k);
         let rects: Vec<_> = rows
             .iter()
             .enumerate()

@@ -45,6 +45,15 @@ pub fn colour(id: u64) -> [u8; 3] {
     PALETTE[(id % PALETTE.len() as u64) as usize]
 }
 
+/// A chart's series `i`: `first` (a neutral colour for the total or the rest), then the tracks'
+/// palette in order, so every picture the product draws uses one set of colours.
+pub fn series_colour(i: usize, first: [u8; 3]) -> [u8; 3] {
+    match i.checked_sub(1) {
+        None => first,
+        Some(k) => colour(k as u64),
+    }
+}
+
 /// Mask opacity out of 255.
 const MASK_ALPHA: u8 = 110;
 

@@ -113,21 +113,11 @@ fn draw_err<E: std::fmt::Debug>(out: &Path) -> impl Fn(E) -> TrainError + '_ {
     move |e| TrainError::data(out.display(), format!("drawing the training plot: {e:?}"))
 }
 
-const PALETTE: [RGBColor; 13] = [
-    BLACK,
-    RED,
-    BLUE,
-    GREEN,
-    MAGENTA,
-    CYAN,
-    RGBColor(230, 140, 0),
-    RGBColor(120, 120, 120),
-    RGBColor(140, 70, 20),
-    RGBColor(0, 130, 90),
-    RGBColor(130, 0, 200),
-    RGBColor(200, 170, 0),
-    RGBColor(255, 105, 180),
-];
+/// Series `i`'s colour: black, then the product's one palette.
+fn series_colour(i: usize) -> RGBColor {
+    let [r, g, b] = crate::render::series_colour(i, [0, 0, 0]);
+    RGBColor(r, g, b)
+}
 
 /// One chart of the picture: series over iterations.
 struct Panel<'a> {
@@ -136,7 +126,7 @@ struct Panel<'a> {
     y_label_area: u32,
     /// A dot at every point too (sparse series: evaluations).
     dots: bool,
-    /// The first series' colour in [`PALETTE`].
+    /// The first series' colour ([`series_colour`]).
     first_colour: usize,
     legend: SeriesLabelPosition,
     y_label: &'a dyn Fn(&f64) -> String,
@@ -178,7 +168,7 @@ impl Panel<'_> {
                 .map_err(&err)?;
         }
         for (i, (name, pts)) in series.iter().enumerate() {
-            let colour = PALETTE[(i + self.first_colour) % PALETTE.len()];
+            let colour = series_colour(i + self.first_colour);
             if self.dots {
                 chart
                     .draw_series(pts.iter().map(|p| Circle::new(*p, 3, colour.filled())))
