@@ -9,12 +9,17 @@
 //!   (widened to hold 0). [`Scheme::Cpu`]: uint8 asymmetric, a Conv's bias int32 at
 //!   `x_scale · w_scale[o]` (ONNX Runtime's QLinearConv). [`Scheme::Tensorrt`]: int8 symmetric
 //!   (zero point 0), biases float (TensorRT's explicit quantization takes nothing else).
-//! - Quantized tensors: the activation inputs and the outputs of those operations, and the
-//!   outputs of residual `Add`s whose two inputs are quantized. CPU: a `Relu` right after such
+//! - Quantized tensors: the activation inputs of those operations, the outputs of the
+//!   convolutions and of the matrix products that feed another quantized product (the rest
+//!   write float: QGemm / MatMulIntegerToFloat), and the outputs of residual `Add`s whose two
+//!   inputs are quantized. CPU: a `Relu` right after such
 //!   an output is folded into its QuantizeLinear (the tensor is calibrated after the Relu, range
 //!   from 0, so the uint8 clamp at the zero point is the Relu); TensorRT fuses Relus itself.
 //! - Linear layers written as `Gemm` (2-D inputs) keep their bias inside, int32 on the CPU
 //!   (ONNX Runtime's QGemm), float for TensorRT.
+//! - A nearest-neighbour `Resize` of a quantized tensor (the FPN's top-down path) gets its
+//!   input's scale and zero point, so ONNX Runtime runs it on uint8 and the FPN's sums are
+//!   QLinearAdds.
 //! - Matrix products of two runtime tensors (dynamic convolutions, attention) stay float.
 //!
 //! [`plan`] picks the tensors on the float graph; [`observe`] makes that graph output them for
@@ -48,6 +53,9 @@ crate::enum_names!(Scheme {
 pub struct Plan {
     pub tensors: Vec<String>,
     folds: Vec<(usize, usize)>,
+    /// (output, input) of nearest-neighbour Resizes of a quantized tensor: the output takes the
+    /// input's scale and zero point (the same values), so the Resize runs on uint8.
+    same_as: Vec<(String, String)>,
 }
 
 /// What was quantized, for the manifest.
@@ -124,6 +132,28 @@ fn qop(n: &Node, consts: &HashMap<&str, usize>, g: &Graph, s: &HashSet<String>) 
     }
 }
 
+/// A nearest-neighbour `Resize` (the FPN's top-down path): its output holds only input values.
+fn is_nearest_resize(n: &Node) -> bool {
+    n.op == "Resize"
+        && n.attrs
+            .iter()
+            .any(|(k, v)| k == "mode" && matches!(v, Attr::Str(m) if m == "nearest"))
+}
+
+/// Whether a quantized Conv, MatMul or Gemm takes tensor `t` as its activation input.
+fn feeds_product(
+    t: &str,
+    users: &HashMap<&str, Vec<usize>>,
+    consts: &HashMap<&str, usize>,
+    g: &Graph,
+) -> bool {
+    let none = HashSet::new();
+    users.get(t).into_iter().flatten().any(|&c| {
+        let n = &g.nodes[c];
+        n.inputs[0] == t && qop(n, consts, g, &none).is_some_and(|k| k != QOp::Add)
+    })
+}
+
 /// The tensors to quantize and the Relus to fold, on the float graph.
 pub fn plan(g: &Graph, scheme: Scheme) -> Plan {
     let users = consumers(g);
@@ -136,6 +166,12 @@ pub fn plan(g: &Graph, scheme: Scheme) -> Plan {
         }
     };
     for (i, n) in g.nodes.iter().enumerate() {
+        if is_nearest_resize(n) && s.contains(&n.inputs[0]) {
+            s.insert(n.outputs[0].clone());
+            plan.same_as
+                .push((n.outputs[0].clone(), n.inputs[0].clone()));
+            continue;
+        }
         let Some(op) = qop(n, &consts, g, &s) else {
             continue;
         };
@@ -147,6 +183,16 @@ pub fn plan(g: &Graph, scheme: Scheme) -> Plan {
             Some(&[r]) if g.nodes[r].op == "Relu" && scheme == Scheme::Cpu => Some(r),
             _ => None,
         };
+        // A matrix product's output stays float unless another quantized product reads it:
+        // ONNX Runtime's QGemm / MatMulIntegerToFloat write float directly, and a Q/DQ pair
+        // before float work (the dynamic convolutions) would only cost two passes and precision.
+        // A convolution always has a quantized output (QLinearConv has no float one).
+        if op != QOp::Conv && op != QOp::Add {
+            let last = relu.map_or(out, |r| g.nodes[r].outputs[0].as_str());
+            if !feeds_product(last, &users, &consts, g) {
+                continue;
+            }
+        }
         match relu {
             Some(r) => {
                 plan.folds.push((i, r));
@@ -241,6 +287,12 @@ pub fn quantize(
         let s = g.push_initializer(format!("{t}:scale"), DataType::Float, &[], le_f32(&[scale]));
         let z = g.push_initializer(format!("{t}:zero_point"), zp_type, &[], vec![zp]);
         params.insert(t.clone(), (s, z, scale));
+    }
+    for (out, input) in &plan.same_as {
+        let p = params.get(input).cloned().ok_or_else(|| {
+            ExportError::Quantize(format!("`{out}` resizes `{input}`, which is not quantized"))
+        })?;
+        params.insert(out.clone(), p);
     }
     // Fold the Relus: the producer writes the Relu's output, the Relu goes.
     let mut dropped = HashSet::new();
@@ -470,6 +522,56 @@ mod tests {
         let (_, z) = activation_params(2.0, 3.0);
         assert_eq!(z, 0);
         assert!((symmetric_scale(-2.0, 1.0) - 2.0 / 127.0).abs() < 1e-7);
+    }
+
+    #[test]
+    fn products_feeding_float_work_write_float_and_nearest_resizes_share_their_input() {
+        let mut g = Graph::new("t");
+        let x = g.input("x", DataType::Float, &[4, 8]);
+        let w1 = g.init_f32("w1", &[8, 8], &[0.1; 64]);
+        let w2 = g.init_f32("w2", &[8, 8], &[0.2; 64]);
+        // x → Gemm → Relu → Gemm → MatMul with a runtime tensor (float work).
+        let h = g.op("Gemm", &[&x, &w1], vec![]);
+        let h = g.relu(&h);
+        let y = g.op("Gemm", &[&h, &w2], vec![]);
+        let z = g.matmul(&y, &x);
+        g.output(&z, "z", DataType::Float, &[4, 8]);
+        let p = plan(&g, Scheme::Cpu);
+        // The first product feeds the second: its (folded Relu) output is quantized; the second
+        // feeds only float work: its output is not.
+        assert!(
+            p.tensors.contains(&x) && p.tensors.contains(&h),
+            "{:?}",
+            p.tensors
+        );
+        assert!(!p.tensors.contains(&y), "{:?}", p.tensors);
+        assert_eq!(p.folds.len(), 1);
+
+        let mut g = Graph::new("t");
+        let x = g.input("x", DataType::Float, &[1, 2, 4, 4]);
+        let w = g.init_f32("w", &[2, 2, 1, 1], &[0.5; 4]);
+        let c = g.op("Conv", &[&x, &w], vec![]);
+        let scales = g.const_f32("s", &[4], &[1.0, 1.0, 2.0, 2.0]);
+        let up = g.op(
+            "Resize",
+            &[&c, "", &scales],
+            vec![("mode", Attr::Str("nearest".into()))],
+        );
+        g.output(&up, "up", DataType::Float, &[1, 2, 8, 8]);
+        let p = plan(&g, Scheme::Cpu);
+        assert_eq!(p.same_as, vec![(up.clone(), c.clone())]);
+        let ranges: HashMap<String, (f32, f32)> =
+            p.tensors.iter().map(|t| (t.clone(), (-1.0, 3.0))).collect();
+        quantize(&mut g, &p, &ranges, Scheme::Cpu).expect("quantize");
+        let q = |t: &str| {
+            g.nodes
+                .iter()
+                .find(|n| n.op == "QuantizeLinear" && n.inputs[0] == t)
+                .map(|n| n.inputs[1..].to_vec())
+        };
+        // The Resize's output is quantized with its input's very scale and zero point.
+        assert_eq!(q(&up), q(&c));
+        assert!(q(&c).is_some());
     }
 
     #[test]

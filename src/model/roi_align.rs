@@ -266,7 +266,12 @@ impl CustomOp2 for RoiAlignOp {
                 let (c, h, w) = l1.shape().dims3()?;
                 let features = f32_slice(s1, l1, "features")?;
                 let plans = plan_rois(boxes, h, w, &self.params)?;
-                Ok(pool(features, (c, h, w), &plans, self.params.output_size))
+                let job = Pooling {
+                    dims: (c, h, w),
+                    plans: &plans,
+                    o: self.params.output_size,
+                };
+                Ok(job.pool(features))
             }
             Direction::Adjoint {
                 channels: c,
@@ -283,7 +288,12 @@ impl CustomOp2 for RoiAlignOp {
                         [plans.len(), c, o, o]
                     );
                 }
-                Ok(unpool(grad_out, (c, h, w), &plans, o))
+                let job = Pooling {
+                    dims: (c, h, w),
+                    plans: &plans,
+                    o,
+                };
+                Ok(job.unpool(grad_out))
             }
         }
     }
@@ -309,63 +319,66 @@ impl CustomOp2 for RoiAlignOp {
     }
 }
 
-/// Every box of `plans` pooled from features (C, H, W) → (K, C, o, o).
-fn pool(
-    features: &[f32],
-    (c, h, w): (usize, usize, usize),
-    plans: &[RoiPlan],
+/// The boxes of one RoIAlign call over features of `dims` (C, H, W), `o` x `o` bins each.
+struct Pooling<'a> {
+    dims: (usize, usize, usize),
+    plans: &'a [RoiPlan],
     o: usize,
-) -> (CpuStorage, Shape) {
-    let (k, oo) = (plans.len(), o * o);
-    // Channel-major, so that one (H, W) plane stays in cache for all boxes: (C, K, o, o).
-    let mut by_channel = vec![0.0f32; c * k * oo];
-    if k > 0 {
-        by_channel
-            .par_chunks_mut(k * oo)
-            .zip(features.par_chunks(h * w))
-            .for_each(|(dst, plane)| {
-                let mut row = vec![0.0f32; w];
-                for (plan, out) in plans.iter().zip(dst.chunks_mut(oo)) {
-                    pool_plane(plan, plane, o, &mut row, out);
-                }
-            });
-    }
-    // (C, K, o, o) -> (K, C, o, o)
-    let mut out = vec![0.0f32; k * c * oo];
-    if c > 0 {
-        out.par_chunks_mut(c * oo)
-            .enumerate()
-            .for_each(|(ki, dst)| {
-                for (ch, bin) in dst.chunks_mut(oo).enumerate() {
-                    let src = (ch * k + ki) * oo;
-                    bin.copy_from_slice(&by_channel[src..src + oo]);
-                }
-            });
-    }
-    (CpuStorage::F32(out), Shape::from((k, c, o, o)))
 }
 
-/// The adjoint of [`pool`]: grad_out (K, C, o, o) → grad_features (C, H, W), parallel over
-/// channel planes so the scatter-add has no races.
-fn unpool(
-    grad_out: &[f32],
-    (c, h, w): (usize, usize, usize),
-    plans: &[RoiPlan],
-    o: usize,
-) -> (CpuStorage, Shape) {
-    let mut grad = vec![0.0f32; c * h * w];
-    if h > 0 && w > 0 {
-        grad.par_chunks_mut(h * w)
-            .enumerate()
-            .for_each(|(ch, plane)| {
-                let mut row = vec![0.0f32; w];
-                for (k, plan) in plans.iter().enumerate() {
-                    let g = &grad_out[(k * c + ch) * o * o..(k * c + ch + 1) * o * o];
-                    unpool_plane(plan, g, o, &mut row, plane);
-                }
-            });
+impl Pooling<'_> {
+    /// Every box pooled from features (C, H, W) → (K, C, o, o).
+    fn pool(&self, features: &[f32]) -> (CpuStorage, Shape) {
+        let (c, h, w) = self.dims;
+        let (plans, o) = (self.plans, self.o);
+        let (k, oo) = (plans.len(), o * o);
+        // Channel-major, so that one (H, W) plane stays in cache for all boxes: (C, K, o, o).
+        let mut by_channel = vec![0.0f32; c * k * oo];
+        if k > 0 {
+            by_channel
+                .par_chunks_mut(k * oo)
+                .zip(features.par_chunks(h * w))
+                .for_each(|(dst, plane)| {
+                    let mut row = vec![0.0f32; w];
+                    for (plan, out) in plans.iter().zip(dst.chunks_mut(oo)) {
+                        pool_plane(plan, plane, o, &mut row, out);
+                    }
+                });
+        }
+        // (C, K, o, o) -> (K, C, o, o)
+        let mut out = vec![0.0f32; k * c * oo];
+        if c > 0 {
+            out.par_chunks_mut(c * oo)
+                .enumerate()
+                .for_each(|(ki, dst)| {
+                    for (ch, bin) in dst.chunks_mut(oo).enumerate() {
+                        let src = (ch * k + ki) * oo;
+                        bin.copy_from_slice(&by_channel[src..src + oo]);
+                    }
+                });
+        }
+        (CpuStorage::F32(out), Shape::from((k, c, o, o)))
     }
-    (CpuStorage::F32(grad), Shape::from((c, h, w)))
+
+    /// The adjoint of [`Pooling::pool`]: grad_out (K, C, o, o) → grad_features (C, H, W),
+    /// parallel over channel planes so the scatter-add has no races.
+    fn unpool(&self, grad_out: &[f32]) -> (CpuStorage, Shape) {
+        let (c, h, w) = self.dims;
+        let (plans, o) = (self.plans, self.o);
+        let mut grad = vec![0.0f32; c * h * w];
+        if h > 0 && w > 0 {
+            grad.par_chunks_mut(h * w)
+                .enumerate()
+                .for_each(|(ch, plane)| {
+                    let mut row = vec![0.0f32; w];
+                    for (k, plan) in plans.iter().enumerate() {
+                        let g = &grad_out[(k * c + ch) * o * o..(k * c + ch + 1) * o * o];
+                        unpool_plane(plan, g, o, &mut row, plane);
+                    }
+                });
+        }
+        (CpuStorage::F32(grad), Shape::from((c, h, w)))
+    }
 }
 
 /// Single-level RoIAlign: features (C, H, W) f32 contiguous, boxes_xyxy (K, 4) in input-image pixels.

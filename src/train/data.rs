@@ -201,8 +201,8 @@ pub fn sample_clip_from(
             "the video has no frames",
         ));
     }
-    let idx = pick_frames(v.frames.len(), clip, rng);
-    let (geometry, flip) = pick_geometry(v.width, v.height, clip, rng);
+    let idx = clip.pick_frames(v.frames.len(), rng);
+    let (geometry, flip) = clip.pick_geometry(v.width, v.height, rng);
     let (w, h) = (v.width, v.height);
     let (rw, rh) = (geometry.resized_width, geometry.resized_height);
     let (sx, sy) = geometry.scale_xy();
@@ -275,53 +275,50 @@ pub fn sample_clip_from(
     })
 }
 
-/// `clip.frames` sorted frame indices within a window of `clip.max_span` frames of a video of
-/// `len`; the last is repeated when the video is shorter.
-fn pick_frames(len: usize, clip: &ClipConfig, rng: &mut SplitMix64) -> Vec<usize> {
-    let span = clip.max_span.max(clip.frames).min(len);
-    let start = (rng.next_u64() % (len - span + 1) as u64) as usize;
-    let mut window: Vec<usize> = (start..start + span).collect();
-    // Partial Fisher–Yates: the first `frames` entries are a random subset.
-    for i in 0..clip.frames.min(span) {
-        let j = i + (rng.next_u64() % (span - i) as u64) as usize;
-        window.swap(i, j);
+impl ClipConfig {
+    /// `frames` sorted frame indices within a window of `max_span` frames of a video of `len`;
+    /// the last is repeated when the video is shorter.
+    fn pick_frames(&self, len: usize, rng: &mut SplitMix64) -> Vec<usize> {
+        let span = self.max_span.max(self.frames).min(len);
+        let start = (rng.next_u64() % (len - span + 1) as u64) as usize;
+        let mut window: Vec<usize> = (start..start + span).collect();
+        // Partial Fisher–Yates: the first `frames` entries are a random subset.
+        for i in 0..self.frames.min(span) {
+            let j = i + (rng.next_u64() % (span - i) as u64) as usize;
+            window.swap(i, j);
+        }
+        let mut idx: Vec<usize> = window.into_iter().take(self.frames.min(span)).collect();
+        while idx.len() < self.frames {
+            idx.push(idx[idx.len() - 1]);
+        }
+        idx.sort_unstable();
+        idx
     }
-    let mut idx: Vec<usize> = window.into_iter().take(clip.frames.min(span)).collect();
-    while idx.len() < clip.frames {
-        idx.push(idx[idx.len() - 1]);
-    }
-    idx.sort_unstable();
-    idx
-}
 
-/// The clip's scale (shortest side drawn from `clip.min_size`, longest capped) and flip.
-fn pick_geometry(
-    w: usize,
-    h: usize,
-    clip: &ClipConfig,
-    rng: &mut SplitMix64,
-) -> (FrameGeometry, bool) {
-    let lo = clip.min_size[0].min(clip.min_size[1]);
-    let hi = clip.min_size[0].max(clip.min_size[1]);
-    let short = lo + (rng.next_u64() % (hi - lo + 1) as u64) as usize;
-    let flip = clip.hflip && rng.next_f64() < 0.5;
-    let mut scale = short as f32 / w.min(h) as f32;
-    if (w.max(h) as f32 * scale) > clip.max_size as f32 {
-        scale = clip.max_size as f32 / w.max(h) as f32;
+    /// A w x h video's scale (shortest side drawn from `min_size`, longest capped) and flip.
+    fn pick_geometry(&self, w: usize, h: usize, rng: &mut SplitMix64) -> (FrameGeometry, bool) {
+        let lo = self.min_size[0].min(self.min_size[1]);
+        let hi = self.min_size[0].max(self.min_size[1]);
+        let short = lo + (rng.next_u64() % (hi - lo + 1) as u64) as usize;
+        let flip = self.hflip && rng.next_f64() < 0.5;
+        let mut scale = short as f32 / w.min(h) as f32;
+        if (w.max(h) as f32 * scale) > self.max_size as f32 {
+            scale = self.max_size as f32 / w.max(h) as f32;
+        }
+        let rw = ((w as f32 * scale).round() as usize).max(1);
+        let rh = ((h as f32 * scale).round() as usize).max(1);
+        let pad = |x: usize| x.div_ceil(SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY;
+        let geometry = FrameGeometry {
+            orig_width: w,
+            orig_height: h,
+            scale,
+            resized_width: rw,
+            resized_height: rh,
+            padded_width: pad(rw),
+            padded_height: pad(rh),
+        };
+        (geometry, flip)
     }
-    let rw = ((w as f32 * scale).round() as usize).max(1);
-    let rh = ((h as f32 * scale).round() as usize).max(1);
-    let pad = |x: usize| x.div_ceil(SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY;
-    let geometry = FrameGeometry {
-        orig_width: w,
-        orig_height: h,
-        scale,
-        resized_width: rw,
-        resized_height: rh,
-        padded_width: pad(rw),
-        padded_height: pad(rh),
-    };
-    (geometry, flip)
 }
 
 /// Training videos made on the fly: the i-th clip of a run comes from video `i` of a synthetic
