@@ -4,7 +4,8 @@
 #      at 640x360, 1 and 2 threads, key / non-key frames, by part
 #   2. many cameras: inspro bench --cameras 1,2,4 (tiny and lite-R18, ONNX Runtime)
 #   3. the daemon's overhead against the engine alone (scripts/daemon-overhead.sh, 1 and 4 cameras)
-#   4. cargo bench: RoIAlign and one training step
+#   4. INT8 / float frames/s in alternation (scripts/int8-speed.sh, R50 and lite-R18)
+#   5. cargo bench: RoIAlign and one training step
 # JSON lines go to out/bench.jsonl (one run: the file is started afresh), the by-part picture to
 # out/perf-parts.png. Run it on a quiet machine: other load distorts every number.
 set -euo pipefail
@@ -52,7 +53,11 @@ done
 echo "bench: daemon overhead" >&2
 scripts/daemon-overhead.sh 1 4 | tag | tee -a "$out"
 
-# INT8 / float frames/s per config and thread count, from this run's lines.
+echo "bench: INT8 / float in alternation" >&2
+scripts/int8-speed.sh | tee -a "$out"
+
+# INT8 / float frames/s per config and thread count, from this run's by-part lines (a minute
+# apart; scripts/int8-speed.sh above measures the ratio in alternation).
 python3 - "$out" <<'EOF' >&2
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]

@@ -6,9 +6,10 @@
 #   scripts/daemon-overhead.sh [CAMERAS...]      (default: 1 4)
 #
 # Env: MODEL (default engines/inspro-tiny/model.toml), WEIGHTS (its model.safetensors), SIZE
-# (320x192), FRAMES per clip (300), KIND (onnxruntime), REPEAT (1: how many times each count is
-# measured; the machine's speed drifts by several percent between minutes, so the summary takes
-# the median ratio). Prints one JSON line per measurement and a summary. Like scripts/bench.sh
+# (320x192), FRAMES per clip (900: 7-20 s of daemon), KIND (onnxruntime), REPEAT
+# (3: how many times each count is measured, the counts in alternation; the machine's speed
+# drifts by up to 20 % between minutes, so the summary takes the median ratio and the ratio of
+# the means). Prints one JSON line per measurement and a summary. Like scripts/bench.sh
 # it refuses at a 1-minute load of 0.5 or more (FORCE=1).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,7 +17,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 quiet_or_exit daemon-overhead
 release_bin daemon-overhead "--features edge"
 SIZE="${SIZE:-320x192}"
-FRAMES="${FRAMES:-300}"
+FRAMES="${FRAMES:-900}"
 KIND="${KIND:-onnxruntime}"
 counts=("$@")
 [ ${#counts[@]} -gt 0 ] || counts=(1 4)
@@ -39,7 +40,7 @@ engine_alone() {
   "$bin" bench --engine "$KIND" --model "$MODEL" --weights "$WEIGHTS" --size "$SIZE" \
     --cameras "$1" --seconds 10 --json 2>/dev/null | tail -1
 }
-REPEAT="${REPEAT:-1}"
+REPEAT="${REPEAT:-3}"
 for rep in $(seq "$REPEAT"); do
 for n in "${counts[@]}"; do
   # The engine alone before and after the daemon (the machine's speed drifts; their mean is
@@ -81,7 +82,9 @@ python3 - "$work/lines.jsonl" <<'EOF' >&2
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 for n in sorted({r["cameras"] for r in rows}):
-    ratios = [r["ratio"] for r in rows if r["cameras"] == n]
+    mine = [r for r in rows if r["cameras"] == n]
+    ratios = [r["ratio"] for r in mine]
+    means = statistics.mean(r["daemon_fps"] for r in mine) / statistics.mean(r["engine_fps"] for r in mine)
     print(f"{n} camera(s): daemon / engine alone, median of {len(ratios)}: {100 * statistics.median(ratios):.1f} % "
-          f"(each: {', '.join(f'{100 * x:.1f}' for x in ratios)})")
+          f"(each: {', '.join(f'{100 * x:.1f}' for x in ratios)}); ratio of the means {100 * means:.1f} %")
 EOF
