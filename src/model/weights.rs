@@ -151,9 +151,7 @@ impl SeededInit {
     pub fn new(seed: u64, varmap: VarMap) -> Self {
         Self { seed, varmap }
     }
-}
 
-impl SeededInit {
     fn vars(&self) -> candle_core::Result<std::sync::MutexGuard<'_, HashMap<String, Var>>> {
         self.varmap
             .data()

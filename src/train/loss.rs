@@ -10,13 +10,20 @@ use crate::model::boxes::iou;
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LossConfig {
+    /// λ_cls, the sigmoid focal classification loss's weight. λ_cls, λ_L1, λ_giou and the focal
+    /// α, γ weigh the Hungarian matching cost as well.
     pub class: f32,
+    /// λ_L1 on normalised boxes.
     pub l1: f32,
+    /// λ_giou.
     pub giou: f32,
     /// λ_dedup (0 turns BDL off).
     pub dedup: f32,
+    /// The mask dice loss's weight.
     pub dice: f32,
+    /// The mask sigmoid focal loss's weight.
     pub mask_focal: f32,
+    /// Focal α and γ (classification and mask).
     pub focal_alpha: f32,
     pub focal_gamma: f32,
     /// BDL β.
