@@ -4,7 +4,7 @@
 # both sides alike; prints one JSON line per pair and the median ratio per model and thread count.
 #
 #   scripts/int8-speed.sh            (MODELS="inspro-r50 inspro-lite-r18", THREADS="1 2",
-#                                     ROUNDS=3, RUNS=6 timed frames per call, 640x360)
+#                                     ROUNDS=5, RUNS=6 timed frames per call, 640x360)
 #
 # The float and INT8 engines are exported once into out/engines/<model>-{float,int8} (gather
 # pooler, INT8 calibrated on synthetic frames made here: timing does not depend on the data).
@@ -16,7 +16,7 @@ quiet_or_exit int8-speed
 release_bin int8-speed "--features edge"
 models="${MODELS:-inspro-r50 inspro-lite-r18}"
 threads="${THREADS:-1 2}"
-rounds="${ROUNDS:-3}"
+rounds="${ROUNDS:-5}"
 runs="${RUNS:-6}"
 size="${SIZE:-640x360}"
 echo "int8-speed: $(date -u +%FT%TZ) $(nproc) cores, load=$load, $rounds rounds of $runs frames, $size" >&2
