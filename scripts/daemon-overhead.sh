@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The daemon's overhead: frames/s of the whole daemon (GStreamer decode, engine, tracks, RLE
-# masks, MQTT publish to a real mosquitto) against the engine alone (`inspro bench --cameras`,
-# the same engine path without GStreamer and MQTT), for 1 and 4 cameras, shipped weights.
+# masks, MQTT publish to a real mosquitto) against the engine alone (`inspro bench --cameras
+# --clip`, the same engine path on the same clip's frames, decoded before timing, without
+# GStreamer and MQTT), for 1 and 4 cameras, shipped weights.
 #
 #   scripts/daemon-overhead.sh [CAMERAS...]      (default: 1 4)
 #
@@ -37,7 +38,7 @@ for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && brea
 echo "daemon-overhead: $(date -u +%FT%TZ) $(nproc) cores, load=$load, $MODEL ($KIND), $FRAMES frames of $SIZE per camera" >&2
 
 engine_alone() {
-  "$bin" bench --engine "$KIND" --model "$MODEL" --weights "$WEIGHTS" --size "$SIZE" \
+  "$bin" bench --engine "$KIND" --model "$MODEL" --weights "$WEIGHTS" --clip "$work/clip.mkv" \
     --cameras "$1" --seconds 10 --json 2>/dev/null | tail -1
 }
 REPEAT="${REPEAT:-3}"

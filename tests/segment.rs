@@ -203,3 +203,81 @@ fn a_missing_onnxruntime_library_names_the_setup_script() {
         "{err}"
     );
 }
+
+/// `inspro bench --cameras N --clip FILE`: the engine alone on a video's own frames (the
+/// reference `scripts/daemon-overhead.sh` compares the daemon with), one JSON line per count.
+#[test]
+fn bench_cameras_plays_a_clip_through_the_daemons_engine_path() {
+    if !have("x264enc") || !have("avdec_h264") {
+        panic!("GStreamer x264enc / avdec_h264 missing: run `scripts/setup.sh apt`");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mkv");
+    run(&[
+        "synth",
+        "--clip",
+        clip.to_str().unwrap(),
+        "--size",
+        "200x120",
+        "--frames",
+        "6",
+        "--seed",
+        "5",
+    ]);
+    let text = run(&[
+        "bench",
+        "--engine",
+        "onnxruntime",
+        "--model",
+        TINY,
+        "--cameras",
+        "1,2",
+        "--seconds",
+        "0.3",
+        "--warmup",
+        "1",
+        "--runs",
+        "2",
+        "--json",
+        "--clip",
+        clip.to_str().unwrap(),
+    ]);
+    let runs: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("bench json"))
+        .collect();
+    assert_eq!(runs.len(), 2, "{text}");
+    for (run, n) in runs.iter().zip([1, 2]) {
+        assert_eq!(run["cameras"], n, "{run}");
+        // The clip's size, not --size's default.
+        assert_eq!(run["size"], serde_json::json!([200, 120]), "{run}");
+        let per: Vec<f64> = run["per_camera_fps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(per.len(), n, "{run}");
+        assert!(per.iter().all(|&f| f > 0.0), "{run}");
+    }
+}
+
+#[test]
+fn bench_names_a_clip_it_cannot_read() {
+    let out = Command::new(BIN)
+        .args(["bench", "--engine", "candle", "--model", TINY])
+        .args([
+            "--cameras",
+            "1",
+            "--seconds",
+            "0.1",
+            "--clip",
+            "/nonexistent/clip.mkv",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/clip.mkv"), "{err}");
+}

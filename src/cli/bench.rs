@@ -67,6 +67,10 @@ pub struct BenchArgs {
     /// With --cameras: seconds measured per camera count (after --warmup frames per camera).
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
+    /// With --cameras: every camera plays this video's frames (decoded once before timing, at
+    /// most 512 MiB of them, looped) instead of a synthetic clip; --size is the video's.
+    #[arg(long)]
+    pub clip: Option<PathBuf>,
     /// With --cameras, onnxruntime: sessions per graph (the daemon's `[engine] sessions`);
     /// unset: one per camera, at most four per core.
     #[arg(long)]
@@ -124,6 +128,9 @@ impl BenchArgs {
         }
         if let Some(d) = engine_dir {
             cmd.arg("--engine-dir").arg(d);
+        }
+        if let Some(c) = &self.clip {
+            cmd.arg("--clip").arg(c);
         }
         if let Some(s) = self.sessions {
             cmd.arg("--sessions").arg(s.to_string());

@@ -4,6 +4,7 @@
 //! Runtime's and rayon's pools are fixed per process); the parent prints per-camera and
 //! aggregate frames/s and the aggregate's ratio to the first N.
 
+use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use inspro::frame::FrameRef;
 use inspro::runtime::onnxruntime::available_cores;
 use inspro::runtime::{build_engine, EngineSpec, OrtOptions};
 use inspro::tracking::{StreamProcessor, TrackerConfig};
+use inspro::video::VideoReader;
 use inspro::ytvis::synth::{generate_video, SynthOptions};
 use serde::{Deserialize, Serialize};
 
@@ -53,8 +55,34 @@ fn spec_for(args: &BenchArgs, cameras: usize) -> EngineSpec {
     spec
 }
 
-/// Camera `i`'s frames: a synthetic clip (moving shapes), looped.
-fn clip(args: &BenchArgs, i: usize) -> anyhow::Result<Vec<Vec<u8>>> {
+/// A camera's frames, played in a loop.
+struct Clip {
+    width: usize,
+    height: usize,
+    stride: usize,
+    frames: Vec<Vec<u8>>,
+}
+
+impl Clip {
+    fn frame(&self, k: usize) -> FrameRef<'_> {
+        FrameRef {
+            width: self.width,
+            height: self.height,
+            stride: self.stride,
+            data: &self.frames[k % self.frames.len()],
+        }
+    }
+}
+
+/// The most of a `--clip` video held in memory.
+const CLIP_BYTES: usize = 512 << 20;
+
+/// Camera `i`'s frames: the `--clip` video (the same for every camera, as in
+/// `scripts/daemon-overhead.sh`), else a synthetic clip of moving shapes.
+fn clip(args: &BenchArgs, i: usize, video: Option<&Arc<Clip>>) -> anyhow::Result<Arc<Clip>> {
+    if let Some(v) = video {
+        return Ok(v.clone());
+    }
     let [w, h] = args.size;
     let opts = SynthOptions {
         videos: 1,
@@ -64,20 +92,53 @@ fn clip(args: &BenchArgs, i: usize) -> anyhow::Result<Vec<Vec<u8>>> {
         seed: 1000 + i as u64,
         ..SynthOptions::default()
     };
-    Ok(generate_video(&opts, 0)?.frames)
+    Ok(Arc::new(Clip {
+        width: w,
+        height: h,
+        stride: w * 3,
+        frames: generate_video(&opts, 0)?.frames,
+    }))
+}
+
+/// The frames of `path`, decoded before anything is timed.
+fn read_clip(path: &Path) -> anyhow::Result<Clip> {
+    let input = path.to_string_lossy();
+    let mut reader = VideoReader::open(&input)?;
+    let mut frames = Vec::new();
+    while frames.len() * reader.stride * reader.height < CLIP_BYTES {
+        match reader.next_frame()? {
+            Some(f) => frames.push(f),
+            None => break,
+        }
+    }
+    let clip = Clip {
+        width: reader.width,
+        height: reader.height,
+        stride: reader.stride,
+        frames,
+    };
+    // Stopping early leaves the decoder writing into a closed pipe: its failure is expected.
+    let _ = reader.finish();
+    if clip.frames.is_empty() {
+        bail!("{}: no frames", path.display());
+    }
+    Ok(clip)
 }
 
 /// The child: `n` camera threads, a shared start after each has warmed up, then frames as fast
 /// as the engine takes them for `args.seconds`.
 pub fn child(args: &BenchArgs, n: usize) -> anyhow::Result<()> {
+    let video = match &args.clip {
+        Some(p) => Some(Arc::new(read_clip(p).context("reading --clip")?)),
+        None => None,
+    };
     let spec = spec_for(args, n);
     let built = build_engine(&spec).context("building the engine")?;
-    let [w, h] = args.size;
     let start = Arc::new(Barrier::new(n));
     let span = Duration::from_secs_f64(args.seconds);
     let mut handles = Vec::new();
     for i in 0..n {
-        let frames = clip(args, i)?;
+        let frames = clip(args, i, video.as_ref())?;
         let engine = built.engine.clone();
         let start = start.clone();
         let warmup = args.warmup;
@@ -85,9 +146,8 @@ pub fn child(args: &BenchArgs, n: usize) -> anyhow::Result<()> {
             let mut proc = StreamProcessor::new(engine, TrackerConfig::default());
             let mut k = 0usize;
             let mut next = |proc: &mut StreamProcessor| -> anyhow::Result<()> {
-                let f = FrameRef::packed(w, h, &frames[k % frames.len()]);
+                proc.process(&frames.frame(k))?;
                 k += 1;
-                proc.process(&f)?;
                 Ok(())
             };
             // Every thread reaches the start, also one whose warm-up failed (else the others
@@ -129,7 +189,7 @@ pub fn child(args: &BenchArgs, n: usize) -> anyhow::Result<()> {
     let run = CameraRun {
         engine: built.engine.name(),
         model: built.config().name.clone(),
-        size: args.size,
+        size: video.as_ref().map_or(args.size, |v| [v.width, v.height]),
         cameras: n,
         sessions,
         threads,
