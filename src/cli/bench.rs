@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use candle_core::Device;
-use inspro::export::Pooler;
 use inspro::frame::FrameRef;
 use inspro::model::cost::{macs, Part};
 use inspro::model::preprocess::{preprocess, FrameGeometry};
@@ -16,20 +15,17 @@ use inspro::model::ModelConfig;
 use inspro::runtime::factory::{load_network, prepare_graphs};
 use inspro::runtime::onnxruntime::time_trunk_graph;
 use inspro::runtime::{
-    CandleEngine, Engine, EngineKind, EngineSpec, OrtEngine, OrtOptions, Provider, StreamState,
+    CandleEngine, Engine, EngineKind, EngineSpec, OrtEngine, OrtOptions, StreamState,
 };
 
 use super::bench_cameras;
+use super::engine_args::EngineArgs;
 use super::model::parse_size;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Model config (TOML).
-    #[arg(long)]
-    pub model: PathBuf,
-    /// Weights (safetensors); random weights when absent (timing does not depend on them).
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Frame size.
     #[arg(long, default_value = "640x360", value_parser = parse_size)]
     pub size: [usize; 2],
@@ -44,21 +40,6 @@ pub struct BenchArgs {
     /// Print JSON lines.
     #[arg(long)]
     pub json: bool,
-    /// Engine: `candle` (pure Rust) or `onnxruntime` (the exported graphs, CPU provider).
-    #[arg(long, default_value = "candle", value_parser = |s: &str| s.parse::<EngineKind>())]
-    pub engine: EngineKind,
-    /// For onnxruntime: an engine directory made by `inspro export --trunk`; default: export the
-    /// config (with --weights or random weights) into a temporary directory.
-    #[arg(long)]
-    pub engine_dir: Option<PathBuf>,
-    /// For onnxruntime without --engine-dir: how the exported graphs pool (static | gather);
-    /// unset: the daemon's rule (gather on the CPU, static on GPUs).
-    #[arg(long, value_parser = |s: &str| s.parse::<inspro::export::Pooler>())]
-    pub pooler: Option<inspro::export::Pooler>,
-    /// For onnxruntime: the execution provider (cpu, cuda, tensorrt; falls back to the CPU with
-    /// a warning when the library has no such provider).
-    #[arg(long, default_value = "cpu", value_parser = |s: &str| s.parse::<Provider>())]
-    pub provider: Provider,
     /// Camera counts to measure instead: N synthetic streams at once through the daemon's
     /// engine path (engine and tracks, no MQTT), each count in a child process; prints
     /// per-camera and aggregate frames/s.
@@ -87,16 +68,8 @@ pub struct BenchArgs {
 impl BenchArgs {
     pub(super) fn spec(&self) -> EngineSpec {
         EngineSpec {
-            kind: self.engine,
-            model: Some(self.model.clone()),
-            weights: self.weights.clone(),
-            engine_dir: self.engine_dir.clone(),
-            pooler: Some(
-                self.pooler
-                    .unwrap_or_else(|| Pooler::for_provider(self.provider)),
-            ),
             export_trunk: true,
-            ..EngineSpec::default()
+            ..self.engine.spec()
         }
     }
 
@@ -108,8 +81,6 @@ impl BenchArgs {
     ) -> std::process::Command {
         let mut cmd = std::process::Command::new(exe);
         cmd.arg("bench")
-            .arg("--model")
-            .arg(&self.model)
             .arg("--size")
             .arg(format!("{}x{}", self.size[0], self.size[1]))
             .arg("--runs")
@@ -118,17 +89,8 @@ impl BenchArgs {
             .arg(self.warmup.to_string())
             .arg("--seconds")
             .arg(self.seconds.to_string())
-            .arg("--child")
-            .arg("--engine")
-            .arg(self.engine.to_string())
-            .arg("--provider")
-            .arg(self.provider.to_string());
-        if let Some(w) = &self.weights {
-            cmd.arg("--weights").arg(w);
-        }
-        if let Some(d) = engine_dir {
-            cmd.arg("--engine-dir").arg(d);
-        }
+            .arg("--child");
+        self.engine.pass_to(&mut cmd, engine_dir);
         if let Some(c) = &self.clip {
             cmd.arg("--clip").arg(c);
         }
@@ -147,17 +109,21 @@ impl BenchArgs {
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if args.child {
-        return match (args.cameras.first(), args.engine) {
+        return match (args.cameras.first(), args.engine.kind) {
             (Some(&n), _) => bench_cameras::child(&args, n),
             (None, EngineKind::Candle) => bench_candle(&args),
             (None, EngineKind::Onnxruntime) => bench_onnxruntime(&args),
         };
     }
     // ONNX Runtime: export once (kept until the children are done), time it in every child.
-    let (engine_dir, _exported) = match args.engine {
+    let (engine_dir, _exported) = match args.engine.kind {
         EngineKind::Onnxruntime => {
-            let (dir, temp, _) = prepare_graphs(&args.spec())
-                .with_context(|| format!("exporting {} for the benchmark", args.model.display()))?;
+            let (dir, temp, _) = prepare_graphs(&args.spec()).with_context(|| {
+                format!(
+                    "exporting {} for the benchmark",
+                    args.engine.model.display()
+                )
+            })?;
             (Some(dir), temp)
         }
         EngineKind::Candle => (None, None),
@@ -359,6 +325,7 @@ fn key_frame_parts(
 /// difference), and the bare trunk graph as the reference.
 fn bench_onnxruntime(args: &BenchArgs) -> anyhow::Result<()> {
     let dir = args
+        .engine
         .engine_dir
         .as_ref()
         .context("--engine onnxruntime needs --engine-dir in the child")?;
@@ -368,8 +335,7 @@ fn bench_onnxruntime(args: &BenchArgs) -> anyhow::Result<()> {
         .unwrap_or(2);
     let opts = OrtOptions {
         threads: Some(threads),
-        provider: args.provider,
-        ..OrtOptions::default()
+        ..args.engine.ort()
     };
     let engine = OrtEngine::load(dir, &opts)?;
     let cfg = engine.config().clone();

@@ -47,9 +47,8 @@ pub struct CameraRun {
 fn spec_for(args: &BenchArgs, cameras: usize) -> EngineSpec {
     let mut spec = args.spec();
     spec.ort = OrtOptions {
-        provider: args.provider,
         threads: args.session_threads,
-        ..OrtOptions::default()
+        ..args.engine.ort()
     }
     .share_cores(cameras, available_cores(), args.sessions);
     spec

@@ -5,6 +5,7 @@ mod bench_cameras;
 mod bench_plot;
 #[cfg(feature = "edge")]
 mod config;
+mod engine_args;
 mod export;
 mod import;
 mod model;

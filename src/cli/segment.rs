@@ -10,11 +10,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use inspro::frame::FrameRef;
 use inspro::model::ModelConfig;
 use inspro::render::{self, ContactSheet};
-use inspro::runtime::{build_engine, Engine, EngineKind, EngineSpec, OrtOptions, Provider};
+use inspro::runtime::{build_engine, Engine, EngineSpec};
 use inspro::tracking::video::category_ids;
 use inspro::tracking::{ResultOptions, StreamProcessor, TrackerConfig, VideoAccumulator};
 use inspro::video::{VideoReader, VideoWriter, WriterOptions};
 use inspro::ytvis::{load_ground_truth, VideoResult};
+
+use super::engine_args::EngineArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct SegmentArgs {
@@ -31,33 +33,11 @@ pub struct SegmentArgs {
     /// Where to write the YouTube-VIS results json (required with --ytvis).
     #[arg(long)]
     pub results: Option<PathBuf>,
-    /// Model config (TOML).
-    #[arg(long)]
-    pub model: PathBuf,
-    /// Weights (safetensors). Without them the model is randomly initialised (say so loudly).
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
-    /// Engine: onnxruntime (the exported graphs; CPU, CUDA or TensorRT) or candle (the pure
-    /// Rust reference).
-    #[arg(long, default_value = "onnxruntime", value_parser = |s: &str| s.parse::<EngineKind>())]
-    pub engine: EngineKind,
-    /// For onnxruntime: a directory made by `inspro export`; without it the model is exported
-    /// into a temporary directory first.
-    #[arg(long)]
-    pub engine_dir: Option<PathBuf>,
-    /// For onnxruntime: execution provider (falls back to the CPU with a warning).
-    #[arg(long, default_value = "cpu", value_parser = parse_provider)]
-    pub provider: Provider,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// For onnxruntime: intra-op threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// For onnxruntime with TensorRT: engine and timing cache directory (default:
-    /// <engine dir>/trt_cache).
-    #[arg(long)]
-    pub trt_cache: Option<PathBuf>,
-    /// For onnxruntime: libonnxruntime.so (default: ORT_DYLIB_PATH, then .venv).
-    #[arg(long)]
-    pub ort_library: Option<PathBuf>,
     /// Write an overlay video (Matroska, H.264) with masks, boxes and slot ids.
     #[arg(long)]
     pub overlay: Option<PathBuf>,
@@ -87,25 +67,10 @@ pub struct SegmentArgs {
     pub max_frames: Option<usize>,
 }
 
-fn parse_provider(s: &str) -> Result<Provider, String> {
-    s.parse()
-}
-
 fn engine_spec(args: &SegmentArgs) -> EngineSpec {
-    EngineSpec {
-        kind: args.engine,
-        model: Some(args.model.clone()),
-        weights: args.weights.clone(),
-        engine_dir: args.engine_dir.clone(),
-        ort: OrtOptions {
-            library: args.ort_library.clone(),
-            provider: args.provider,
-            threads: args.threads,
-            trt_cache_dir: args.trt_cache.clone(),
-            ..OrtOptions::default()
-        },
-        ..EngineSpec::default()
-    }
+    let mut spec = args.engine.spec();
+    spec.ort.threads = args.threads;
+    spec
 }
 
 pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {

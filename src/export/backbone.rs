@@ -3,6 +3,7 @@
 
 use super::graph::{Attr, Graph};
 use super::{ExportError, Weights};
+use crate::model::backbone::{resnet_blocks, tiny_convs, BlockConv};
 use crate::model::nn::ConvSpec;
 use crate::model::{BackboneKind, ModelConfig};
 
@@ -118,45 +119,31 @@ fn resnet(
             ("strides", Attr::Ints(vec![2, 2])),
         ],
     );
-    let (depths, bottleneck) = match kind {
-        BackboneKind::Resnet50 => ([3, 4, 6, 3], true),
-        _ => ([2, 2, 2, 2], false),
-    };
     let mut outs = Vec::with_capacity(4);
-    let mut cin = 64;
-    for (i, depth) in depths.iter().enumerate() {
-        let width = 64 << i;
-        let cout = if bottleneck { width * 4 } else { width };
-        for b in 0..*depth {
-            let stride = if b == 0 && i > 0 { 2 } else { 1 };
-            let p = format!("{root}.res{}.{b}", i + 2);
-            // A conv + norm of this block by its key below `p`.
-            let block = |g: &mut Graph, x: &str, key: &str, dims, relu| {
-                conv_bn(g, w, x, &format!("{p}.{key}"), dims, relu)
-            };
-            let y = if bottleneck {
-                let y = block(g, &x, "conv1", (cin, width, 1, 1), true)?;
-                let y = block(g, &y, "conv2", (width, width, 3, stride), true)?;
-                block(g, &y, "conv3", (width, cout, 1, 1), false)?
-            } else {
-                let y = block(g, &x, "conv1", (cin, cout, 3, stride), true)?;
-                block(g, &y, "conv2", (cout, cout, 3, 1), false)?
-            };
-            let has_shortcut = if bottleneck {
-                cin != cout
-            } else {
-                cin != cout || stride != 1
-            };
-            let identity = if has_shortcut {
-                block(g, &x, "shortcut", (cin, cout, 1, stride), false)?
-            } else {
-                x.clone()
-            };
-            let sum = g.add(&y, &identity);
-            x = g.relu(&sum);
-            cin = cout;
+    let blocks = resnet_blocks(kind);
+    for (i, layout) in blocks.iter().enumerate() {
+        let p = format!("{root}.{}", layout.key());
+        // A conv + norm of this block, as its layout lists it.
+        let block = |g: &mut Graph, x: &str, (key, dims, relu): BlockConv| {
+            conv_bn(g, w, x, &format!("{p}.{key}"), dims, relu)
+        };
+        let mut y = x.clone();
+        for conv in layout.convs() {
+            y = block(g, &y, conv)?;
         }
-        outs.push(x.clone());
+        let identity = match layout.shortcut() {
+            Some(conv) => block(g, &x, conv)?,
+            None => x.clone(),
+        };
+        let sum = g.add(&y, &identity);
+        x = g.relu(&sum);
+        // The stage's output: after its last block.
+        if blocks
+            .get(i + 1)
+            .is_none_or(|next| next.stage != layout.stage)
+        {
+            outs.push(x.clone());
+        }
     }
     Ok(outs)
 }
@@ -168,36 +155,26 @@ fn tiny(
     image: &str,
 ) -> Result<Vec<String>, ExportError> {
     let root = "backbone.bottom_up";
-    let tconv = |g: &mut Graph,
-                 x: &str,
-                 prefix: String,
-                 cin: usize,
-                 cout: usize,
-                 stride: usize|
-     -> Result<String, ExportError> {
-        conv(
+    let mut x = image.to_string();
+    let mut outs = Vec::with_capacity(4);
+    for c in tiny_convs(channels) {
+        let spec = ConvSpec::same(c.cin, c.cout, 3, c.stride)
+            .with_bias()
+            .with_relu(true);
+        let prefix = format!("{root}.{}", c.key);
+        x = conv(
             g,
             w,
-            x,
+            &x,
             &ConvExport {
                 prefix: &prefix,
                 norm: None,
-                spec: ConvSpec::same(cin, cout, 3, stride)
-                    .with_bias()
-                    .with_relu(true),
+                spec,
             },
-        )
-    };
-    let stem_c = (channels[0] / 2).max(8);
-    let mut x = tconv(g, image, format!("{root}.stem.conv1"), 3, stem_c, 2)?;
-    let mut cin = stem_c;
-    let mut outs = Vec::with_capacity(4);
-    for (i, &c) in channels.iter().enumerate() {
-        let p = format!("{root}.res{}", i + 2);
-        x = tconv(g, &x, format!("{p}.conv1"), cin, c, 2)?;
-        x = tconv(g, &x, format!("{p}.conv2"), c, c, 1)?;
-        outs.push(x.clone());
-        cin = c;
+        )?;
+        if c.ends_stage {
+            outs.push(x.clone());
+        }
     }
     Ok(outs)
 }

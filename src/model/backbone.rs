@@ -28,42 +28,105 @@ fn conv_bn(
     Conv2d::new(spec, init, vb, Some(norm))
 }
 
-/// A ResNet block: bottleneck (R50) or basic (R18); stride in the 3x3.
+/// One convolution of a ResNet block: its checkpoint key below the block, (cin, cout, kernel,
+/// stride), and whether a ReLU follows its norm.
+pub type BlockConv = (&'static str, (usize, usize, usize, usize), bool);
+
+/// One residual block of detectron2's ResNet, in checkpoint order: the one layout the candle
+/// network, its ONNX export and its FLOP count ([`crate::model::cost::macs`]) walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResBlock {
+    /// Stage 0..=3 (checkpoint `res2`..`res5`) and the block's index in it.
+    pub stage: usize,
+    pub index: usize,
+    pub cin: usize,
+    pub cout: usize,
+    /// Stride 2 in the first block of stages 1..=3 (in the 3x3: STRIDE_IN_1X1 = False).
+    pub stride: usize,
+    /// Bottleneck (R50: 1x1, 3x3, 1x1 at a quarter of `cout`) or basic (R18: two 3x3).
+    pub bottleneck: bool,
+}
+
+impl ResBlock {
+    /// The block's checkpoint key below the trunk: `res<stage + 2>.<index>`.
+    pub fn key(&self) -> String {
+        format!("res{}.{}", self.stage + 2, self.index)
+    }
+
+    /// The main path's convolutions, in order (the last has no ReLU: it comes after the sum).
+    pub fn convs(&self) -> Vec<BlockConv> {
+        let (cin, cout, s) = (self.cin, self.cout, self.stride);
+        if self.bottleneck {
+            let w = cout / 4;
+            vec![
+                ("conv1", (cin, w, 1, 1), true),
+                ("conv2", (w, w, 3, s), true),
+                ("conv3", (w, cout, 1, 1), false),
+            ]
+        } else {
+            vec![
+                ("conv1", (cin, cout, 3, s), true),
+                ("conv2", (cout, cout, 3, 1), false),
+            ]
+        }
+    }
+
+    /// The projection shortcut (`shortcut`, 1x1 with the block's stride), where the identity
+    /// does not fit.
+    pub fn shortcut(&self) -> Option<BlockConv> {
+        (self.cin != self.cout || self.stride != 1).then_some((
+            "shortcut",
+            (self.cin, self.cout, 1, self.stride),
+            false,
+        ))
+    }
+}
+
+/// The blocks of ResNet-50 (3, 4, 6, 3 bottlenecks) or ResNet-18 (2, 2, 2, 2 basic blocks)
+/// after the 64-channel stem; none for the `tiny` trunk.
+pub fn resnet_blocks(kind: BackboneKind) -> Vec<ResBlock> {
+    let (depths, bottleneck) = match kind {
+        BackboneKind::Resnet50 => ([3, 4, 6, 3], true),
+        BackboneKind::Resnet18 => ([2, 2, 2, 2], false),
+        BackboneKind::Tiny => return Vec::new(),
+    };
+    let mut blocks = Vec::new();
+    let mut cin = 64;
+    for (stage, depth) in depths.into_iter().enumerate() {
+        let cout = (64 << stage) * if bottleneck { 4 } else { 1 };
+        for index in 0..depth {
+            let stride = if index == 0 && stage > 0 { 2 } else { 1 };
+            blocks.push(ResBlock {
+                stage,
+                index,
+                cin,
+                cout,
+                stride,
+                bottleneck,
+            });
+            cin = cout;
+        }
+    }
+    blocks
+}
+
+/// A ResNet block's convolutions, built from its [`ResBlock`] layout.
 struct Block {
     convs: Vec<Conv2d>,
     shortcut: Option<Conv2d>,
 }
 
 impl Block {
-    fn bottleneck(
-        vb: VarBuilder,
-        cin: usize,
-        bottleneck: usize,
-        cout: usize,
-        stride: usize,
-    ) -> Result<Self> {
-        let convs = vec![
-            conv_bn(&vb, "conv1", (cin, bottleneck, 1, 1), true)?,
-            conv_bn(&vb, "conv2", (bottleneck, bottleneck, 3, stride), true)?,
-            conv_bn(&vb, "conv3", (bottleneck, cout, 1, 1), false)?,
-        ];
-        let shortcut = if cin != cout {
-            Some(conv_bn(&vb, "shortcut", (cin, cout, 1, stride), false)?)
-        } else {
-            None
-        };
-        Ok(Self { convs, shortcut })
-    }
-
-    fn basic(vb: VarBuilder, cin: usize, cout: usize, stride: usize) -> Result<Self> {
-        let convs = vec![
-            conv_bn(&vb, "conv1", (cin, cout, 3, stride), true)?,
-            conv_bn(&vb, "conv2", (cout, cout, 3, 1), false)?,
-        ];
-        let shortcut = if cin != cout || stride != 1 {
-            Some(conv_bn(&vb, "shortcut", (cin, cout, 1, stride), false)?)
-        } else {
-            None
+    fn new(vb: &VarBuilder, layout: &ResBlock) -> Result<Self> {
+        let vb = vb.pp(layout.key());
+        let convs = layout
+            .convs()
+            .into_iter()
+            .map(|(name, dims, relu)| conv_bn(&vb, name, dims, relu))
+            .collect::<Result<_>>()?;
+        let shortcut = match layout.shortcut() {
+            Some((name, dims, relu)) => Some(conv_bn(&vb, name, dims, relu)?),
+            None => None,
         };
         Ok(Self { convs, shortcut })
     }
@@ -91,28 +154,9 @@ struct ResNet {
 impl ResNet {
     fn new(kind: BackboneKind, vb: VarBuilder) -> Result<Self> {
         let stem = conv_bn(&vb.pp("stem"), "conv1", (3, 64, 7, 2), true)?;
-        let (depths, bottleneck) = match kind {
-            BackboneKind::Resnet50 => ([3, 4, 6, 3], true),
-            _ => ([2, 2, 2, 2], false),
-        };
-        let mut stages = Vec::with_capacity(4);
-        let mut cin = 64;
-        for (i, depth) in depths.iter().enumerate() {
-            let stage_vb = vb.pp(format!("res{}", i + 2));
-            let width = 64 << i;
-            let cout = if bottleneck { width * 4 } else { width };
-            let mut blocks = Vec::with_capacity(*depth);
-            for b in 0..*depth {
-                let stride = if b == 0 && i > 0 { 2 } else { 1 };
-                let bvb = stage_vb.pp(b);
-                blocks.push(if bottleneck {
-                    Block::bottleneck(bvb, cin, width, cout, stride)?
-                } else {
-                    Block::basic(bvb, cin, cout, stride)?
-                });
-                cin = cout;
-            }
-            stages.push(blocks);
+        let mut stages: Vec<Vec<Block>> = (0..4).map(|_| Vec::new()).collect();
+        for layout in resnet_blocks(kind) {
+            stages[layout.stage].push(Block::new(&vb, &layout)?);
         }
         Ok(Self { stem, stages })
     }
@@ -138,53 +182,74 @@ impl ResNet {
     }
 }
 
-/// `tiny`: stem 3x3/2 then, per stage, a 3x3/2 conv and a 3x3 conv, all with bias and ReLU.
-struct Tiny {
-    stem: Conv2d,
-    stages: Vec<[Conv2d; 2]>,
+/// One convolution of the `tiny` trunk: 3x3 with bias and ReLU, no norm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TinyConv {
+    /// Checkpoint key below the trunk: `stem.conv1`, `res<2..5>.conv<1|2>`.
+    pub key: String,
+    pub cin: usize,
+    pub cout: usize,
+    pub stride: usize,
+    /// The last convolution of a stage: its output is C2..C5.
+    pub ends_stage: bool,
 }
 
-fn tiny_conv(
-    vb: &VarBuilder,
-    name: &str,
-    cin: usize,
-    cout: usize,
-    stride: usize,
-) -> Result<Conv2d> {
-    let spec = ConvSpec::same(cin, cout, 3, stride)
-        .with_bias()
-        .with_relu(true);
-    Conv2d::new(
-        spec,
-        kaiming_normal_fan_out(&[cout, cin, 3, 3]),
-        vb.pp(name),
-        None,
-    )
+/// The `tiny` trunk's convolutions in order: a 3x3/2 stem of half the first stage's channels
+/// (at least 8), then per stage a 3x3/2 and a 3x3. The layout the candle network, its export
+/// and its FLOP count walk.
+pub fn tiny_convs(channels: [usize; 4]) -> Vec<TinyConv> {
+    let stem_c = (channels[0] / 2).max(8);
+    let mut convs = vec![TinyConv {
+        key: "stem.conv1".into(),
+        cin: 3,
+        cout: stem_c,
+        stride: 2,
+        ends_stage: false,
+    }];
+    let mut cin = stem_c;
+    for (i, &c) in channels.iter().enumerate() {
+        for (j, stride) in [2, 1].into_iter().enumerate() {
+            convs.push(TinyConv {
+                key: format!("res{}.conv{}", i + 2, j + 1),
+                cin,
+                cout: c,
+                stride,
+                ends_stage: j == 1,
+            });
+            cin = c;
+        }
+    }
+    convs
+}
+
+/// `tiny`: [`tiny_convs`], each with bias and ReLU.
+struct Tiny {
+    convs: Vec<(Conv2d, bool)>,
 }
 
 impl Tiny {
     fn new(channels: [usize; 4], vb: VarBuilder) -> Result<Self> {
-        let stem_c = (channels[0] / 2).max(8);
-        let stem = tiny_conv(&vb.pp("stem"), "conv1", 3, stem_c, 2)?;
-        let mut stages = Vec::with_capacity(4);
-        let mut cin = stem_c;
-        for (i, &c) in channels.iter().enumerate() {
-            let svb = vb.pp(format!("res{}", i + 2));
-            stages.push([
-                tiny_conv(&svb, "conv1", cin, c, 2)?,
-                tiny_conv(&svb, "conv2", c, c, 1)?,
-            ]);
-            cin = c;
-        }
-        Ok(Self { stem, stages })
+        let convs = tiny_convs(channels)
+            .into_iter()
+            .map(|c| {
+                let spec = ConvSpec::same(c.cin, c.cout, 3, c.stride)
+                    .with_bias()
+                    .with_relu(true);
+                let init = kaiming_normal_fan_out(&[c.cout, c.cin, 3, 3]);
+                Ok((Conv2d::new(spec, init, vb.pp(&c.key), None)?, c.ends_stage))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { convs })
     }
 
     fn forward(&self, x: &Tensor) -> Result<BackboneFeatures> {
-        let mut x = self.stem.forward(x)?; // (1, C, H/2, W/2)
+        let mut x = x.clone();
         let mut outs = Vec::with_capacity(4);
-        for [a, b] in &self.stages {
-            x = b.forward(&a.forward(&x)?)?;
-            outs.push(x.clone());
+        for (conv, ends_stage) in &self.convs {
+            x = conv.forward(&x)?;
+            if *ends_stage {
+                outs.push(x.clone());
+            }
         }
         into_features(outs)
     }

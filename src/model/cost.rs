@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use candle_core::{Device, Tensor};
 
+use super::backbone::{resnet_blocks, tiny_convs};
 use super::config::{BackboneKind, ModelConfig};
 use super::inspro::InsPro;
 use super::weights::{var_builder, ParamRequest, ParamSource};
@@ -102,46 +103,29 @@ pub fn macs(cfg: &ModelConfig, width: usize, height: usize, stages: usize) -> BT
     match cfg.backbone {
         BackboneKind::Resnet50 | BackboneKind::Resnet18 => {
             backbone += conv(3, 64, 7, h2, w2);
-            let bottleneck = cfg.backbone == BackboneKind::Resnet50;
-            let depths = if bottleneck {
-                [3, 4, 6, 3]
-            } else {
-                [2, 2, 2, 2]
-            };
-            let mut cin = 64;
-            for (i, depth) in depths.iter().enumerate() {
-                let (h, w) = sizes[i];
-                let width_c = 64 << i;
-                let cout = if bottleneck { width_c * 4 } else { width_c };
-                for b in 0..*depth {
-                    let (hin, win) = if b == 0 && i > 0 {
-                        sizes[i - 1]
-                    } else {
-                        (h, w)
-                    };
-                    if bottleneck {
-                        backbone += conv(cin, width_c, 1, hin, win);
-                        backbone += conv(width_c, width_c, 3, h, w);
-                        backbone += conv(width_c, cout, 1, h, w);
-                    } else {
-                        backbone += conv(cin, cout, 3, h, w);
-                        backbone += conv(cout, cout, 3, h, w);
-                    }
-                    if cin != cout || (b == 0 && i > 0) {
-                        backbone += conv(cin, cout, 1, h, w);
-                    }
-                    cin = cout;
+            // Each convolution at its output size: a block's input is the previous stage's
+            // size, its stride (in the first conv that has one) brings it to its own.
+            for b in resnet_blocks(cfg.backbone) {
+                let mut size = if b.stride > 1 {
+                    sizes[b.stage - 1]
+                } else {
+                    sizes[b.stage]
+                };
+                for (_, (cin, cout, k, stride), _) in b.convs() {
+                    size = (down(size.0, stride), down(size.1, stride));
+                    backbone += conv(cin, cout, k, size.0, size.1);
+                }
+                if let Some((_, (cin, cout, k, _), _)) = b.shortcut() {
+                    let (h, w) = sizes[b.stage];
+                    backbone += conv(cin, cout, k, h, w);
                 }
             }
         }
         BackboneKind::Tiny => {
-            let stem_c = (cfg.tiny_channels[0] / 2).max(8);
-            backbone += conv(3, stem_c, 3, h2, w2);
-            let mut cin = stem_c;
-            for (i, &c) in cfg.tiny_channels.iter().enumerate() {
-                let (h, w) = sizes[i];
-                backbone += conv(cin, c, 3, h, w) + conv(c, c, 3, h, w);
-                cin = c;
+            let mut size = (height, width);
+            for c in tiny_convs(cfg.tiny_channels) {
+                size = (down(size.0, c.stride), down(size.1, c.stride));
+                backbone += conv(c.cin, c.cout, 3, size.0, size.1);
             }
         }
     }

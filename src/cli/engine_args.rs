@@ -1,0 +1,92 @@
+//! The engine flags `inspro segment` and `inspro bench` share: one spelling, one default and one
+//! mapping onto the factory's [`EngineSpec`] (the daemon reads the same settings from its
+//! `[model]` / `[engine]` sections).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use inspro::export::Pooler;
+use inspro::runtime::{EngineKind, EngineSpec, OrtOptions, Provider};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Model config (TOML).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Weights (safetensors). Without them the model is randomly initialised (said loudly; a
+    /// benchmark's timing does not depend on them).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Engine: onnxruntime (the exported graphs; CPU, CUDA or TensorRT) or candle (the pure
+    /// Rust reference).
+    #[arg(long = "engine", default_value = "onnxruntime", value_parser = |s: &str| s.parse::<EngineKind>())]
+    pub kind: EngineKind,
+    /// For onnxruntime: a directory made by `inspro export`; without it the model is exported
+    /// into a temporary directory first.
+    #[arg(long)]
+    pub engine_dir: Option<PathBuf>,
+    /// For onnxruntime without --engine-dir: how the exported graphs pool (static | gather);
+    /// unset: the daemon's rule (gather on the CPU, static on GPUs).
+    #[arg(long, value_parser = |s: &str| s.parse::<Pooler>())]
+    pub pooler: Option<Pooler>,
+    /// For onnxruntime: the execution provider (cpu, cuda, tensorrt; falls back to the CPU with
+    /// a warning when the library has no such provider).
+    #[arg(long, default_value = "cpu", value_parser = |s: &str| s.parse::<Provider>())]
+    pub provider: Provider,
+    /// For onnxruntime with TensorRT: engine and timing cache directory (default:
+    /// <engine dir>/trt_cache).
+    #[arg(long)]
+    pub trt_cache: Option<PathBuf>,
+    /// For onnxruntime: libonnxruntime.so (default: ORT_DYLIB_PATH, then .venv).
+    #[arg(long)]
+    pub ort_library: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    /// ONNX Runtime's settings from these flags (threads and sessions are the command's).
+    pub fn ort(&self) -> OrtOptions {
+        OrtOptions {
+            library: self.ort_library.clone(),
+            provider: self.provider,
+            trt_cache_dir: self.trt_cache.clone(),
+            ..OrtOptions::default()
+        }
+    }
+
+    pub fn spec(&self) -> EngineSpec {
+        EngineSpec {
+            kind: self.kind,
+            model: Some(self.model.clone()),
+            weights: self.weights.clone(),
+            engine_dir: self.engine_dir.clone(),
+            pooler: self.pooler,
+            ort: self.ort(),
+            ..EngineSpec::default()
+        }
+    }
+
+    /// The same flags on a child process of this command, with `engine_dir` instead of the
+    /// flag's (a benchmark exports once and times the graphs in every child).
+    pub fn pass_to(&self, cmd: &mut Command, engine_dir: Option<&std::path::Path>) {
+        cmd.arg("--model")
+            .arg(&self.model)
+            .arg("--engine")
+            .arg(self.kind.to_string())
+            .arg("--provider")
+            .arg(self.provider.to_string());
+        let optional = [
+            ("--weights", self.weights.as_deref()),
+            ("--engine-dir", engine_dir),
+            ("--trt-cache", self.trt_cache.as_deref()),
+            ("--ort-library", self.ort_library.as_deref()),
+        ];
+        for (flag, value) in optional {
+            if let Some(v) = value {
+                cmd.arg(flag).arg(v);
+            }
+        }
+        if let Some(p) = self.pooler {
+            cmd.arg("--pooler").arg(p.to_string());
+        }
+    }
+}
