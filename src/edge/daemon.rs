@@ -445,8 +445,10 @@ impl EngineThread {
             .events_filtered
             .store(self.builder.filtered, Relaxed);
         if born > 0 {
-            // On disk before the `new` events can be: a crash never leaves a track unended.
+            // On disk before the `new` events can be: a crash never leaves a track unended. (Ends
+            // and refreshes are not waited for: a crash before them repeats an `end`, at worst.)
             self.persist(info);
+            self.state.flush();
         }
         self.cam
             .events_suppressed

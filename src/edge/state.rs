@@ -1,13 +1,16 @@
 //! Open tracks survive a crash: each camera's engine thread keeps `tracks-<camera>.json` in the
 //! spool directory (the tracks published as open: id, last box, class, plus the run and the last
 //! `seq`), written atomically (a temporary file, fsync, rename) when tracks are born or end, and
-//! otherwise at most every [`REFRESH`]. The next start turns what it finds into `end` events with
+//! otherwise at most every [`REFRESH`]; the disk work runs on a writer thread per camera, and the
+//! engine thread waits for it ([`StateFile::flush`]) only before it hands on `new` events. The next start turns what it finds into `end` events with
 //! `reason: "restart"` in the spool (so they are sent first, and survive another crash), then
 //! deletes the files.
 
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -52,22 +55,61 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     fs::rename(&tmp, path)
 }
 
-/// The engine thread's writer: knows when a write is due.
+/// What the writer thread is asked to do.
+enum Job {
+    Write(Vec<u8>),
+    Remove,
+}
+
+/// The writer thread's mailbox.
+#[derive(Default)]
+struct Mailbox {
+    state: Mutex<Jobs>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Jobs {
+    /// The next job; a newer one replaces it (only the latest open-tracks state matters).
+    next: Option<Job>,
+    /// A job is running.
+    busy: bool,
+    /// The owner is gone: finish and end.
+    closed: bool,
+}
+
+/// The engine thread's side: knows when a write is due and hands the bytes to a writer thread of
+/// its own, so a slow disk (an SD card's fsync can take tens of milliseconds) never stalls the
+/// frame loop. A write still waiting when a newer one comes is replaced; `remove` comes after
+/// every write handed over before it; dropping the `StateFile` finishes the pending job.
 pub struct StateFile {
     path: PathBuf,
     last_write: Option<Instant>,
     /// Open track ids of the last write.
     last_ids: Vec<u64>,
-    errors_logged: u32,
+    mailbox: Arc<Mailbox>,
+    /// `None` when the thread could not start: the jobs then run on the caller's thread.
+    writer: Option<JoinHandle<()>>,
 }
 
 impl StateFile {
     pub fn new(dir: &Path, camera: &str) -> Self {
+        let path = path(dir, camera);
+        let mailbox = Arc::new(Mailbox::default());
+        let (m, p) = (mailbox.clone(), path.clone());
+        let writer = std::thread::Builder::new()
+            .name(format!("state-{camera}"))
+            .spawn(move || write_jobs(&m, &p))
+            .map_err(|e| {
+                tracing::warn!(error = %e, "no open-tracks writer thread: the engine thread writes")
+            })
+            .ok();
         Self {
-            path: path(dir, camera),
+            path,
             last_write: None,
             last_ids: Vec::new(),
-            errors_logged: 0,
+            mailbox,
+            writer,
         }
     }
 
@@ -81,29 +123,91 @@ impl StateFile {
             return;
         }
         // Written with no tracks too: the file says "this camera ran and did not stop cleanly".
-        let res = serde_json::to_vec(&state())
-            .map_err(io::Error::other)
-            .and_then(|b| write_atomic(&self.path, &b));
-        match res {
-            Ok(()) => {
+        match serde_json::to_vec(&state()) {
+            Ok(bytes) => {
+                self.hand_over(Job::Write(bytes));
                 self.last_write = Some(Instant::now());
                 self.last_ids = ids;
             }
             Err(e) => {
-                if self.errors_logged < 3 {
-                    self.errors_logged += 1;
-                    tracing::warn!(error = %e, path = %self.path.display(), "cannot write the open-tracks file");
-                }
+                tracing::warn!(error = %e, path = %self.path.display(), "cannot encode the open-tracks file")
             }
         }
     }
 
     /// Clean stop: every track has ended (the `end` events are queued).
     pub fn remove(&mut self) {
-        if let Err(e) = fs::remove_file(&self.path) {
-            if e.kind() != io::ErrorKind::NotFound {
-                tracing::warn!(error = %e, path = %self.path.display(), "cannot remove the open-tracks file");
+        self.hand_over(Job::Remove);
+    }
+
+    /// Wait until every job handed over so far is done.
+    pub fn flush(&self) {
+        let mut jobs = lock(&self.mailbox.state);
+        while self.writer.is_some() && (jobs.next.is_some() || jobs.busy) {
+            jobs = wait(&self.mailbox.changed, jobs);
+        }
+    }
+
+    fn hand_over(&mut self, job: Job) {
+        if self.writer.is_none() {
+            run_job(job, &self.path, &mut 0);
+            return;
+        }
+        lock(&self.mailbox.state).next = Some(job);
+        self.mailbox.changed.notify_all();
+    }
+}
+
+impl Drop for StateFile {
+    fn drop(&mut self) {
+        lock(&self.mailbox.state).closed = true;
+        self.mailbox.changed.notify_all();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn lock(m: &Mutex<Jobs>) -> MutexGuard<'_, Jobs> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn wait<'a>(c: &Condvar, g: MutexGuard<'a, Jobs>) -> MutexGuard<'a, Jobs> {
+    c.wait(g).unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The writer thread: the latest job each time, until the owner is gone and nothing is left.
+fn write_jobs(mailbox: &Mailbox, path: &Path) {
+    let mut errors_logged = 0;
+    let mut jobs = lock(&mailbox.state);
+    loop {
+        match jobs.next.take() {
+            Some(job) => {
+                jobs.busy = true;
+                drop(jobs);
+                run_job(job, path, &mut errors_logged);
+                jobs = lock(&mailbox.state);
+                jobs.busy = false;
+                mailbox.changed.notify_all();
             }
+            None if jobs.closed => return,
+            None => jobs = wait(&mailbox.changed, jobs),
+        }
+    }
+}
+
+fn run_job(job: Job, path: &Path, errors_logged: &mut u32) {
+    let res = match job {
+        Job::Write(bytes) => write_atomic(path, &bytes),
+        Job::Remove => match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+    };
+    if let Err(e) = res {
+        if *errors_logged < 3 {
+            *errors_logged += 1;
+            tracing::warn!(error = %e, path = %path.display(), "cannot write or remove the open-tracks file");
         }
     }
 }
@@ -215,6 +319,7 @@ mod tests {
         };
         let mut f = StateFile::new(dir.path(), "cam");
         f.update(vec![3, 7], || st.clone());
+        f.flush();
         assert!(path(dir.path(), "cam").exists());
         let spool_dir = dir.path().join("spool");
         let mut spool = Spool::open(&spool_dir, 1 << 20).unwrap();
@@ -244,5 +349,50 @@ mod tests {
         assert_eq!(e["after"]["box"], json!([5.0, 6.0, 7.0, 8.0]));
         // A second start finds nothing.
         assert_eq!(recover(dir.path(), &mut spool, 1).unwrap().ended, 0);
+    }
+
+    fn open_tracks(seq: u64, ids: &[u64]) -> OpenTracks {
+        OpenTracks {
+            topic_prefix: "p".into(),
+            camera: "cam".into(),
+            run: "r".into(),
+            seq,
+            frame: json!({"index": seq}),
+            tracks: ids.iter().map(|id| json!({"id": id})).collect(),
+        }
+    }
+
+    #[test]
+    fn the_writer_keeps_the_latest_state_and_removes_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = path(dir.path(), "cam");
+        let mut f = StateFile::new(dir.path(), "cam");
+        // Births and ends faster than the disk: the file ends up with the last state.
+        for seq in 1..=50u64 {
+            let ids: Vec<u64> = (0..seq % 7).collect();
+            f.update(ids.clone(), || open_tracks(seq, &ids));
+        }
+        f.flush();
+        let last: OpenTracks = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+        assert_eq!(last, open_tracks(50, &(0..50 % 7).collect::<Vec<_>>()));
+        // An update at once followed by the clean stop's removal: no file is left behind, also
+        // when the owner goes away without waiting.
+        f.update(vec![9], || open_tracks(51, &[9]));
+        f.remove();
+        drop(f);
+        assert!(!file.exists());
+        assert!(!file.with_extension("json.tmp").exists());
+    }
+
+    #[test]
+    fn an_unwritable_directory_is_reported_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-dir");
+        let mut f = StateFile::new(&missing, "cam");
+        f.update(vec![1], || open_tracks(1, &[1]));
+        f.flush();
+        f.remove();
+        drop(f);
+        assert!(!missing.exists());
     }
 }
