@@ -104,10 +104,14 @@ fn read_clip(path: &Path) -> anyhow::Result<Clip> {
     let input = path.to_string_lossy();
     let mut reader = VideoReader::open(&input)?;
     let mut frames = Vec::new();
+    let mut ended = false;
     while frames.len() * reader.stride * reader.height < CLIP_BYTES {
         match reader.next_frame()? {
             Some(f) => frames.push(f),
-            None => break,
+            None => {
+                ended = true;
+                break;
+            }
         }
     }
     let clip = Clip {
@@ -116,8 +120,11 @@ fn read_clip(path: &Path) -> anyhow::Result<Clip> {
         stride: reader.stride,
         frames,
     };
-    // Stopping early leaves the decoder writing into a closed pipe: its failure is expected.
-    let _ = reader.finish();
+    // At the end, the decoder's exit status says whether the video was whole; stopped early
+    // (the memory cap), the reader's drop stops the decoder.
+    if ended {
+        reader.finish()?;
+    }
     if clip.frames.is_empty() {
         bail!("{}: no frames", path.display());
     }

@@ -140,11 +140,18 @@ impl StateFile {
         self.hand_over(Job::Remove);
     }
 
-    /// Wait until every job handed over so far is done.
+    /// Wait until every job handed over so far is done (or the writer thread is gone).
     pub fn flush(&self) {
+        let Some(writer) = &self.writer else {
+            return;
+        };
         let mut jobs = lock(&self.mailbox.state);
-        while self.writer.is_some() && (jobs.next.is_some() || jobs.busy) {
-            jobs = wait(&self.mailbox.changed, jobs);
+        while (jobs.next.is_some() || jobs.busy) && !writer.is_finished() {
+            jobs = self
+                .mailbox
+                .changed
+                .wait_timeout(jobs, Duration::from_millis(100))
+                .map_or_else(|e| e.into_inner().0, |(g, _)| g);
         }
     }
 
