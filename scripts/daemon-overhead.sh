@@ -6,7 +6,8 @@
 #
 #   scripts/daemon-overhead.sh [CAMERAS...]      (default: 1 4)
 #
-# Env: MODEL (default engines/inspro-tiny/model.toml), WEIGHTS (its model.safetensors), SIZE
+# Env: MODEL (default engines/inspro-tiny/model.toml), WEIGHTS (its model.safetensors; random
+# weights when there is no such file), SIZE
 # (320x192), FRAMES per clip (900: 7-20 s of daemon), KIND (onnxruntime), REPEAT
 # (3: how many times each count is measured, the counts in alternation; the machine's speed
 # drifts by up to 20 % between minutes, so the summary takes the median ratio and the ratio of
@@ -37,8 +38,15 @@ for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && brea
 "$bin" synth --clip "$work/clip.mkv" --frames "$FRAMES" --size "$SIZE" --seed 17 2>/dev/null
 echo "daemon-overhead: $(date -u +%FT%TZ) $(nproc) cores, load=$load, $MODEL ($KIND), $FRAMES frames of $SIZE per camera" >&2
 
+# Another config without trained weights runs with random ones (timing does not depend on them).
+weights_flag=() weights_line=""
+if [ -f "$WEIGHTS" ]; then
+  weights_flag=(--weights "$WEIGHTS") weights_line="weights = \"$PWD/$WEIGHTS\""
+else
+  echo "daemon-overhead: no $WEIGHTS: random weights" >&2
+fi
 engine_alone() {
-  "$bin" bench --engine "$KIND" --model "$MODEL" --weights "$WEIGHTS" --clip "$work/clip.mkv" \
+  "$bin" bench --engine "$KIND" --model "$MODEL" "${weights_flag[@]}" --clip "$work/clip.mkv" \
     --cameras "$1" --seconds 10 --json 2>/dev/null | tail -1
 }
 REPEAT="${REPEAT:-3}"
@@ -48,7 +56,7 @@ for n in "${counts[@]}"; do
   # the reference, both are printed).
   before="$(engine_alone "$n")"
   {
-    printf '[model]\nconfig = "%s"\nweights = "%s"\n\n[engine]\nkind = "%s"\n\n' "$PWD/$MODEL" "$PWD/$WEIGHTS" "$KIND"
+    printf '[model]\nconfig = "%s"\n%s\n\n[engine]\nkind = "%s"\n\n' "$PWD/$MODEL" "$weights_line" "$KIND"
     printf '[mqtt]\nurl = "mqtt://127.0.0.1:%s"\nclient_id = "overhead"\ntopic_prefix = "o"\n\n' "$port"
     printf '[service]\nspool_dir = "%s"\nmetrics_listen = ""\n\n' "$work/spool-$n"
     for i in $(seq "$n"); do
