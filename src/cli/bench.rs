@@ -66,10 +66,15 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
+    /// The engine measured: `--engine`, else candle.
+    pub(super) fn kind(&self) -> EngineKind {
+        self.engine.kind.unwrap_or(EngineKind::Candle)
+    }
+
     pub(super) fn spec(&self) -> EngineSpec {
         EngineSpec {
             export_trunk: true,
-            ..self.engine.spec()
+            ..self.engine.spec(self.kind())
         }
     }
 
@@ -109,14 +114,14 @@ impl BenchArgs {
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if args.child {
-        return match (args.cameras.first(), args.engine.kind) {
+        return match (args.cameras.first(), args.kind()) {
             (Some(&n), _) => bench_cameras::child(&args, n),
             (None, EngineKind::Candle) => bench_candle(&args),
             (None, EngineKind::Onnxruntime) => bench_onnxruntime(&args),
         };
     }
     // ONNX Runtime: export once (kept until the children are done), time it in every child.
-    let (engine_dir, _exported) = match args.engine.kind {
+    let (engine_dir, _exported) = match args.kind() {
         EngineKind::Onnxruntime => {
             let (dir, temp, _) = prepare_graphs(&args.spec()).with_context(|| {
                 format!(

@@ -18,9 +18,9 @@ pub struct EngineArgs {
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// Engine: onnxruntime (the exported graphs; CPU, CUDA or TensorRT) or candle (the pure
-    /// Rust reference).
-    #[arg(long = "engine", default_value = "onnxruntime", value_parser = |s: &str| s.parse::<EngineKind>())]
-    pub kind: EngineKind,
+    /// Rust reference). Default: onnxruntime for `segment`, candle for `bench`.
+    #[arg(long = "engine", value_parser = |s: &str| s.parse::<EngineKind>())]
+    pub kind: Option<EngineKind>,
     /// For onnxruntime: a directory made by `inspro export`; without it the model is exported
     /// into a temporary directory first.
     #[arg(long)]
@@ -53,9 +53,10 @@ impl EngineArgs {
         }
     }
 
-    pub fn spec(&self) -> EngineSpec {
+    /// The factory's spec; `default` is the command's engine when `--engine` is not given.
+    pub fn spec(&self, default: EngineKind) -> EngineSpec {
         EngineSpec {
-            kind: self.kind,
+            kind: self.kind.unwrap_or(default),
             model: Some(self.model.clone()),
             weights: self.weights.clone(),
             engine_dir: self.engine_dir.clone(),
@@ -70,10 +71,11 @@ impl EngineArgs {
     pub fn pass_to(&self, cmd: &mut Command, engine_dir: Option<&std::path::Path>) {
         cmd.arg("--model")
             .arg(&self.model)
-            .arg("--engine")
-            .arg(self.kind.to_string())
             .arg("--provider")
             .arg(self.provider.to_string());
+        if let Some(k) = self.kind {
+            cmd.arg("--engine").arg(k.to_string());
+        }
         let optional = [
             ("--weights", self.weights.as_deref()),
             ("--engine-dir", engine_dir),

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use inspro::frame::FrameRef;
 use inspro::model::ModelConfig;
 use inspro::render::{self, ContactSheet};
-use inspro::runtime::{build_engine, Engine, EngineSpec};
+use inspro::runtime::{build_engine, Engine, EngineKind, EngineSpec};
 use inspro::tracking::video::category_ids;
 use inspro::tracking::{ResultOptions, StreamProcessor, TrackerConfig, VideoAccumulator};
 use inspro::video::{VideoReader, VideoWriter, WriterOptions};
@@ -68,7 +68,7 @@ pub struct SegmentArgs {
 }
 
 fn engine_spec(args: &SegmentArgs) -> EngineSpec {
-    let mut spec = args.engine.spec();
+    let mut spec = args.engine.spec(EngineKind::Onnxruntime);
     spec.ort.threads = args.threads;
     spec
 }
