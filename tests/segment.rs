@@ -38,6 +38,24 @@ fn have(element: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// `inspro synth --clip DIR/clip.mkv` (ground truth in DIR/clip.json).
+fn synth_clip(dir: &Path, size: &str, frames: usize, seed: u64) -> std::path::PathBuf {
+    let clip = dir.join("clip.mkv");
+    let (frames, seed) = (frames.to_string(), seed.to_string());
+    run(&[
+        "synth",
+        "--clip",
+        clip.to_str().unwrap(),
+        "--size",
+        size,
+        "--frames",
+        &frames,
+        "--seed",
+        &seed,
+    ]);
+    clip
+}
+
 /// AP of `inspro eval --json`.
 fn eval_ap(gt: &Path, results: &Path) -> f64 {
     let text = run(&[
@@ -91,19 +109,8 @@ fn segment_a_clip_with_onnxruntime_writes_results_overlay_and_contact_sheet() {
         panic!("GStreamer x264enc / avdec_h264 missing: run `scripts/setup.sh apt`");
     }
     let dir = tempfile::tempdir().unwrap();
-    let clip = dir.path().join("clip.mkv");
+    let clip = synth_clip(dir.path(), "320x180", 10, 3);
     let gt = dir.path().join("clip.json");
-    run(&[
-        "synth",
-        "--clip",
-        clip.to_str().unwrap(),
-        "--size",
-        "320x180",
-        "--frames",
-        "10",
-        "--seed",
-        "3",
-    ]);
     let results = dir.path().join("results.json");
     let overlay = dir.path().join("overlay.mkv");
     let sheet = dir.path().join("sheet.png");
@@ -212,18 +219,7 @@ fn bench_cameras_plays_a_clip_through_the_daemons_engine_path() {
         panic!("GStreamer x264enc / avdec_h264 missing: run `scripts/setup.sh apt`");
     }
     let dir = tempfile::tempdir().unwrap();
-    let clip = dir.path().join("clip.mkv");
-    run(&[
-        "synth",
-        "--clip",
-        clip.to_str().unwrap(),
-        "--size",
-        "200x120",
-        "--frames",
-        "6",
-        "--seed",
-        "5",
-    ]);
+    let clip = synth_clip(dir.path(), "200x120", 6, 5);
     let text = run(&[
         "bench",
         "--engine",

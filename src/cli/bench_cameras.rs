@@ -76,12 +76,8 @@ impl Clip {
 /// The most of a `--clip` video held in memory.
 const CLIP_BYTES: usize = 512 << 20;
 
-/// Camera `i`'s frames: the `--clip` video (the same for every camera, as in
-/// `scripts/daemon-overhead.sh`), else a synthetic clip of moving shapes.
-fn clip(args: &BenchArgs, i: usize, video: Option<&Arc<Clip>>) -> anyhow::Result<Arc<Clip>> {
-    if let Some(v) = video {
-        return Ok(v.clone());
-    }
+/// Camera `i`'s synthetic clip of moving shapes (without `--clip`).
+fn synthetic_clip(args: &BenchArgs, i: usize) -> anyhow::Result<Clip> {
     let [w, h] = args.size;
     let opts = SynthOptions {
         videos: 1,
@@ -91,12 +87,12 @@ fn clip(args: &BenchArgs, i: usize, video: Option<&Arc<Clip>>) -> anyhow::Result
         seed: 1000 + i as u64,
         ..SynthOptions::default()
     };
-    Ok(Arc::new(Clip {
+    Ok(Clip {
         width: w,
         height: h,
         stride: w * 3,
         frames: generate_video(&opts, 0)?.frames,
-    }))
+    })
 }
 
 /// The frames of `path`, decoded before anything is timed.
@@ -144,7 +140,11 @@ pub fn child(args: &BenchArgs, n: usize) -> anyhow::Result<()> {
     let span = Duration::from_secs_f64(args.seconds);
     let mut handles = Vec::new();
     for i in 0..n {
-        let frames = clip(args, i, video.as_ref())?;
+        // The `--clip` video is the same for every camera (as in scripts/daemon-overhead.sh).
+        let frames = match &video {
+            Some(v) => v.clone(),
+            None => Arc::new(synthetic_clip(args, i)?),
+        };
         let engine = built.engine.clone();
         let start = start.clone();
         let warmup = args.warmup;

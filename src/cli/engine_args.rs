@@ -1,8 +1,8 @@
-//! The engine flags `inspro segment` and `inspro bench` share: one spelling, one default and one
-//! mapping onto the factory's [`EngineSpec`] (the daemon reads the same settings from its
-//! `[model]` / `[engine]` sections).
+//! The engine flags `inspro segment` and `inspro bench` share: one spelling and one mapping onto
+//! the factory's [`EngineSpec`], each command passing its own default engine (the daemon reads
+//! the same settings from its `[model]` / `[engine]` sections).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use inspro::export::Pooler;
@@ -68,7 +68,7 @@ impl EngineArgs {
 
     /// The same flags on a child process of this command, with `engine_dir` instead of the
     /// flag's (a benchmark exports once and times the graphs in every child).
-    pub fn pass_to(&self, cmd: &mut Command, engine_dir: Option<&std::path::Path>) {
+    pub fn pass_to(&self, cmd: &mut Command, engine_dir: Option<&Path>) {
         cmd.arg("--model")
             .arg(&self.model)
             .arg("--provider")
