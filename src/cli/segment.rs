@@ -88,9 +88,14 @@ pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
         duplicate_iou: (args.duplicate_iou < 1.0).then_some(args.duplicate_iou),
         ..ResultOptions::default()
     };
+    let run = Run {
+        args: &args,
+        engine,
+        opts,
+    };
     match (&args.input, &args.ytvis) {
-        (Some(input), _) => segment_file(&args, engine, input, &opts),
-        (None, Some(root)) => segment_ytvis(&args, engine, root, &opts),
+        (Some(input), _) => run.file(input),
+        (None, Some(root)) => run.ytvis(root),
         (None, None) => bail!("give a video file / URI, or --ytvis DIR --gt JSON"),
     }
 }
@@ -103,145 +108,148 @@ fn progress(template: &str, len: Option<u64>) -> ProgressBar {
     bar
 }
 
-fn segment_ytvis(
-    args: &SegmentArgs,
+/// One `inspro segment` run: the engine and the result rules, over a video or a YouTube-VIS split.
+struct Run<'a> {
+    args: &'a SegmentArgs,
     engine: Arc<dyn Engine>,
-    root: &Path,
-    opts: &ResultOptions,
-) -> anyhow::Result<()> {
-    let cfg = engine.config().clone();
-    let gt_path = args.gt.as_ref().context("--ytvis needs --gt")?;
-    let results_path = args.results.as_ref().context("--ytvis needs --results")?;
-    let gt = load_ground_truth(gt_path)?;
-    let classes = category_ids(&cfg, &gt).map_err(anyhow::Error::msg)?;
-    let videos: Vec<_> = gt
-        .videos
-        .iter()
-        .take(args.max_videos.unwrap_or(usize::MAX))
-        .collect();
-    let per_video = |n: usize| n.min(args.max_frames.unwrap_or(usize::MAX));
-    let total_frames: usize = videos.iter().map(|v| per_video(v.file_names.len())).sum();
-    let bar = progress(
-        "{bar:40} {pos}/{len} frames {per_sec} eta {eta} {msg}",
-        Some(total_frames as u64),
-    );
-    let mut sinks = Sinks::new(args, &cfg, 15);
-    let mut results = Vec::new();
-    for (n, video) in videos.into_iter().enumerate() {
-        let (w, h) = (video.width as usize, video.height as usize);
-        let mut stream = StreamProcessor::new(engine.clone(), sinks.tracker);
-        let mut acc = VideoAccumulator::new();
-        bar.set_message(format!("video {}", video.id));
-        for name in video
-            .file_names
-            .iter()
-            .take(per_video(video.file_names.len()))
-        {
-            let path = root.join("JPEGImages").join(name);
-            let img = image::open(&path)
-                .with_context(|| format!("reading frame {}", path.display()))?
-                .to_rgb8();
-            if img.width() as usize != w || img.height() as usize != h {
-                bail!(
-                    "{}: frame is {}x{} but video {} is {}x{} in {}",
-                    path.display(),
-                    img.width(),
-                    img.height(),
-                    video.id,
-                    w,
-                    h,
-                    gt_path.display()
-                );
-            }
-            let frame = FrameRef::packed(w, h, img.as_raw());
-            let processed = stream.process(&frame)?;
-            acc.add(&processed.output);
-            // Only the first video goes into the overlay and the contact sheet.
-            if n == 0 {
-                sinks.add(&frame, &stream, &processed.output)?;
-            }
-            bar.inc(1);
-        }
-        results.extend(acc.finish(video.id, &classes, opts));
-    }
-    bar.finish_and_clear();
-    sinks.finish()?;
-    inspro::ytvis::json::write_json(results_path, &results)?;
-    eprintln!(
-        "{}: wrote {} results for {} frames to {}",
-        engine.name(),
-        results.len(),
-        total_frames,
-        results_path.display()
-    );
-    Ok(())
+    opts: ResultOptions,
 }
 
-fn segment_file(
-    args: &SegmentArgs,
-    engine: Arc<dyn Engine>,
-    input: &str,
-    opts: &ResultOptions,
-) -> anyhow::Result<()> {
-    let cfg = engine.config().clone();
-    let (video_id, classes) = match &args.gt {
-        Some(gt_path) => {
-            let gt = load_ground_truth(gt_path)?;
-            let id = gt
-                .videos
-                .first()
-                .map(|v| v.id)
-                .with_context(|| format!("{} lists no video", gt_path.display()))?;
-            (id, category_ids(&cfg, &gt).map_err(anyhow::Error::msg)?)
+impl Run<'_> {
+    /// Every video of the ground truth at `root` (its `JPEGImages/`), into one results file.
+    fn ytvis(&self, root: &Path) -> anyhow::Result<()> {
+        let Run { args, engine, opts } = self;
+        let cfg = engine.config();
+        let gt_path = args.gt.as_ref().context("--ytvis needs --gt")?;
+        let results_path = args.results.as_ref().context("--ytvis needs --results")?;
+        let gt = load_ground_truth(gt_path)?;
+        let classes = category_ids(cfg, &gt).map_err(anyhow::Error::msg)?;
+        let videos: Vec<_> = gt
+            .videos
+            .iter()
+            .take(args.max_videos.unwrap_or(usize::MAX))
+            .collect();
+        let per_video = |n: usize| n.min(args.max_frames.unwrap_or(usize::MAX));
+        let total_frames: usize = videos.iter().map(|v| per_video(v.file_names.len())).sum();
+        let bar = progress(
+            "{bar:40} {pos}/{len} frames {per_sec} eta {eta} {msg}",
+            Some(total_frames as u64),
+        );
+        let mut sinks = Sinks::new(args, cfg, 15);
+        let mut results = Vec::new();
+        for (n, video) in videos.into_iter().enumerate() {
+            let (w, h) = (video.width as usize, video.height as usize);
+            let mut stream = StreamProcessor::new(engine.clone(), sinks.tracker);
+            let mut acc = VideoAccumulator::new();
+            bar.set_message(format!("video {}", video.id));
+            for name in video
+                .file_names
+                .iter()
+                .take(per_video(video.file_names.len()))
+            {
+                let path = root.join("JPEGImages").join(name);
+                let img = image::open(&path)
+                    .with_context(|| format!("reading frame {}", path.display()))?
+                    .to_rgb8();
+                if img.width() as usize != w || img.height() as usize != h {
+                    bail!(
+                        "{}: frame is {}x{} but video {} is {}x{} in {}",
+                        path.display(),
+                        img.width(),
+                        img.height(),
+                        video.id,
+                        w,
+                        h,
+                        gt_path.display()
+                    );
+                }
+                let frame = FrameRef::packed(w, h, img.as_raw());
+                let processed = stream.process(&frame)?;
+                acc.add(&processed.output);
+                // Only the first video goes into the overlay and the contact sheet.
+                if n == 0 {
+                    sinks.add(&frame, &stream, &processed.output)?;
+                }
+                bar.inc(1);
+            }
+            results.extend(acc.finish(video.id, &classes, opts));
         }
-        None => (1, (1..=cfg.num_classes as u64).collect()),
-    };
-    let mut decoder = VideoReader::open(input)?;
-    let bar = progress("{spinner} {pos} frames {per_sec} {elapsed} {msg}", None);
-    bar.set_message(format!(
-        "{input} ({}x{}, {})",
-        decoder.width,
-        decoder.height,
-        engine.name()
-    ));
-    let mut sinks = Sinks::new(args, &cfg, decoder.fps);
-    let mut stream = StreamProcessor::new(engine.clone(), sinks.tracker);
-    let mut acc = VideoAccumulator::new();
-    let mut frames = 0usize;
-    while frames < args.max_frames.unwrap_or(usize::MAX) {
-        let Some(data) = decoder.next_frame()? else {
-            break;
-        };
-        let frame = decoder.frame(&data);
-        let processed = stream.process(&frame)?;
-        acc.add(&processed.output);
-        sinks.add(&frame, &stream, &processed.output)?;
-        frames += 1;
-        bar.inc(1);
-    }
-    decoder.finish()?;
-    bar.finish_and_clear();
-    if frames == 0 {
-        bail!("{input}: no frames decoded");
-    }
-    sinks.finish()?;
-    let results: Vec<VideoResult> = acc.finish(video_id, &classes, opts);
-    if let Some(path) = &args.results {
-        inspro::ytvis::json::write_json(path, &results)?;
+        bar.finish_and_clear();
+        sinks.finish()?;
+        inspro::ytvis::json::write_json(results_path, &results)?;
         eprintln!(
-            "{}: wrote {} results for {frames} frames of {input} to {}",
+            "{}: wrote {} results for {} frames to {}",
             engine.name(),
             results.len(),
-            path.display()
+            total_frames,
+            results_path.display()
         );
-    } else {
-        eprintln!(
-            "{}: {frames} frames of {input}, {} (slot, class) results (no --results file)",
-            engine.name(),
-            results.len()
-        );
+        Ok(())
     }
-    Ok(())
+
+    /// One video file or URI.
+    fn file(&self, input: &str) -> anyhow::Result<()> {
+        let Run { args, engine, opts } = self;
+        let cfg = engine.config();
+        let (video_id, classes) = match &args.gt {
+            Some(gt_path) => {
+                let gt = load_ground_truth(gt_path)?;
+                let id = gt
+                    .videos
+                    .first()
+                    .map(|v| v.id)
+                    .with_context(|| format!("{} lists no video", gt_path.display()))?;
+                (id, category_ids(cfg, &gt).map_err(anyhow::Error::msg)?)
+            }
+            None => (1, (1..=cfg.num_classes as u64).collect()),
+        };
+        let mut decoder = VideoReader::open(input)?;
+        let bar = progress("{spinner} {pos} frames {per_sec} {elapsed} {msg}", None);
+        bar.set_message(format!(
+            "{input} ({}x{}, {})",
+            decoder.width,
+            decoder.height,
+            engine.name()
+        ));
+        let mut sinks = Sinks::new(args, cfg, decoder.fps);
+        let mut stream = StreamProcessor::new(engine.clone(), sinks.tracker);
+        let mut acc = VideoAccumulator::new();
+        let mut frames = 0usize;
+        while frames < args.max_frames.unwrap_or(usize::MAX) {
+            let Some(data) = decoder.next_frame()? else {
+                break;
+            };
+            let frame = decoder.frame(&data);
+            let processed = stream.process(&frame)?;
+            acc.add(&processed.output);
+            sinks.add(&frame, &stream, &processed.output)?;
+            frames += 1;
+            bar.inc(1);
+        }
+        decoder.finish()?;
+        bar.finish_and_clear();
+        if frames == 0 {
+            bail!("{input}: no frames decoded");
+        }
+        sinks.finish()?;
+        let results: Vec<VideoResult> = acc.finish(video_id, &classes, opts);
+        if let Some(path) = &args.results {
+            inspro::ytvis::json::write_json(path, &results)?;
+            eprintln!(
+                "{}: wrote {} results for {frames} frames of {input} to {}",
+                engine.name(),
+                results.len(),
+                path.display()
+            );
+        } else {
+            eprintln!(
+                "{}: {frames} frames of {input}, {} (slot, class) results (no --results file)",
+                engine.name(),
+                results.len()
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Where the drawn frames go: the overlay video and the contact sheet.

@@ -298,29 +298,28 @@ impl Graph {
     }
 
     fn encode_attr(name: &str, a: &Attr) -> Message {
-        use field::attr as f;
+        use field::{attr as f, attr_type as ty};
         let mut m = Message::new();
         m.string(f::NAME, name);
         match a {
             Attr::Int(v) => {
-                m.int(f::I, *v).int(f::TYPE, f::TYPE_INT as i64);
+                m.int(f::I, *v).int(f::TYPE, ty::INT);
             }
             Attr::Float(v) => {
-                m.float(f::F, *v).int(f::TYPE, f::TYPE_FLOAT as i64);
+                m.float(f::F, *v).int(f::TYPE, ty::FLOAT);
             }
             Attr::Ints(v) => {
-                m.packed_ints(f::INTS, v).int(f::TYPE, f::TYPE_INTS as i64);
+                m.packed_ints(f::INTS, v).int(f::TYPE, ty::INTS);
             }
             Attr::Floats(v) => {
-                m.packed_floats(f::FLOATS, v)
-                    .int(f::TYPE, f::TYPE_FLOATS as i64);
+                m.packed_floats(f::FLOATS, v).int(f::TYPE, ty::FLOATS);
             }
             Attr::Str(s) => {
-                m.string(f::S, s).int(f::TYPE, f::TYPE_STRING as i64);
+                m.string(f::S, s).int(f::TYPE, ty::STRING);
             }
             Attr::Tensor(dt, dims, raw) => {
                 let t = Self::encode_tensor("value", *dt, dims, raw);
-                m.message(f::T, &t).int(f::TYPE, f::TYPE_TENSOR as i64);
+                m.message(f::T, &t).int(f::TYPE, ty::TENSOR);
             }
         }
         m

@@ -3,72 +3,38 @@
 //! fields, and the crates that ship generated ONNX types either need `protoc` at build time or
 //! pull a whole protobuf runtime for what is ~150 lines of writing.
 
+/// Declares `pub mod <message> { pub const <FIELD>: <type> = <number>; ... }` from one line per
+/// message of `onnx.proto`, so the table reads like the schema it copies.
+macro_rules! proto_numbers {
+    ($($(#[$doc:meta])* $message:ident: $ty:ty { $($name:ident = $number:literal),* $(,)? })*) => {
+        $($(#[$doc])* pub mod $message { $(pub const $name: $ty = $number;)* })*
+    };
+}
+
 /// Field numbers and enum values from `onnx.proto`.
 pub mod field {
-    pub mod model {
-        pub const IR_VERSION: u32 = 1;
-        pub const PRODUCER_NAME: u32 = 2;
-        pub const PRODUCER_VERSION: u32 = 3;
-        pub const DOC_STRING: u32 = 6;
-        pub const GRAPH: u32 = 7;
-        pub const OPSET_IMPORT: u32 = 8;
-        pub const METADATA_PROPS: u32 = 14;
-    }
-    pub mod graph {
-        pub const NODE: u32 = 1;
-        pub const NAME: u32 = 2;
-        pub const INITIALIZER: u32 = 5;
-        pub const INPUT: u32 = 11;
-        pub const OUTPUT: u32 = 12;
-    }
-    pub mod node {
-        pub const INPUT: u32 = 1;
-        pub const OUTPUT: u32 = 2;
-        pub const NAME: u32 = 3;
-        pub const OP_TYPE: u32 = 4;
-        pub const ATTRIBUTE: u32 = 5;
-    }
-    pub mod attr {
-        pub const NAME: u32 = 1;
-        pub const F: u32 = 2;
-        pub const I: u32 = 3;
-        pub const S: u32 = 4;
-        pub const T: u32 = 5;
-        pub const FLOATS: u32 = 7;
-        pub const INTS: u32 = 8;
-        pub const TYPE: u32 = 20;
-        // AttributeProto.AttributeType
-        pub const TYPE_FLOAT: u64 = 1;
-        pub const TYPE_INT: u64 = 2;
-        pub const TYPE_STRING: u64 = 3;
-        pub const TYPE_TENSOR: u64 = 4;
-        pub const TYPE_FLOATS: u64 = 6;
-        pub const TYPE_INTS: u64 = 7;
-    }
-    pub mod tensor {
-        pub const DIMS: u32 = 1;
-        pub const DATA_TYPE: u32 = 2;
-        pub const NAME: u32 = 8;
-        pub const RAW_DATA: u32 = 9;
-    }
-    pub mod value_info {
-        pub const NAME: u32 = 1;
-        pub const TYPE: u32 = 2;
-        // TypeProto.tensor_type, TypeProto.Tensor.{elem_type, shape}, TensorShapeProto.dim,
-        // Dimension.dim_value
-        pub const TENSOR_TYPE: u32 = 1;
-        pub const ELEM_TYPE: u32 = 1;
-        pub const SHAPE: u32 = 2;
-        pub const DIM: u32 = 1;
-        pub const DIM_VALUE: u32 = 1;
-    }
-    pub mod opset {
-        pub const DOMAIN: u32 = 1;
-        pub const VERSION: u32 = 2;
-    }
-    pub mod entry {
-        pub const KEY: u32 = 1;
-        pub const VALUE: u32 = 2;
+    proto_numbers! {
+        /// `ModelProto`.
+        model: u32 { IR_VERSION = 1, PRODUCER_NAME = 2, PRODUCER_VERSION = 3, DOC_STRING = 6,
+            GRAPH = 7, OPSET_IMPORT = 8, METADATA_PROPS = 14 }
+        /// `GraphProto`.
+        graph: u32 { NODE = 1, NAME = 2, INITIALIZER = 5, INPUT = 11, OUTPUT = 12 }
+        /// `NodeProto`.
+        node: u32 { INPUT = 1, OUTPUT = 2, NAME = 3, OP_TYPE = 4, ATTRIBUTE = 5 }
+        /// `AttributeProto`.
+        attr: u32 { NAME = 1, F = 2, I = 3, S = 4, T = 5, FLOATS = 7, INTS = 8, TYPE = 20 }
+        /// `AttributeProto.AttributeType`.
+        attr_type: i64 { FLOAT = 1, INT = 2, STRING = 3, TENSOR = 4, FLOATS = 6, INTS = 7 }
+        /// `TensorProto`.
+        tensor: u32 { DIMS = 1, DATA_TYPE = 2, NAME = 8, RAW_DATA = 9 }
+        /// `ValueInfoProto` {name, type}, then `TypeProto.tensor_type`,
+        /// `TypeProto.Tensor.{elem_type, shape}`, `TensorShapeProto.dim`, `Dimension.dim_value`.
+        value_info: u32 { NAME = 1, TYPE = 2, TENSOR_TYPE = 1, ELEM_TYPE = 1, SHAPE = 2, DIM = 1,
+            DIM_VALUE = 1 }
+        /// `OperatorSetIdProto`.
+        opset: u32 { DOMAIN = 1, VERSION = 2 }
+        /// `StringStringEntryProto`.
+        entry: u32 { KEY = 1, VALUE = 2 }
     }
 }
 

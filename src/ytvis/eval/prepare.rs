@@ -134,22 +134,15 @@ fn gt_track(
         ));
     }
     let video = listed.check(ann.video_id, ann.category_id, &at)?;
-    let (h, w) = (video.height, video.width);
-    check_frame_count(ann.segmentations.len(), video, gt_file, at("segmentations"))?;
-    let mut masks = Vec::with_capacity(video.length);
-    for (fi, seg) in ann.segmentations.iter().enumerate() {
-        let path = at(&format!("segmentations[{fi}]"));
-        let rle = match seg {
-            None => None,
-            Some(s) => s
-                .to_rle(h, w)
-                .map_err(|reason| YtvisError::invalid(gt_file, path.clone(), reason))?,
-        };
+    let masks = frame_masks(&ann.segmentations, video, gt_file, &at, |s, path| {
+        let rle = s
+            .to_rle(video.height, video.width)
+            .map_err(|reason| YtvisError::invalid(gt_file, path, reason))?;
         if let Some(r) = &rle {
-            check_size([r.h, r.w], video, gt_file, &path)?;
+            check_size([r.h, r.w], video, gt_file, path)?;
         }
-        masks.push(rle);
-    }
+        Ok(rle)
+    })?;
     let avg_area = match &ann.areas {
         Some(areas) => {
             check_frame_count(areas.len(), video, gt_file, at("areas"))?;
@@ -224,27 +217,12 @@ fn result_track(
             format!("score {} is not a finite number", res.score),
         ));
     }
-    check_frame_count(
-        res.segmentations.len(),
-        video,
-        results_file,
-        at("segmentations"),
-    )?;
-    let mut masks = Vec::with_capacity(video.length);
-    for (fi, seg) in res.segmentations.iter().enumerate() {
-        let path = at(&format!("segmentations[{fi}]"));
-        let rle =
-            match seg {
-                None => None,
-                Some(r) => {
-                    check_size(r.size, video, results_file, &path)?;
-                    Some(r.to_rle().map_err(|reason| {
-                        YtvisError::invalid(results_file, path.clone(), reason)
-                    })?)
-                }
-            };
-        masks.push(rle);
-    }
+    let masks = frame_masks(&res.segmentations, video, results_file, &at, |r, path| {
+        check_size(r.size, video, results_file, path)?;
+        r.to_rle()
+            .map(Some)
+            .map_err(|reason| YtvisError::invalid(results_file, path, reason))
+    })?;
     let avg_area = average_mask_area(&masks);
     Ok(Track {
         masks,
@@ -252,6 +230,26 @@ fn result_track(
         iscrowd: false,
         score: res.score,
     })
+}
+
+/// A track's `segmentations` as one mask per frame of `video`, their count checked; `decode` turns
+/// an entry into its mask (or none), naming it by `path` in errors.
+fn frame_masks<S>(
+    segmentations: &[Option<S>],
+    video: &Video,
+    file: &str,
+    at: &dyn Fn(&str) -> String,
+    decode: impl Fn(&S, &str) -> Result<Option<Rle>, YtvisError>,
+) -> Result<Vec<Option<Rle>>, YtvisError> {
+    check_frame_count(segmentations.len(), video, file, at("segmentations"))?;
+    segmentations
+        .iter()
+        .enumerate()
+        .map(|(fi, seg)| match seg {
+            None => Ok(None),
+            Some(s) => decode(s, &at(&format!("segmentations[{fi}]"))),
+        })
+        .collect()
 }
 
 /// `avg_area` of a track: mean of its non-null, non-zero frame areas, 0 when there are none.
