@@ -4,7 +4,8 @@
 #   2. a synthetic clip (`inspro synth --clip`, H.264 in Matroska, with its ground truth),
 #   3. `inspro run --exit-on-eos --overlay-dir out/` on it, the events printed as they arrive,
 #   4. out/demo-overlay.mkv (masks, boxes, track ids drawn) and out/demo-sheet.png.
-# Everything it starts is stopped on exit. Environment: FRAMES (60), SIZE (320x192), SEED (7).
+# Everything it starts is stopped on exit. Environment: FRAMES (60), SIZE (320x192), SEED (7),
+# BIRTH_NMS_IOU (0.5; 1 births every slot).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,6 +13,7 @@ cd "$here"
 frames="${FRAMES:-60}"
 size="${SIZE:-320x192}"
 seed="${SEED:-7}"
+nms="${BIRTH_NMS_IOU:-0.5}"
 out="$here/out"
 work="$out/demo"
 mkdir -p "$work"
@@ -52,8 +54,9 @@ echo "demo: clip $work/clip.mkv ($frames frames, $size; ground truth in clip.jso
 
 weights_note=""
 # The shipped tiny model is weakly calibrated (its class probabilities rarely pass 0.3, see
-# engines/inspro-tiny/README.md): thresholds fitted to it, not the daemon's 0.5 / 0.3 defaults.
-tracking=$'[tracking]\nbirth_score = 0.15\nmin_frames = 2\nkeep_score = 0.1\n'
+# engines/inspro-tiny/README.md): thresholds fitted to it, not the daemon's 0.5 / 0.3 defaults;
+# and it puts several slots on one object, so a second slot on a tracked object is not born.
+tracking=$'[tracking]\nbirth_score = 0.15\nmin_frames = 2\nkeep_score = 0.1\n'"birth_nms_iou = $nms"$'\n'
 if ! ls "$here"/engines/inspro-tiny/*.safetensors >/dev/null 2>&1; then
   # No trained model yet: random weights score every slot low, so let every slot be a track to
   # show the plumbing. The masks are then meaningless.

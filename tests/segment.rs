@@ -277,3 +277,20 @@ fn bench_names_a_clip_it_cannot_read() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/clip.mkv"), "{err}");
 }
+
+#[test]
+fn segment_names_a_tracker_flag_out_of_range() {
+    for (flag, value) in [("--birth-nms-iou", "1.5"), ("--show-threshold", "-0.2")] {
+        let out = Command::new(BIN)
+            .args(["segment", "/nonexistent/clip.mkv", "--model", TINY])
+            .arg(format!("{flag}={value}"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("{flag}: {value} is not in [0, 1]")),
+            "{err}"
+        );
+    }
+}

@@ -47,6 +47,7 @@ fn birth_keep_loss_removal_frame_by_frame() {
         keep_score: 0.3,
         max_lost_frames: 2,
         reuse_iou: 0.1,
+        birth_nms_iou: 1.0,
     };
     let mut tr = Tracker::new(cfg);
     let hi = [0.1, 0.8, 0.2];
@@ -175,7 +176,59 @@ fn config_validation_names_the_field() {
         ..TrackerConfig::default()
     };
     assert_eq!(bad.validate().unwrap_err().field, "min_frames");
+    let bad = TrackerConfig::default().with_birth_nms_iou(1.5);
+    assert_eq!(bad.validate().unwrap_err().field, "birth_nms_iou");
     TrackerConfig::default().validate().unwrap();
+}
+
+/// (kind, id, slot, first_frame, hits) of each event.
+fn births(events: &[TrackEvent]) -> Vec<(&'static str, u64, usize, u64, u64)> {
+    events
+        .iter()
+        .map(|e| {
+            let kind = match e {
+                TrackEvent::New(_) => "new",
+                TrackEvent::Update(_) => "update",
+                TrackEvent::End(_) => "end",
+            };
+            let t = e.track();
+            (kind, t.id, t.slot, t.first_frame, t.hits)
+        })
+        .collect()
+}
+
+#[test]
+fn birth_nms_holds_back_a_second_slot_on_one_object_until_it_moves_apart() {
+    // Slot 0 (p 0.7) and slot 1 (p 0.9) on one object: IoU of A and A2 is 0.82.
+    const A2: [f32; 4] = [12., 12., 52., 52.];
+    let (lo, hi) = ([0.7, 0.1, 0.0], [0.1, 0.9, 0.0]);
+    let cfg = TrackerConfig {
+        min_frames: 1,
+        ..TrackerConfig::default()
+    };
+
+    // Off (the default): every slot is born, ids in slot order.
+    let mut tr = Tracker::new(cfg);
+    let ev = tr.update(&frame(0, [lo, hi], [A, A2]));
+    assert_eq!(births(&ev), vec![("new", 1, 0, 0, 1), ("new", 2, 1, 0, 1)]);
+
+    // On: the likelier slot is born although it comes second; the other waits while it overlaps
+    // a track seen on the frame, then is born with its whole run of frames.
+    let mut tr = Tracker::new(cfg.with_birth_nms_iou(0.5));
+    let ev = tr.update(&frame(0, [lo, hi], [A, A2]));
+    assert_eq!(births(&ev), vec![("new", 1, 1, 0, 1)]);
+    let ev = tr.update(&frame(1, [lo, hi], [A, A2]));
+    assert_eq!(births(&ev), vec![("update", 1, 1, 0, 2)]);
+    let ev = tr.update(&frame(2, [lo, hi], [FAR, A2]));
+    assert_eq!(
+        births(&ev),
+        vec![("new", 2, 0, 0, 3), ("update", 1, 1, 0, 3)]
+    );
+
+    // Below the IoU nothing is held back: 0.82 does not exceed 0.9.
+    let mut tr = Tracker::new(cfg.with_birth_nms_iou(0.9));
+    let ev = tr.update(&frame(0, [lo, hi], [A, A2]));
+    assert_eq!(ev.len(), 2);
 }
 
 #[test]

@@ -115,8 +115,14 @@ fn key_frame_interval_overrides_the_model_config_and_stats_count_frames() {
     }
 }
 
-/// The library called directly on packed RGB frames; what the element must report.
-fn library_tracks(frames: &[Vec<u8>], w: u32, h: u32) -> Vec<(Vec<u64>, Vec<[f32; 4]>)> {
+/// The library called directly on packed RGB frames, with NMS at birth at `birth_nms_iou`; what
+/// the element must report.
+fn library_tracks(
+    frames: &[Vec<u8>],
+    w: u32,
+    h: u32,
+    birth_nms_iou: f32,
+) -> Vec<(Vec<u64>, Vec<[f32; 4]>)> {
     let cfg = ModelConfig::from_file(tiny_model()).expect("tiny config");
     let net = InsPro::random(&cfg, 0, &candle_core::Device::Cpu)
         .expect("random net")
@@ -125,7 +131,8 @@ fn library_tracks(frames: &[Vec<u8>], w: u32, h: u32) -> Vec<(Vec<u64>, Vec<[f32
         birth_score: 0.0,
         keep_score: 0.0,
         ..TrackerConfig::default()
-    };
+    }
+    .with_birth_nms_iou(birth_nms_iou);
     let mut p = StreamProcessor::new(Arc::new(CandleEngine::new(Arc::new(net))), tracker);
     frames
         .iter()
@@ -164,7 +171,7 @@ fn packed_formats_with_padded_rows_equal_the_library_on_packed_rgb() {
     // 321 px: RGB rows are padded to 964 bytes, so reading at 3 * width would shear the image.
     let (w, h) = (321, 181);
     let frames = synth_frames(w, h, 3, 2);
-    let expected = library_tracks(&frames, w, h);
+    let expected = library_tracks(&frames, w, h, 1.0);
     for format in [
         VideoFormat::Rgb,
         VideoFormat::Bgrx,
@@ -184,6 +191,37 @@ fn packed_formats_with_padded_rows_equal_the_library_on_packed_rgb() {
             assert_eq!((t.width, t.height), (w as i32, h as i32));
             assert_eq!((t.ids.clone(), boxes), expected[i], "{format:?} frame {i}");
         }
+    }
+}
+
+#[test]
+fn birth_nms_iou_gives_the_librarys_tracks() {
+    let frames = synth_frames(W, H, 4, 3);
+    let expected = library_tracks(&frames, W, H, 0.1);
+    // The random weights put slots on top of each other: NMS at birth holds some back on the
+    // frame of the first births (the second: min_frames 2); they are born as they move apart.
+    let first = &expected[1].0;
+    assert!(
+        !first.is_empty() && first.len() < 16,
+        "tracks with NMS: {first:?}"
+    );
+    let mut hs = harness(VideoFormat::Rgb, W, H);
+    let el = hs.element().expect("element");
+    el.set_property("birth-nms-iou", 0.1f32);
+    assert_eq!(el.property::<f32>("birth-nms-iou"), 0.1);
+    for (i, rgb) in frames.iter().enumerate() {
+        let out = push_pull(
+            &mut hs,
+            buffer_from_rgb(rgb, W, H, VideoFormat::Rgb),
+            i as u64,
+        );
+        let t = Tracks::from_buffer(&out);
+        let boxes: Vec<[f32; 4]> = t
+            .boxes
+            .chunks_exact(4)
+            .map(|b| [b[0], b[1], b[2], b[3]])
+            .collect();
+        assert_eq!((t.ids, boxes), expected[i], "frame {i}");
     }
 }
 

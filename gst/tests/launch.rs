@@ -42,6 +42,7 @@ fn gst_inspect_lists_the_element_with_every_property() {
         "engine",
         "execution-provider",
         "score-threshold",
+        "birth-nms-iou",
         "key-frame-interval",
         "draw",
         "emit-messages",

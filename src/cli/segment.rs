@@ -48,6 +48,10 @@ pub struct SegmentArgs {
     /// kept down to 0.6x this).
     #[arg(long, default_value_t = 0.3)]
     pub show_threshold: f32,
+    /// Tracks drawn in the overlay: a slot whose box overlaps a drawn track's by more than this
+    /// IoU is not born (class-agnostic NMS at birth; 1 births every slot).
+    #[arg(long, default_value_t = 1.0)]
+    pub birth_nms_iou: f32,
     /// (slot, class) pairs kept per video by rank.
     #[arg(long, default_value_t = 10)]
     pub top_k: usize,
@@ -67,6 +71,11 @@ pub struct SegmentArgs {
     pub max_frames: Option<usize>,
 }
 
+/// The tracker of the drawn tracks.
+fn tracker_config(args: &SegmentArgs) -> TrackerConfig {
+    TrackerConfig::with_birth_score(args.show_threshold).with_birth_nms_iou(args.birth_nms_iou)
+}
+
 fn engine_spec(args: &SegmentArgs) -> EngineSpec {
     let mut spec = args.engine.spec(EngineKind::Onnxruntime);
     spec.ort.threads = args.threads;
@@ -79,6 +88,13 @@ pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
             "--duplicate-iou {} is not an IoU in [0, 1] (1 keeps every result)",
             args.duplicate_iou
         );
+    }
+    if let Err(e) = tracker_config(&args).validate() {
+        let flag = match e.field {
+            "birth_nms_iou" => "--birth-nms-iou",
+            _ => "--show-threshold",
+        };
+        bail!("{flag}: {}", e.reason);
     }
     let built = build_engine(&engine_spec(&args)).context("building the engine")?;
     let engine = built.engine.clone();
@@ -274,7 +290,7 @@ impl Sinks {
             overlay: None,
             sheet_path: args.contact_sheet.clone(),
             sheet: ContactSheet::new(SHEET_FRAMES),
-            tracker: TrackerConfig::with_birth_score(args.show_threshold),
+            tracker: tracker_config(args),
             class_names: (0..cfg.num_classes).map(|i| cfg.class_name(i)).collect(),
             fps,
         }

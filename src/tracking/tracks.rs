@@ -23,6 +23,11 @@ pub struct TrackerConfig {
     /// A lost track whose slot comes back with a box overlapping its last one by less than this
     /// IoU is taken as a new object in the same slot: the old track ends, a new id starts.
     pub reuse_iou: f32,
+    /// Class-agnostic NMS at birth: a slot ready to become a track is held back while its box
+    /// overlaps a track seen on this frame, or a slot of higher probability born on it, by more
+    /// than this IoU (a second slot on one object). 1 (the default) births every slot, as the
+    /// paper does: its box deduplication loss is what keeps slots apart.
+    pub birth_nms_iou: f32,
 }
 
 impl Default for TrackerConfig {
@@ -33,6 +38,7 @@ impl Default for TrackerConfig {
             keep_score: 0.3,
             max_lost_frames: 30,
             reuse_iou: 0.1,
+            birth_nms_iou: 1.0,
         }
     }
 }
@@ -81,7 +87,8 @@ impl TrackerConfig {
         if self.min_frames == 0 {
             return Err(TrackerConfigError::new("min_frames", "must be at least 1"));
         }
-        prob("reuse_iou", self.reuse_iou)
+        prob("reuse_iou", self.reuse_iou)?;
+        prob("birth_nms_iou", self.birth_nms_iou)
     }
 }
 
@@ -159,18 +166,6 @@ pub struct Tracker {
     slots: Vec<Slot>,
 }
 
-/// One slot's output on one frame, as the tracker sees it.
-#[derive(Clone, Copy)]
-struct Sighting<'a> {
-    slot: usize,
-    /// Class probabilities.
-    probs: &'a [f32],
-    /// The best class probability.
-    p: f32,
-    bx: [f32; 4],
-    frame: u64,
-}
-
 fn argmax(v: &[f64]) -> (usize, f64) {
     v.iter().enumerate().fold(
         (0, f64::NEG_INFINITY),
@@ -213,14 +208,7 @@ impl Tracker {
         let mut events = Vec::new();
         for slot in 0..n {
             let (_, p) = out.best_class(slot);
-            let seen = Sighting {
-                slot,
-                probs: &out.class_probs[slot],
-                p,
-                bx: out.boxes_xyxy[slot],
-                frame: out.frame_index,
-            };
-            let (probs, bx) = (seen.probs, seen.bx);
+            let (probs, bx) = (&out.class_probs[slot], out.boxes_xyxy[slot]);
             let current = std::mem::replace(&mut self.slots[slot], Slot::Empty);
             self.slots[slot] = match current {
                 Slot::Active(mut t) => {
@@ -231,7 +219,7 @@ impl Tracker {
                         // Another object took the slot: end this track, judge the newcomer afresh.
                         t.state = TrackState::Removed;
                         events.push(TrackEvent::End(t));
-                        self.candidate(&seen, Vec::new(), 0, &mut events)
+                        self.candidate(probs, p, Vec::new(), 0)
                     } else if p >= self.cfg.keep_score {
                         for (s, v) in t.prob_sum.iter_mut().zip(probs) {
                             *s += f64::from(*v);
@@ -261,31 +249,22 @@ impl Tracker {
                         }
                     }
                 }
-                Slot::Candidate { frames, prob_sum } => {
-                    self.candidate(&seen, prob_sum, frames, &mut events)
-                }
-                Slot::Empty => self.candidate(&seen, Vec::new(), 0, &mut events),
+                Slot::Candidate { frames, prob_sum } => self.candidate(probs, p, prob_sum, frames),
+                Slot::Empty => self.candidate(probs, p, Vec::new(), 0),
             };
         }
+        for slot in self.births(out) {
+            events.extend(self.birth(slot, out));
+        }
+        // In slot order; a slot's `End` (reused by a newcomer) stays before its `New`.
+        events.sort_by_key(|e| e.track().slot);
         events
     }
 
-    /// A slot that holds no track yet: `frames` frames so far above `birth_score`, whose class
-    /// probabilities sum to `prob_sum`; it becomes a track after `min_frames`.
-    fn candidate(
-        &mut self,
-        seen: &Sighting<'_>,
-        mut prob_sum: Vec<f64>,
-        frames: u32,
-        events: &mut Vec<TrackEvent>,
-    ) -> Slot {
-        let Sighting {
-            slot,
-            probs,
-            p,
-            bx,
-            frame,
-        } = *seen;
+    /// A slot that holds no track yet, seen with class probabilities `probs` (best `p`):
+    /// `frames` frames so far above `birth_score`, whose class probabilities sum to `prob_sum`. After `min_frames` it is ready to be born; `update`
+    /// decides which ready slots become tracks ([`TrackerConfig::birth_nms_iou`]).
+    fn candidate(&self, probs: &[f32], p: f32, mut prob_sum: Vec<f64>, frames: u32) -> Slot {
         if p < self.cfg.birth_score {
             return Slot::Empty;
         }
@@ -295,19 +274,58 @@ impl Tracker {
         for (s, v) in prob_sum.iter_mut().zip(probs) {
             *s += f64::from(*v);
         }
-        let frames = frames + 1;
-        if frames < self.cfg.min_frames {
-            return Slot::Candidate { frames, prob_sum };
+        Slot::Candidate {
+            frames: frames + 1,
+            prob_sum,
         }
+    }
+
+    /// Of the slots ready to be born on this frame, the ones that are not a second slot on an
+    /// object already tracked: NMS in descending probability against the boxes of the tracks seen
+    /// on this frame. Returned in slot order, the order ids are given in.
+    fn births(&self, out: &FrameOutput) -> Vec<usize> {
+        let ready = |slot: &Slot| matches!(slot, Slot::Candidate { frames, .. } if *frames >= self.cfg.min_frames);
+        let mut ready: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| ready(&self.slots[i]))
+            .collect();
+        if self.cfg.birth_nms_iou >= 1.0 || ready.is_empty() {
+            return ready;
+        }
+        let mut kept: Vec<[f32; 4]> = self
+            .active()
+            .filter(|t| t.state == TrackState::Tracked && t.last_seen_frame == out.frame_index)
+            .map(|t| t.box_xyxy)
+            .collect();
+        ready.sort_by(|&a, &b| out.best_class(b).1.total_cmp(&out.best_class(a).1));
+        let mut born = Vec::with_capacity(ready.len());
+        for slot in ready {
+            let bx = out.boxes_xyxy[slot];
+            if kept.iter().all(|k| iou(k, &bx) <= self.cfg.birth_nms_iou) {
+                kept.push(bx);
+                born.push(slot);
+            }
+        }
+        born.sort_unstable();
+        born
+    }
+
+    /// Candidate slot `slot` becomes a track with the next id (`None`: it holds no candidate).
+    fn birth(&mut self, slot: usize, out: &FrameOutput) -> Option<TrackEvent> {
+        let Slot::Candidate { frames, prob_sum } =
+            std::mem::replace(&mut self.slots[slot], Slot::Empty)
+        else {
+            return None;
+        };
         let (label, sum) = argmax(&prob_sum);
+        let frame = out.frame_index;
         let t = Track {
             id: self.next_id,
             slot,
             state: TrackState::New,
             label,
             score: (sum / frames as f64) as f32,
-            frame_score: p,
-            box_xyxy: bx,
+            frame_score: out.best_class(slot).1,
+            box_xyxy: out.boxes_xyxy[slot],
             first_frame: frame + 1 - u64::from(frames),
             last_seen_frame: frame,
             hits: u64::from(frames),
@@ -315,10 +333,11 @@ impl Tracker {
             prob_sum,
         };
         self.next_id += 1;
-        events.push(TrackEvent::New(t.clone()));
-        let mut t = t;
-        t.state = TrackState::Tracked;
-        Slot::Active(t)
+        self.slots[slot] = Slot::Active(Track {
+            state: TrackState::Tracked,
+            ..t.clone()
+        });
+        Some(TrackEvent::New(t))
     }
 
     /// End every open track (end of stream, shutdown, stream restart). Ids keep counting.
@@ -346,6 +365,14 @@ impl TrackerConfig {
             birth_score,
             keep_score: birth_score * d.keep_score / d.birth_score,
             ..d
+        }
+    }
+
+    /// These settings with another [`TrackerConfig::birth_nms_iou`].
+    pub fn with_birth_nms_iou(self, birth_nms_iou: f32) -> Self {
+        Self {
+            birth_nms_iou,
+            ..self
         }
     }
 }

@@ -32,6 +32,7 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 });
 
 const DEFAULT_SCORE_THRESHOLD: f32 = 0.5;
+const DEFAULT_BIRTH_NMS_IOU: f32 = 1.0;
 const DEFAULT_KEY_FRAME_INTERVAL: i32 = -1;
 const DEFAULT_ENGINE: EngineKind = EngineKind::Candle;
 const DEFAULT_EXECUTION_PROVIDER: ExecutionProvider = ExecutionProvider::Cpu;
@@ -64,6 +65,7 @@ struct Settings {
     engine: EngineKind,
     execution_provider: ExecutionProvider,
     score_threshold: f32,
+    birth_nms_iou: f32,
     key_frame_interval: i32,
     draw: bool,
     emit_messages: bool,
@@ -78,11 +80,19 @@ impl Default for Settings {
             engine: DEFAULT_ENGINE,
             execution_provider: DEFAULT_EXECUTION_PROVIDER,
             score_threshold: DEFAULT_SCORE_THRESHOLD,
+            birth_nms_iou: DEFAULT_BIRTH_NMS_IOU,
             key_frame_interval: DEFAULT_KEY_FRAME_INTERVAL,
             draw: false,
             emit_messages: false,
             rules: None,
         }
+    }
+}
+
+impl Settings {
+    /// The tracker the properties ask for.
+    fn tracker(&self) -> TrackerConfig {
+        TrackerConfig::with_birth_score(self.score_threshold).with_birth_nms_iou(self.birth_nms_iou)
     }
 }
 
@@ -329,6 +339,14 @@ impl ObjectImpl for InsPro {
                     .default_value(DEFAULT_SCORE_THRESHOLD)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecFloat::builder("birth-nms-iou")
+                    .nick("Birth NMS IoU")
+                    .blurb("A slot whose box overlaps a track seen on the frame by more than this IoU is a second slot on one object and is not born (class-agnostic; 1 = every slot, as the paper). Changeable while playing.")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_BIRTH_NMS_IOU)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecInt::builder("key-frame-interval")
                     .nick("Key-frame interval")
                     .blurb("InsPro-lite: run every stage on one frame in K, 0 = on every frame, -1 = the model config's value")
@@ -388,6 +406,7 @@ impl ObjectImpl for InsPro {
                     s.score_threshold
                 );
             }
+            "birth-nms-iou" => s.birth_nms_iou = value.get().expect("type checked upstream"),
             "key-frame-interval" => {
                 s.key_frame_interval = value.get().expect("type checked upstream")
             }
@@ -407,6 +426,7 @@ impl ObjectImpl for InsPro {
             "engine" => s.engine.to_value(),
             "execution-provider" => s.execution_provider.to_value(),
             "score-threshold" => s.score_threshold.to_value(),
+            "birth-nms-iou" => s.birth_nms_iou.to_value(),
             "key-frame-interval" => s.key_frame_interval.to_value(),
             "draw" => s.draw.to_value(),
             "emit-messages" => s.emit_messages.to_value(),
@@ -483,10 +503,7 @@ impl BaseTransformImpl for InsPro {
             built.description,
             t0.elapsed().as_secs_f64()
         );
-        let processor = StreamProcessor::new(
-            engine,
-            TrackerConfig::with_birth_score(settings.score_threshold),
-        );
+        let processor = StreamProcessor::new(engine, settings.tracker());
         *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = Stats::default();
         *self.state() = Some(State {
             processor,
@@ -567,7 +584,7 @@ impl BaseTransformImpl for InsPro {
             gst::log!(CAT, imp = self, "gap buffer passed through");
             return Ok(gst::FlowSuccess::Ok);
         }
-        let want = TrackerConfig::with_birth_score(settings.score_threshold);
+        let want = settings.tracker();
         if *state.processor.tracker().config() != want {
             state.processor.tracker_mut().set_config(want);
         }

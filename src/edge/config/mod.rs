@@ -131,7 +131,7 @@ mod tests {
                  [[camera.zone]]\nname = \"door\"\ncoordinates = {coordinates}\n\
                  [[camera.line]]\nname = \"gate\"\npoints = [[10, 0], [10, 100]]\ndirection = \"forward\"\n\
                  [camera.filters.person]\nmin_area = 50\n\
-                 [camera.tracking]\nbirth_score = 0.8\n"
+                 [camera.tracking]\nbirth_score = 0.8\nbirth_nms_iou = 0.5\n"
             )
         };
         let f = write(&text("[[0, 0], [100, 0], [100, 50]]"));
@@ -142,6 +142,8 @@ mod tests {
         assert_eq!(rules.zones[0].coordinates[2], [100.0, 50.0]);
         assert_eq!(rules.filters["person"].min_area, 50.0);
         assert_eq!(cam.tracking.apply(cfg.tracking).birth_score, 0.8);
+        assert_eq!(cam.tracking.apply(cfg.tracking).birth_nms_iou, 0.5);
+        assert_eq!(cfg.tracking.birth_nms_iou, 1.0);
         assert_eq!(
             cam.tracking.apply(cfg.tracking).min_frames,
             cfg.tracking.min_frames
@@ -210,6 +212,15 @@ mod tests {
         let mut bad = cfg.clone();
         bad.tracking.keep_score = 0.9;
         assert_eq!(bad.validate().unwrap_err().field, "tracking.keep_score");
+        let mut bad = cfg.clone();
+        bad.tracking.birth_nms_iou = -0.1;
+        assert_eq!(bad.validate().unwrap_err().field, "tracking.birth_nms_iou");
+        let mut bad = cfg.clone();
+        bad.cameras[0].tracking.birth_nms_iou = Some(2.0);
+        assert_eq!(
+            bad.validate().unwrap_err().field,
+            "camera[0].tracking.birth_nms_iou"
+        );
         let mut bad = cfg.clone();
         bad.cameras.push(bad.cameras[0].clone());
         assert_eq!(bad.validate().unwrap_err().field, "camera[1].name");

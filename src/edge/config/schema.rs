@@ -174,6 +174,7 @@ pub struct TrackingOverride {
     pub keep_score: Option<f32>,
     pub max_lost_frames: Option<u32>,
     pub reuse_iou: Option<f32>,
+    pub birth_nms_iou: Option<f32>,
 }
 
 impl TrackingOverride {
@@ -185,6 +186,7 @@ impl TrackingOverride {
             keep_score: self.keep_score.unwrap_or(global.keep_score),
             max_lost_frames: self.max_lost_frames.unwrap_or(global.max_lost_frames),
             reuse_iou: self.reuse_iou.unwrap_or(global.reuse_iou),
+            birth_nms_iou: self.birth_nms_iou.unwrap_or(global.birth_nms_iou),
         }
     }
 }
