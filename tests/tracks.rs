@@ -25,17 +25,18 @@ const A: [f32; 4] = [10., 10., 50., 50.];
 const FAR: [f32; 4] = [300., 200., 340., 240.];
 const NONE: [f32; 3] = [0.05, 0.02, 0.01];
 
+fn kind(e: &TrackEvent) -> &'static str {
+    match e {
+        TrackEvent::New(_) => "new",
+        TrackEvent::Update(_) => "update",
+        TrackEvent::End(_) => "end",
+    }
+}
+
 fn kinds(events: &[TrackEvent]) -> Vec<(String, u64, TrackState)> {
     events
         .iter()
-        .map(|e| {
-            let kind = match e {
-                TrackEvent::New(_) => "new",
-                TrackEvent::Update(_) => "update",
-                TrackEvent::End(_) => "end",
-            };
-            (kind.to_string(), e.track().id, e.track().state)
-        })
+        .map(|e| (kind(e).to_string(), e.track().id, e.track().state))
         .collect()
 }
 
@@ -186,13 +187,8 @@ fn births(events: &[TrackEvent]) -> Vec<(&'static str, u64, usize, u64, u64)> {
     events
         .iter()
         .map(|e| {
-            let kind = match e {
-                TrackEvent::New(_) => "new",
-                TrackEvent::Update(_) => "update",
-                TrackEvent::End(_) => "end",
-            };
             let t = e.track();
-            (kind, t.id, t.slot, t.first_frame, t.hits)
+            (kind(e), t.id, t.slot, t.first_frame, t.hits)
         })
         .collect()
 }

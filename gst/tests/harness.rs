@@ -115,6 +115,14 @@ fn key_frame_interval_overrides_the_model_config_and_stats_count_frames() {
     }
 }
 
+/// The meta's boxes, xyxy.
+fn boxes(t: &Tracks) -> Vec<[f32; 4]> {
+    t.boxes
+        .chunks_exact(4)
+        .map(|b| [b[0], b[1], b[2], b[3]])
+        .collect()
+}
+
 /// The library called directly on packed RGB frames, with NMS at birth at `birth_nms_iou`; what
 /// the element must report.
 fn library_tracks(
@@ -183,13 +191,12 @@ fn packed_formats_with_padded_rows_equal_the_library_on_packed_rgb() {
             let buf = buffer_from_rgb(rgb, w, h, format);
             let out = push_pull(&mut hs, buf, i as u64);
             let t = Tracks::from_buffer(&out);
-            let boxes: Vec<[f32; 4]> = t
-                .boxes
-                .chunks_exact(4)
-                .map(|b| [b[0], b[1], b[2], b[3]])
-                .collect();
             assert_eq!((t.width, t.height), (w as i32, h as i32));
-            assert_eq!((t.ids.clone(), boxes), expected[i], "{format:?} frame {i}");
+            assert_eq!(
+                (t.ids.clone(), boxes(&t)),
+                expected[i],
+                "{format:?} frame {i}"
+            );
         }
     }
 }
@@ -216,12 +223,7 @@ fn birth_nms_iou_gives_the_librarys_tracks() {
             i as u64,
         );
         let t = Tracks::from_buffer(&out);
-        let boxes: Vec<[f32; 4]> = t
-            .boxes
-            .chunks_exact(4)
-            .map(|b| [b[0], b[1], b[2], b[3]])
-            .collect();
-        assert_eq!((t.ids, boxes), expected[i], "frame {i}");
+        assert_eq!((t.ids.clone(), boxes(&t)), expected[i], "frame {i}");
     }
 }
 
