@@ -262,8 +262,9 @@ impl Tracker {
     }
 
     /// A slot that holds no track yet, seen with class probabilities `probs` (best `p`):
-    /// `frames` frames so far above `birth_score`, whose class probabilities sum to `prob_sum`. After `min_frames` it is ready to be born; `update`
-    /// decides which ready slots become tracks ([`TrackerConfig::birth_nms_iou`]).
+    /// `frames` frames so far above `birth_score`, whose class probabilities sum to `prob_sum`.
+    /// After `min_frames` it is ready to be born; `update` decides which ready slots become
+    /// tracks ([`TrackerConfig::birth_nms_iou`]).
     fn candidate(&self, probs: &[f32], p: f32, mut prob_sum: Vec<f64>, frames: u32) -> Slot {
         if p < self.cfg.birth_score {
             return Slot::Empty;
@@ -284,9 +285,11 @@ impl Tracker {
     /// object already tracked: NMS in descending probability against the boxes of the tracks seen
     /// on this frame. Returned in slot order, the order ids are given in.
     fn births(&self, out: &FrameOutput) -> Vec<usize> {
-        let ready = |slot: &Slot| matches!(slot, Slot::Candidate { frames, .. } if *frames >= self.cfg.min_frames);
+        let min_frames = self.cfg.min_frames;
         let mut ready: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| ready(&self.slots[i]))
+            .filter(|&i| {
+                matches!(self.slots[i], Slot::Candidate { frames, .. } if frames >= min_frames)
+            })
             .collect();
         if self.cfg.birth_nms_iou >= 1.0 || ready.is_empty() {
             return ready;
