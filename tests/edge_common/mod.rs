@@ -472,7 +472,7 @@ pub fn run_with_shipped_weights(
     sub.wait_for(Duration::from_secs(20), what, pred)
 }
 
-fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
+pub fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
     let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
     let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
     let inter = iw * ih;
