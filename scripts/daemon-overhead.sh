@@ -8,7 +8,8 @@
 #
 # Env: MODEL (default engines/inspro-tiny/model.toml), WEIGHTS (its model.safetensors; random
 # weights when there is no such file), SIZE
-# (320x192), FRAMES per clip (900: 7-20 s of daemon), KIND (onnxruntime), REPEAT
+# (320x192), FRAMES per clip (900: 7-20 s of daemon), KIND (onnxruntime; candle; or default:
+# the daemon with no [engine] section, against the engine alone on ONNX Runtime), REPEAT
 # (3: how many times each count is measured, the counts in alternation; the machine's speed
 # drifts by up to 20 % between minutes, so the summary takes the median ratio and the ratio of
 # the means). Prints one JSON line per measurement and a summary. Like scripts/bench.sh
@@ -21,6 +22,8 @@ release_bin daemon-overhead "--features edge"
 SIZE="${SIZE:-320x192}"
 FRAMES="${FRAMES:-900}"
 KIND="${KIND:-onnxruntime}"
+# The engine alone runs ONNX Runtime for the daemon's default.
+bench_kind="$([ "$KIND" = default ] && echo onnxruntime || echo "$KIND")"
 counts=("$@")
 [ ${#counts[@]} -gt 0 ] || counts=(1 4)
 
@@ -46,7 +49,7 @@ else
   echo "daemon-overhead: no $WEIGHTS: random weights" >&2
 fi
 engine_alone() {
-  "$bin" bench --engine "$KIND" --model "$MODEL" "${weights_flag[@]}" --clip "$work/clip.mkv" \
+  "$bin" bench --engine "$bench_kind" --model "$MODEL" "${weights_flag[@]}" --clip "$work/clip.mkv" \
     --cameras "$1" --seconds 10 --json 2>/dev/null | tail -1
 }
 REPEAT="${REPEAT:-3}"
@@ -56,7 +59,9 @@ for n in "${counts[@]}"; do
   # the reference, both are printed).
   before="$(engine_alone "$n")"
   {
-    printf '[model]\nconfig = "%s"\n%s\n\n[engine]\nkind = "%s"\n\n' "$PWD/$MODEL" "$weights_line" "$KIND"
+    printf '[model]\nconfig = "%s"\n%s\n\n' "$PWD/$MODEL" "$weights_line"
+    # KIND=default leaves [engine] out: the daemon's own default (ONNX Runtime, provider auto).
+    [ "$KIND" = default ] || printf '[engine]\nkind = "%s"\n\n' "$KIND"
     printf '[mqtt]\nurl = "mqtt://127.0.0.1:%s"\nclient_id = "overhead"\ntopic_prefix = "o"\n\n' "$port"
     printf '[service]\nspool_dir = "%s"\nmetrics_listen = ""\n\n' "$work/spool-$n"
     for i in $(seq "$n"); do

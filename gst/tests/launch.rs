@@ -59,6 +59,10 @@ fn gst_inspect_lists_the_element_with_every_property() {
         "(0): onnxruntime",
         "(1): candle",
         "(2): tensorrt",
+        "(3): auto",
+        // ONNX Runtime with provider auto by default, as the daemon.
+        "Default: 0, \"onnxruntime\"",
+        "Default: 3, \"auto\"",
         "changeable in NULL, READY, PAUSED or PLAYING state",
     ] {
         assert!(t.contains(detail), "`{detail}` missing:\n{t}");

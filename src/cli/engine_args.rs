@@ -29,9 +29,10 @@ pub struct EngineArgs {
     /// unset: the daemon's rule (gather on the CPU, static on GPUs).
     #[arg(long, value_parser = |s: &str| s.parse::<Pooler>())]
     pub pooler: Option<Pooler>,
-    /// For onnxruntime: the execution provider (cpu, cuda, tensorrt; falls back to the CPU with
-    /// a warning when the library has no such provider).
-    #[arg(long, default_value = "cpu", value_parser = |s: &str| s.parse::<Provider>())]
+    /// For onnxruntime: the execution provider (auto, cpu, cuda, tensorrt; auto takes TensorRT,
+    /// then CUDA, then the CPU, by what the library offers; a named one falls back to the CPU
+    /// with a warning when the library has no such provider).
+    #[arg(long, default_value = "auto", value_parser = |s: &str| s.parse::<Provider>())]
     pub provider: Provider,
     /// For onnxruntime with TensorRT: engine and timing cache directory (default:
     /// <engine dir>/trt_cache).

@@ -118,7 +118,7 @@ pub fn preflight(
     crate::edge::mqtt::mqtt_options(&cfg.mqtt, password.as_ref().map(|(p, _)| p))?;
     if let (config::EngineKind::Onnxruntime, Some(cache)) = (cfg.engine.kind, &cfg.engine.cache_dir)
     {
-        if cfg.engine.provider == "tensorrt" {
+        if cfg.engine.provider.parse() == Ok(crate::runtime::Provider::Tensorrt) {
             Spool::check_writable(cache).map_err(|e| {
                 ConfigError::new(
                     "engine.cache_dir",

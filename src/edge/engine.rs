@@ -52,6 +52,8 @@ pub fn engine_spec(
             ..OrtOptions::default()
         }
         .share_cores(cameras, available_cores(), engine.sessions),
+        // No ONNX Runtime library at all: the candle engine, warned, rather than no daemon.
+        candle_fallback: true,
         ..EngineSpec::default()
     })
 }
@@ -67,6 +69,7 @@ pub fn build_engine(
             "model" => "model.config",
             "weights" => "model.weights",
             "provider" => "engine.provider",
+            "library" => "engine.library",
             _ => "engine.onnx",
         };
         EngineBuildError::Config(ConfigError::new(field, e.reason))

@@ -10,6 +10,7 @@ use std::time::Instant;
 use candle_core::Device;
 use tempfile::TempDir;
 
+use super::onnxruntime::{find_library, offered_provider};
 use super::{CandleEngine, Engine, OrtEngine, OrtOptions, Provider};
 use crate::export::{self, manifest::MANIFEST_FILE, ExportError, ExportOptions, Pooler, Weights};
 use crate::model::{InsPro, ModelConfig, ModelError};
@@ -37,7 +38,7 @@ impl Pooler {
     /// box pooled from its own level on the CPU (4x less RoIAlign work).
     pub fn for_provider(provider: Provider) -> Self {
         match provider {
-            Provider::Cpu => Pooler::Gather,
+            Provider::Cpu | Provider::Auto => Pooler::Gather,
             Provider::Cuda | Provider::Tensorrt => Pooler::Static,
         }
     }
@@ -72,6 +73,10 @@ pub struct EngineSpec {
     pub pooler: Option<Pooler>,
     /// A temporary export also writes the bare trunk graph (benchmarks).
     pub export_trunk: bool,
+    /// `onnxruntime` with no library named (`ort.library` unset) and none that loads: run the
+    /// candle engine instead, with one warning, rather than fail (the daemon and the element,
+    /// whose default engine is ONNX Runtime).
+    pub candle_fallback: bool,
 }
 
 /// What went wrong, with the setting to fix (`field`: model, weights, engine_dir, provider,
@@ -176,11 +181,47 @@ fn warn_random(cfg: &ModelConfig, seed: u64) {
     );
 }
 
-/// Build the engine `spec` asks for.
+/// How much slower the candle engine is than ONNX Runtime on the CPU, for the fallback's
+/// warning (docs/perf.md: 41.5 against 11.8 ms a frame for inspro-tiny on one thread).
+const CANDLE_SLOWDOWN: &str = "about 3.5x";
+
+/// Build the engine `spec` asks for. `onnxruntime` with `provider = auto` takes the fastest
+/// provider the loaded library offers (logged once); with `candle_fallback`, a library that
+/// cannot be found or loaded gives the candle engine and one warning.
 pub fn build_engine(spec: &EngineSpec) -> Result<BuiltEngine, EngineBuildError> {
     match spec.kind {
         EngineKind::Candle => build_candle(spec),
-        EngineKind::Onnxruntime => build_onnxruntime(spec),
+        EngineKind::Onnxruntime => {
+            let library = find_library(spec.ort.library.as_deref()).and_then(|lib| {
+                let provider = offered_provider(&lib)?;
+                Ok((lib, provider))
+            });
+            let (library, offered) = match library {
+                Ok(found) => found,
+                Err(e) if spec.candle_fallback && spec.ort.library.is_none() => {
+                    tracing::warn!(
+                        reason = %e,
+                        "ONNX Runtime cannot be loaded; running the candle reference engine \
+                         instead, {CANDLE_SLOWDOWN} slower on the CPU"
+                    );
+                    let mut candle = spec.clone();
+                    candle.kind = EngineKind::Candle;
+                    candle.ort.provider = Provider::Cpu;
+                    return build_candle(&candle);
+                }
+                Err(e) => return Err(EngineBuildError::new("library", e)),
+            };
+            let mut resolved = spec.clone();
+            if spec.ort.provider == Provider::Auto {
+                resolved.ort.provider = offered;
+                tracing::info!(
+                    provider = %offered,
+                    library = %library.display(),
+                    "execution provider auto: the fastest this ONNX Runtime offers"
+                );
+            }
+            build_onnxruntime(&resolved)
+        }
     }
 }
 
@@ -224,7 +265,7 @@ pub fn load_network(spec: &EngineSpec) -> Result<(InsPro, String, bool), EngineB
 }
 
 fn build_candle(spec: &EngineSpec) -> Result<BuiltEngine, EngineBuildError> {
-    if spec.ort.provider != Provider::Cpu {
+    if !matches!(spec.ort.provider, Provider::Cpu | Provider::Auto) {
         return Err(EngineBuildError::new(
             "provider",
             format!(

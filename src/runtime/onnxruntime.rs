@@ -24,7 +24,8 @@ pub use super::ort_bench::{profile_by_part, time_trunk_batch, time_trunk_graph, 
 use super::ort_lanes::{Lane, Lanes};
 use super::ort_setup::open_session;
 pub use super::ort_setup::{
-    available_cores, environment, find_library, OrtOptions, Provider, RuntimeError, SETUP_HINT,
+    available_cores, environment, find_library, offered_provider, OrtOptions, Provider,
+    RuntimeError, SETUP_HINT,
 };
 
 /// Receives a graph's observation outputs by name (calibration).

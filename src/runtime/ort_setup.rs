@@ -33,16 +33,37 @@ pub enum RuntimeError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
+    /// The fastest the loaded library offers: TensorRT, then CUDA, then the CPU
+    /// ([`offered_provider`]); resolved before any session opens.
+    Auto,
     Cpu,
     Cuda,
     Tensorrt,
 }
 
 crate::enum_names!(Provider {
+    Auto => "auto",
     Cpu => "cpu",
     Cuda => "cuda",
     Tensorrt => "tensorrt" | "trt",
 });
+
+/// What `provider = auto` becomes with the library at `library` (loaded here if it is not yet):
+/// TensorRT when the library was built with it, else CUDA, else the CPU. A GPU library whose
+/// GPU or TensorRT is missing at run time still falls back to the CPU when the session opens
+/// (warned there).
+pub fn offered_provider(library: &Path) -> Result<Provider, RuntimeError> {
+    use ort::ep::ExecutionProvider;
+    environment(library)?;
+    let offered = |r: ort::Result<bool>| r.unwrap_or(false);
+    Ok(if offered(ort::ep::TensorRT::is_available()) {
+        Provider::Tensorrt
+    } else if offered(ort::ep::CUDA::is_available()) {
+        Provider::Cuda
+    } else {
+        Provider::Cpu
+    })
+}
 
 /// How to run the graphs.
 #[derive(Debug, Clone)]
@@ -292,7 +313,8 @@ pub(super) fn open_session(
         b = b.with_intra_op_spinning(false).map_err(e)?;
     }
     let eps = match opts.provider {
-        Provider::Cpu => Vec::new(),
+        // Unresolved (the factory resolves it first): the CPU.
+        Provider::Cpu | Provider::Auto => Vec::new(),
         Provider::Cuda => vec![ort::ep::CUDA::default()
             .with_device_id(opts.device_id)
             .build()],

@@ -34,8 +34,9 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const DEFAULT_SCORE_THRESHOLD: f32 = 0.5;
 const DEFAULT_BIRTH_NMS_IOU: f32 = 1.0;
 const DEFAULT_KEY_FRAME_INTERVAL: i32 = -1;
-const DEFAULT_ENGINE: EngineKind = EngineKind::Candle;
-const DEFAULT_EXECUTION_PROVIDER: ExecutionProvider = ExecutionProvider::Cpu;
+/// ONNX Runtime, as the daemon: candle (3.5x slower on the CPU) when no library loads.
+const DEFAULT_ENGINE: EngineKind = EngineKind::Onnxruntime;
+const DEFAULT_EXECUTION_PROVIDER: ExecutionProvider = ExecutionProvider::Auto;
 /// Seed of the random weights used when `weights` is unset (deterministic, for tests and demos).
 const RANDOM_WEIGHTS_SEED: u64 = 0;
 
@@ -45,6 +46,7 @@ impl From<ExecutionProvider> for Provider {
             ExecutionProvider::Cpu => Provider::Cpu,
             ExecutionProvider::Cuda => Provider::Cuda,
             ExecutionProvider::Tensorrt => Provider::Tensorrt,
+            ExecutionProvider::Auto => Provider::Auto,
         }
     }
 }
@@ -185,6 +187,7 @@ impl InsPro {
                 provider: s.execution_provider.into(),
                 ..OrtOptions::default()
             },
+            candle_fallback: true,
             ..EngineSpec::default()
         };
         let built = build_engine(&spec).map_err(|e| match e.field {
@@ -209,7 +212,20 @@ impl InsPro {
         }
         let want = Provider::from(s.execution_provider);
         let name = built.engine.name();
-        if s.engine == EngineKind::Onnxruntime && !name.ends_with(&format!("/{want}")) {
+        let onnxruntime = name.starts_with("onnxruntime");
+        if s.engine == EngineKind::Onnxruntime && !onnxruntime {
+            gst::element_imp_warning!(
+                self,
+                gst::LibraryError::Init,
+                (
+                    "ONNX Runtime cannot be loaded ({}); running the candle engine, about 3.5x slower",
+                    inspro::runtime::onnxruntime::SETUP_HINT
+                )
+            );
+        } else if s.engine == EngineKind::Onnxruntime
+            && want != Provider::Auto
+            && !name.ends_with(&format!("/{want}"))
+        {
             gst::element_imp_warning!(
                 self,
                 gst::LibraryError::Init,

@@ -44,6 +44,11 @@ pub enum ExecutionProvider {
     Cuda = 1,
     #[enum_value(name = "TensorRT (onnxruntime only)", nick = "tensorrt")]
     Tensorrt = 2,
+    #[enum_value(
+        name = "The fastest the ONNX Runtime library offers: TensorRT, then CUDA, then the CPU",
+        nick = "auto"
+    )]
+    Auto = 3,
 }
 
 glib::wrapper! {

@@ -37,12 +37,15 @@ pub fn shipped_weights() -> String {
 
 /// The tiny model with random weights (the same for any checkout) and
 /// `score-threshold=0`: every query slot's best class probability is >= 0, so every slot becomes
-/// a track on its second frame and stays one: 16 tracks with ids 1..=16, deterministically.
+/// a track on its second frame and stays one: 16 tracks with ids 1..=16, deterministically. On
+/// the candle engine (the element's default is ONNX Runtime), so that its boxes equal the
+/// library's candle results bit for bit.
 pub fn element() -> gst::Element {
     init();
     gst::ElementFactory::make("inspro")
         .property("model", tiny_model().display().to_string())
         .property("score-threshold", 0.0f32)
+        .property_from_str("engine", "candle")
         .build()
         .expect("make inspro")
 }

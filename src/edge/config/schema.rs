@@ -44,7 +44,7 @@ impl Default for ModelSection {
     }
 }
 
-/// `[engine] kind`: `candle` or `onnxruntime`, the runtime's one engine enum.
+/// `[engine] kind`: `onnxruntime` (the default) or `candle`, the runtime's one engine enum.
 pub use crate::runtime::EngineKind;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,7 +56,8 @@ pub struct EngineSection {
     pub onnx: Option<PathBuf>,
     /// Engine cache (TensorRT plans) for `onnxruntime`; unset: `$CACHE_DIRECTORY` or none.
     pub cache_dir: Option<PathBuf>,
-    /// Execution provider for `onnxruntime`: `cpu`, `cuda` or `tensorrt`.
+    /// Execution provider for `onnxruntime`: `auto` (TensorRT, then CUDA, then the CPU, by what
+    /// the loaded library offers), `cpu`, `cuda` or `tensorrt`.
     pub provider: String,
     /// `libonnxruntime.so` for `onnxruntime` (a GPU build for CUDA/TensorRT); unset:
     /// `ORT_DYLIB_PATH`, then the venv of `scripts/setup.sh`.
@@ -74,10 +75,10 @@ pub struct EngineSection {
 impl Default for EngineSection {
     fn default() -> Self {
         Self {
-            kind: EngineKind::Candle,
+            kind: EngineKind::Onnxruntime,
             onnx: None,
             cache_dir: None,
-            provider: "cpu".into(),
+            provider: "auto".into(),
             library: None,
             device_id: 0,
             sessions: None,
@@ -92,7 +93,8 @@ impl Default for EngineSection {
 pub enum Pace {
     /// `block` for files, `drop` for live sources.
     Auto,
-    /// Bounded queue, the oldest frame is dropped (and counted) when full.
+    /// Bounded queue, the oldest frame is dropped (and counted) when full. A file plays at its
+    /// own frame rate, like a live camera (`loop_file` loops once per clip duration).
     Drop,
     /// The source waits for the engine (every frame of a file is processed).
     Block,
