@@ -461,3 +461,128 @@ fn secrets_are_never_logged() {
     assert!(log.contains("MQTT password loaded"), "{log}");
     assert!(!log.contains("hunter2"), "password leaked into the log");
 }
+
+/// `inspro config check` tells every mistake of a file at once: values of three sections, a
+/// mistyped key in one camera and a bad value in another, each with its field, then a count.
+#[test]
+fn config_check_reports_every_error_at_once() {
+    let model = repo().join("configs/models/inspro-tiny.toml");
+    let text = format!(
+        r#"[model]
+config = "{}"
+[engine]
+provider = "gpu"
+[[camera]]
+name = "a"
+uri = "test:ball"
+fsp = 5
+[[camera]]
+name = "b"
+uri = "htp://cam"
+queue = 0
+[tracking]
+birth_score = 0.2
+keep_score = 0.5
+[mqtt]
+keep_alive_s = 1
+[service]
+metrics_listen = "nope"
+"#,
+        model.display()
+    );
+    // The mistyped key stops the camera from reading at all: it and the other sections' type
+    // errors come first, each named.
+    let (code, err) = check_with(&text, &[], false);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("camera[0].fsp") || err.contains("fsp"),
+        "{err}"
+    );
+    // Without the mistyped key every value error is told, in one run.
+    let (code, err) = check_with(&text.replace("fsp = 5\n", ""), &[], false);
+    assert_eq!(code, 78, "{err}");
+    for field in [
+        "engine.provider",
+        "camera[1].uri",
+        "camera[1].queue",
+        "tracking.keep_score",
+        "mqtt.keep_alive_s",
+        "service.metrics_listen",
+    ] {
+        assert!(err.contains(field), "{field} not reported:\n{err}");
+    }
+    assert!(err.contains("6 errors"), "{err}");
+    // Sections that do not deserialize are told side by side too.
+    let (code, err) = check_with(
+        &format!(
+            "[model]\nconfig = \"{}\"\n[[camera]]\nname = \"a\"\nuri = \"test:ball\"\nwidth = \"wide\"\n[mqtt]\ninflight = -1\n[publish]\nmask_format = \"png\"\n",
+            model.display()
+        ),
+        &[],
+        false,
+    );
+    assert_eq!(code, 78, "{err}");
+    for field in ["camera[0].width", "mqtt.inflight", "publish.mask_format"] {
+        assert!(err.contains(field), "{field} not reported:\n{err}");
+    }
+}
+
+/// The daemon's default engine is ONNX Runtime with provider auto (the CPU here, logged once; the
+/// engine's name is what stats carry); with no library to load it runs the candle engine and
+/// warns once. Both publish events.
+#[test]
+fn default_engine_is_onnxruntime_and_candle_is_the_fallback() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), false);
+    let cfg = test_config(
+        dir.path(),
+        &broker.url(),
+        &camera("c", "test:ball?live=false&num_buffers=6", ""),
+        "",
+    );
+    let sub = Subscriber::start(broker.port, "t/#", false);
+    let mut d = Daemon::spawn(&cfg, &["--exit-on-eos"], &[]);
+    assert!(
+        d.wait(Duration::from_secs(120)).success(),
+        "{}",
+        d.log_text()
+    );
+    let log = d.log_text();
+    assert!(
+        sub.wait_for(Duration::from_secs(20), "events", |m| m
+            .iter()
+            .any(|m| m.topic == "t/c/events"))
+            .len()
+            > 1
+    );
+    assert_eq!(
+        log.matches("execution provider auto").count(),
+        1,
+        "the choice is logged once:\n{log}"
+    );
+    assert!(log.contains("provider=cpu"), "{log}");
+    // The engine's name, as stats and /metrics carry it.
+    assert!(log.contains("engine=onnxruntime/cpu"), "{log}");
+    drop(sub);
+
+    let cfg2 = dir.path().join("fallback.toml");
+    std::fs::copy(&cfg, &cfg2).unwrap();
+    let mut d = Daemon::spawn(
+        &cfg2,
+        &["--exit-on-eos"],
+        &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")],
+    );
+    assert!(
+        d.wait(Duration::from_secs(120)).success(),
+        "{}",
+        d.log_text()
+    );
+    let log = d.log_text();
+    assert_eq!(
+        log.matches("ONNX Runtime cannot be loaded").count(),
+        1,
+        "one warning:\n{log}"
+    );
+    assert!(log.contains("3.5x slower"), "{log}");
+    assert!(log.contains("engine=candle"), "{log}");
+}

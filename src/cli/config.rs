@@ -29,12 +29,17 @@ pub fn run(cmd: ConfigCmd) -> anyhow::Result<()> {
         }
         ConfigCmd::Check { file, print } => {
             let env = config::process_env();
-            // The same checks as `inspro run` before it starts, the model weights included.
-            let checked = config::load(Some(&file), &env).and_then(|c| {
-                inspro::edge::daemon::preflight(&c, &env)?;
+            // Every value's error at once; then the same checks as `inspro run` before it
+            // starts (credentials, directories, the model weights), which need valid values.
+            let checked = config::load_all(Some(&file), &env).and_then(|c| {
+                let errors = c.errors();
+                if !errors.is_empty() {
+                    return Err(errors);
+                }
+                inspro::edge::daemon::preflight(&c, &env).map_err(|e| vec![e])?;
                 match inspro::edge::engine::build_engine(&c.model, &c.engine, c.cameras.len()) {
                     Ok(_) => Ok(c),
-                    Err(inspro::edge::engine::EngineBuildError::Config(e)) => Err(e),
+                    Err(inspro::edge::engine::EngineBuildError::Config(e)) => Err(vec![e]),
                 }
             });
             match checked {
@@ -52,8 +57,13 @@ pub fn run(cmd: ConfigCmd) -> anyhow::Result<()> {
                     );
                     Ok(())
                 }
-                Err(e) => {
-                    eprintln!("error: {}: {e}", file.display());
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("error: {}: {e}", file.display());
+                    }
+                    if errors.len() > 1 {
+                        eprintln!("{}: {} errors", file.display(), errors.len());
+                    }
                     std::process::exit(i32::from(EX_CONFIG));
                 }
             }

@@ -53,6 +53,34 @@ pub fn load(
     file: Option<&Path>,
     env: &BTreeMap<String, String>,
 ) -> Result<EdgeConfig, ConfigError> {
+    from_value(merged(file, env)?)
+}
+
+/// As [`load`], but a file with mistakes in several places is told all of them: when the whole
+/// does not read, each section (and each `[[camera]]`) is read on its own and every one that
+/// fails gives its error (`inspro config check`).
+pub fn load_all(
+    file: Option<&Path>,
+    env: &BTreeMap<String, String>,
+) -> Result<EdgeConfig, Vec<ConfigError>> {
+    let value = merged(file, env).map_err(|e| vec![e])?;
+    match from_value(value.clone()) {
+        Ok(cfg) => Ok(cfg),
+        Err(first) => {
+            let mut errors = section_errors(&value);
+            if errors.is_empty() {
+                errors.push(first);
+            }
+            Err(errors)
+        }
+    }
+}
+
+/// The file and the environment merged by the `config` crate, as JSON.
+fn merged(
+    file: Option<&Path>,
+    env: &BTreeMap<String, String>,
+) -> Result<serde_json::Value, ConfigError> {
     use config::{Config, Environment, File, FileFormat};
     let mut b = Config::builder();
     if let Some(path) = file {
@@ -78,15 +106,68 @@ pub fn load(
             e.to_string(),
         )
     })?;
-    let value: serde_json::Value = merged
+    merged
         .try_deserialize()
-        .map_err(|e| ConfigError::new("config", e.to_string()))?;
-    let cfg: EdgeConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+        .map_err(|e| ConfigError::new("config", e.to_string()))
+}
+
+fn from_value(value: serde_json::Value) -> Result<EdgeConfig, ConfigError> {
+    read_as::<EdgeConfig>("", value)
+}
+
+/// `value` as a `T`, an error naming the field below `prefix`.
+fn read_as<T: serde::de::DeserializeOwned>(
+    prefix: &str,
+    value: serde_json::Value,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "config".into() } else { path };
+        let field = match (prefix.is_empty(), path == ".") {
+            (true, true) => "config".to_string(),
+            (true, false) => path,
+            (false, true) => prefix.to_string(),
+            (false, false) => format!("{prefix}.{path}"),
+        };
         ConfigError::new(field, e.into_inner().to_string())
-    })?;
-    Ok(cfg)
+    })
+}
+
+/// Each top-level section of `value` read on its own: the errors of every one that fails.
+fn section_errors(value: &serde_json::Value) -> Vec<ConfigError> {
+    let Some(sections) = value.as_object() else {
+        return Vec::new();
+    };
+    let mut errors = Vec::new();
+    for (key, v) in sections {
+        let v = v.clone();
+        let result = match key.as_str() {
+            "model" => read_as::<ModelSection>(key, v).map(|_| ()),
+            "engine" => read_as::<EngineSection>(key, v).map(|_| ()),
+            "tracking" => read_as::<crate::tracking::TrackerConfig>(key, v).map(|_| ()),
+            "mqtt" => read_as::<MqttConfig>(key, v).map(|_| ()),
+            "publish" => read_as::<PublishConfig>(key, v).map(|_| ()),
+            "service" => read_as::<ServiceConfig>(key, v).map(|_| ()),
+            "camera" => match v {
+                serde_json::Value::Array(cameras) => {
+                    for (i, c) in cameras.into_iter().enumerate() {
+                        if let Err(e) = read_as::<CameraConfig>(&format!("camera[{i}]"), c) {
+                            errors.push(e);
+                        }
+                    }
+                    Ok(())
+                }
+                other => read_as::<Vec<CameraConfig>>(key, other).map(|_| ()),
+            },
+            other => Err(ConfigError::new(
+                other,
+                "unknown section (expected model, engine, camera, tracking, mqtt, publish or service)",
+            )),
+        };
+        if let Err(e) = result {
+            errors.push(e);
+        }
+    }
+    errors
 }
 
 /// The process environment as a map (tests pass their own).

@@ -78,61 +78,86 @@ fn readable(field: &str, p: &Path) -> Result<(), ConfigError> {
         .map_err(|e| ConfigError::new(field, format!("cannot read {}: {e}", p.display())))
 }
 
+/// The errors found so far: every check runs, and each failing one adds its field, so a file
+/// with several mistakes is told all of them at once.
+#[derive(Debug, Default)]
+struct Findings(Vec<ConfigError>);
+
+impl Findings {
+    /// Record `r`'s error; true when it passed.
+    fn check(&mut self, r: Result<(), ConfigError>) -> bool {
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                self.0.push(e);
+                false
+            }
+        }
+    }
+
+    fn fail(&mut self, field: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(ConfigError::new(field, reason));
+    }
+}
+
 impl EdgeConfig {
-    /// Every check that needs no network or device; the error names the field.
+    /// Every check that needs no network or device; the first error, naming its field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        validate_model(&self.model, &self.engine)?;
-        validate_cameras(&self.cameras, self.tracking)?;
-        validate_tracking(&self.tracking)?;
-        validate_mqtt(&self.mqtt)?;
-        validate_publish(&self.publish)?;
-        validate_service(&self.service)
+        self.errors().into_iter().next().map_or(Ok(()), Err)
+    }
+
+    /// Every check that needs no network or device; all the errors, in file order.
+    pub fn errors(&self) -> Vec<ConfigError> {
+        let mut out = Findings::default();
+        validate_model(&self.model, &self.engine, &mut out);
+        validate_cameras(&self.cameras, self.tracking, &mut out);
+        validate_tracking(&self.tracking, &mut out);
+        validate_mqtt(&self.mqtt, &mut out);
+        validate_publish(&self.publish, &mut out);
+        validate_service(&self.service, &mut out);
+        out.0
     }
 }
 
 /// `[model]` and `[engine]`: the files exist, the model config parses, the provider is known.
-fn validate_model(model: &ModelSection, engine: &EngineSection) -> Result<(), ConfigError> {
-    readable("model.config", &model.config)?;
-    crate::model::ModelConfig::from_file(&model.config)
-        .map_err(|e| ConfigError::new("model.config", e.to_string()))?;
+fn validate_model(model: &ModelSection, engine: &EngineSection, out: &mut Findings) {
+    if out.check(readable("model.config", &model.config)) {
+        out.check(
+            crate::model::ModelConfig::from_file(&model.config)
+                .map(|_| ())
+                .map_err(|e| ConfigError::new("model.config", e.to_string())),
+        );
+    }
     if let Some(w) = &model.weights {
-        readable("model.weights", w)?;
+        out.check(readable("model.weights", w));
     }
     if let Some(p) = &engine.onnx {
-        readable("engine.onnx", p)?;
+        out.check(readable("engine.onnx", p));
     }
     if let Some(lib) = &engine.library {
-        readable("engine.library", lib)?;
+        out.check(readable("engine.library", lib));
     }
-    int_within("engine.device_id", engine.device_id, 0, 255)?;
+    out.check(int_within("engine.device_id", engine.device_id, 0, 255));
     if let Some(n) = engine.sessions {
-        int_within("engine.sessions", n, 1, 64)?;
+        out.check(int_within("engine.sessions", n, 1, 64));
     }
     if let Some(n) = engine.threads {
-        int_within("engine.threads", n, 1, 256)?;
+        out.check(int_within("engine.threads", n, 1, 256));
     }
-    if !["cpu", "cuda", "tensorrt"].contains(&engine.provider.as_str()) {
-        return Err(ConfigError::new(
-            "engine.provider",
-            format!("`{}` is not cpu, cuda or tensorrt", engine.provider),
-        ));
+    if let Err(reason) = engine.provider.parse::<crate::runtime::Provider>() {
+        out.fail("engine.provider", reason);
     }
-    Ok(())
 }
 
 /// Every `[[camera]]`: at least one, unique topic-safe names, each camera's fields.
-fn validate_cameras(cameras: &[CameraConfig], tracking: TrackerConfig) -> Result<(), ConfigError> {
+fn validate_cameras(cameras: &[CameraConfig], tracking: TrackerConfig, out: &mut Findings) {
     if cameras.is_empty() {
-        return Err(ConfigError::new(
-            "camera",
-            "no [[camera]] is configured; add at least one",
-        ));
+        out.fail("camera", "no [[camera]] is configured; add at least one");
     }
     let mut names = HashSet::new();
     for (i, c) in cameras.iter().enumerate() {
-        validate_camera(i, c, &mut names, tracking)?;
+        validate_camera(i, c, &mut names, tracking, out);
     }
-    Ok(())
 }
 
 /// One camera, `camera[i]`; `names` collects the names seen so far.
@@ -141,115 +166,140 @@ fn validate_camera(
     c: &CameraConfig,
     names: &mut HashSet<String>,
     tracking: TrackerConfig,
-) -> Result<(), ConfigError> {
+    out: &mut Findings,
+) {
     let f = |k: &str| format!("camera[{i}].{k}");
     if !topic_safe(&c.name) {
-        return Err(ConfigError::new(
+        out.fail(
             f("name"),
             format!(
                 "`{}` must be non-empty letters, digits, '-' or '_' (it is an MQTT topic level)",
                 c.name
             ),
-        ));
+        );
+    } else if !names.insert(c.name.clone()) {
+        out.fail(f("name"), format!("`{}` is used by another camera", c.name));
     }
-    if !names.insert(c.name.clone()) {
-        return Err(ConfigError::new(
-            f("name"),
-            format!("`{}` is used by another camera", c.name),
-        ));
-    }
-    c.source().map_err(|r| ConfigError::new(f("uri"), r))?;
-    within(&f("fps"), c.fps, 0.0, 1000.0)?;
+    out.check(
+        c.source()
+            .map(|_| ())
+            .map_err(|r| ConfigError::new(f("uri"), r)),
+    );
+    out.check(within(&f("fps"), c.fps, 0.0, 1000.0));
     if c.width > MAX_SIDE || c.height > MAX_SIDE {
-        return Err(ConfigError::new(
+        out.fail(
             f("width"),
             format!("{}x{} is larger than {MAX_SIDE}", c.width, c.height),
-        ));
-    }
-    if c.rtsp_latency_ms > 60_000 {
-        return Err(ConfigError::new(
-            f("rtsp_latency_ms"),
-            format!("{} is above 60000", c.rtsp_latency_ms),
-        ));
-    }
-    if (c.width == 0) != (c.height == 0) {
-        return Err(ConfigError::new(
-            f("width"),
-            "set both width and height, or neither",
-        ));
-    }
-    if c.width != 0 && (c.width < 16 || c.height < 16 || c.width % 2 == 1 || c.height % 2 == 1) {
-        return Err(ConfigError::new(
+        );
+    } else if (c.width == 0) != (c.height == 0) {
+        out.fail(f("width"), "set both width and height, or neither");
+    } else if c.width != 0
+        && (c.width < 16 || c.height < 16 || c.width % 2 == 1 || c.height % 2 == 1)
+    {
+        out.fail(
             f("width"),
             format!("{}x{} must be even and at least 16x16", c.width, c.height),
-        ));
+        );
     }
-    int_within(&f("queue"), c.queue, 1, 64)?;
-    positive_upto(&f("stall_timeout_s"), c.stall_timeout_s, 3600.0)?;
-    positive_upto(&f("jump_threshold_s"), c.jump_threshold_s, MAX_DURATION_S)?;
+    if c.rtsp_latency_ms > 60_000 {
+        out.fail(
+            f("rtsp_latency_ms"),
+            format!("{} is above 60000", c.rtsp_latency_ms),
+        );
+    }
+    out.check(int_within(&f("queue"), c.queue, 1, 64));
+    out.check(positive_upto(
+        &f("stall_timeout_s"),
+        c.stall_timeout_s,
+        3600.0,
+    ));
+    out.check(positive_upto(
+        &f("jump_threshold_s"),
+        c.jump_threshold_s,
+        MAX_DURATION_S,
+    ));
     let snap = &c.snapshots;
-    int_within(&f("snapshots.max_files"), snap.max_files, 1, 100_000)?;
-    int_within(&f("snapshots.quality"), usize::from(snap.quality), 1, 100)?;
-    within(&f("snapshots.padding"), f64::from(snap.padding), 0.0, 2.0)?;
-    c.rules()
-        .validate()
-        .map_err(|e| ConfigError::new(f(&e.field), e.reason))?;
+    out.check(int_within(
+        &f("snapshots.max_files"),
+        snap.max_files,
+        1,
+        100_000,
+    ));
+    out.check(int_within(
+        &f("snapshots.quality"),
+        usize::from(snap.quality),
+        1,
+        100,
+    ));
+    out.check(within(
+        &f("snapshots.padding"),
+        f64::from(snap.padding),
+        0.0,
+        2.0,
+    ));
+    out.check(
+        c.rules()
+            .validate()
+            .map_err(|e| ConfigError::new(f(&e.field), e.reason)),
+    );
     // The overrides with the global values (a bad global value is `[tracking]`'s own error).
     if c.tracking != Default::default() {
-        c.tracking
-            .apply(tracking)
-            .validate()
-            .map_err(|e| ConfigError::new(f(&format!("tracking.{}", e.field)), e.reason))?;
+        out.check(
+            c.tracking
+                .apply(tracking)
+                .validate()
+                .map_err(|e| ConfigError::new(f(&format!("tracking.{}", e.field)), e.reason)),
+        );
     }
-    Ok(())
 }
 
 /// `[tracking]`: the tracker's own checks plus a bound on the lost-frame count.
-fn validate_tracking(tracking: &TrackerConfig) -> Result<(), ConfigError> {
-    tracking
-        .validate()
-        .map_err(|e| ConfigError::new(format!("tracking.{}", e.field), e.reason))?;
+fn validate_tracking(tracking: &TrackerConfig, out: &mut Findings) {
+    out.check(
+        tracking
+            .validate()
+            .map_err(|e| ConfigError::new(format!("tracking.{}", e.field), e.reason)),
+    );
     if tracking.max_lost_frames > 100_000 {
-        return Err(ConfigError::new(
-            "tracking.max_lost_frames",
-            "is above 100000 frames",
-        ));
+        out.fail("tracking.max_lost_frames", "is above 100000 frames");
     }
-    Ok(())
 }
 
 /// `[mqtt]`: the URL, names and limits, then the backoff, the login and TLS.
-fn validate_mqtt(m: &MqttConfig) -> Result<(), ConfigError> {
-    let broker = m.broker().map_err(|r| ConfigError::new("mqtt.url", r))?;
-    validate_mqtt_session(m)?;
-    validate_backoff(&m.backoff)?;
-    validate_login(m)?;
-    validate_tls(&m.tls, &broker)
+fn validate_mqtt(m: &MqttConfig, out: &mut Findings) {
+    let broker = m.broker().map_err(|r| ConfigError::new("mqtt.url", r));
+    validate_mqtt_session(m, out);
+    validate_backoff(&m.backoff, out);
+    validate_login(m, out);
+    match broker {
+        Ok(broker) => validate_tls(&m.tls, &broker, out),
+        Err(e) => out.0.push(e),
+    }
 }
 
 /// `mqtt.client_id`, `topic_prefix`, `qos`, `keep_alive_s`, `max_packet_size`, `inflight`.
-fn validate_mqtt_session(m: &MqttConfig) -> Result<(), ConfigError> {
+fn validate_mqtt_session(m: &MqttConfig, out: &mut Findings) {
     if !topic_safe(&m.client_id.replace(['.', ':'], "")) || m.client_id.len() > 64 {
-        return Err(ConfigError::new(
+        out.fail(
             "mqtt.client_id",
             format!(
                 "`{}` must be 1..64 letters, digits, '-', '_', '.', ':'",
                 m.client_id
             ),
-        ));
+        );
     }
     if m.topic_prefix.is_empty()
         || m.topic_prefix.starts_with('/')
         || m.topic_prefix.ends_with('/')
         || m.topic_prefix.contains(['#', '+', '\0'])
     {
-        return Err(ConfigError::new(
+        out.fail(
             "mqtt.topic_prefix",
             format!(
                 "`{}` must be non-empty, without '#', '+' or a leading/trailing '/'",
                 m.topic_prefix
             ),
-        ));
+        );
     }
     for (k, q) in [
         ("lifecycle", m.qos.lifecycle),
@@ -258,166 +308,165 @@ fn validate_mqtt_session(m: &MqttConfig) -> Result<(), ConfigError> {
         ("stats", m.qos.stats),
     ] {
         if q > 2 {
-            return Err(ConfigError::new(
-                format!("mqtt.qos.{k}"),
-                format!("{q} is not 0, 1 or 2"),
-            ));
+            out.fail(format!("mqtt.qos.{k}"), format!("{q} is not 0, 1 or 2"));
         }
     }
-    int_within("mqtt.keep_alive_s", m.keep_alive_s, 5, 65535)?;
+    out.check(int_within("mqtt.keep_alive_s", m.keep_alive_s, 5, 65535));
     if m.max_packet_size < 4096 || m.max_packet_size > 256 * 1024 * 1024 {
-        return Err(ConfigError::new(
+        out.fail(
             "mqtt.max_packet_size",
             format!("{} is not in 4096..=268435456 bytes", m.max_packet_size),
-        ));
+        );
     }
-    int_within("mqtt.inflight", m.inflight, 1, 1000)
+    out.check(int_within("mqtt.inflight", m.inflight, 1, 1000));
 }
 
 /// `[mqtt.backoff]`.
-fn validate_backoff(b: &BackoffConfig) -> Result<(), ConfigError> {
-    positive_upto("mqtt.backoff.initial_s", b.initial_s, 3600.0)?;
-    positive_upto("mqtt.backoff.max_s", b.max_s, 3600.0)?;
-    if b.max_s < b.initial_s {
-        return Err(ConfigError::new(
+fn validate_backoff(b: &BackoffConfig, out: &mut Findings) {
+    let initial = out.check(positive_upto("mqtt.backoff.initial_s", b.initial_s, 3600.0));
+    let max = out.check(positive_upto("mqtt.backoff.max_s", b.max_s, 3600.0));
+    if initial && max && b.max_s < b.initial_s {
+        out.fail(
             "mqtt.backoff.max_s",
             format!("{} is below initial_s {}", b.max_s, b.initial_s),
-        ));
+        );
     }
     if !(0.0..=1.0).contains(&b.jitter) {
-        return Err(ConfigError::new(
+        out.fail(
             "mqtt.backoff.jitter",
             format!("{} is not in [0, 1]", b.jitter),
-        ));
+        );
     }
-    Ok(())
 }
 
 /// `mqtt.username` and `mqtt.password_file`.
-fn validate_login(m: &MqttConfig) -> Result<(), ConfigError> {
+fn validate_login(m: &MqttConfig, out: &mut Findings) {
     if m.username
         .as_deref()
         .is_some_and(|u| u.is_empty() || u.len() > 65535)
     {
-        return Err(ConfigError::new(
+        out.fail(
             "mqtt.username",
             "must be 1..65535 bytes (leave it out for no login)",
-        ));
+        );
     }
     if m.password_file.is_some() && m.username.is_none() {
-        return Err(ConfigError::new(
-            "mqtt.username",
-            "a password is configured but no username",
-        ));
+        out.fail("mqtt.username", "a password is configured but no username");
     }
     if let Some(p) = &m.password_file {
-        readable("mqtt.password_file", p)?;
+        out.check(readable("mqtt.password_file", p));
     }
-    Ok(())
 }
 
 /// `[mqtt.tls]`: readable PEM files, paired client cert and key, and an `mqtts://` URL to go
 /// with them.
-fn validate_tls(t: &TlsConfig, broker: &BrokerAddr) -> Result<(), ConfigError> {
+fn validate_tls(t: &TlsConfig, broker: &BrokerAddr, out: &mut Findings) {
+    let mut files_ok = true;
     for (k, p) in [
         ("ca_file", &t.ca_file),
         ("client_cert", &t.client_cert),
         ("client_key", &t.client_key),
     ] {
-        if let Some(p) = p {
-            readable(&format!("mqtt.tls.{k}"), p)?;
-            let text = std::fs::read_to_string(p).unwrap_or_default();
-            if !text.contains("-----BEGIN ") {
-                return Err(ConfigError::new(
-                    format!("mqtt.tls.{k}"),
-                    format!("{} is not a PEM file", p.display()),
-                ));
-            }
+        let Some(p) = p else { continue };
+        let field = format!("mqtt.tls.{k}");
+        if !out.check(readable(&field, p)) {
+            files_ok = false;
+            continue;
+        }
+        let text = std::fs::read_to_string(p).unwrap_or_default();
+        if !text.contains("-----BEGIN ") {
+            files_ok = false;
+            out.fail(field, format!("{} is not a PEM file", p.display()));
         }
     }
     if t.client_cert.is_some() != t.client_key.is_some() {
-        return Err(ConfigError::new(
+        files_ok = false;
+        out.fail(
             "mqtt.tls.client_key",
             "client_cert and client_key go together",
-        ));
+        );
     }
     let wants_tls = broker.tls || t.ca_file.is_some() || t.client_cert.is_some();
     if wants_tls && !broker.tls {
-        return Err(ConfigError::new(
-            "mqtt.url",
-            "TLS files are set: use an mqtts:// URL",
-        ));
+        out.fail("mqtt.url", "TLS files are set: use an mqtts:// URL");
     }
-    if broker.tls {
-        crate::edge::tls::client_config(t)?;
+    if broker.tls && files_ok {
+        out.check(crate::edge::tls::client_config(t).map(|_| ()));
     }
-    Ok(())
 }
 
 /// `[publish]`.
-fn validate_publish(p: &PublishConfig) -> Result<(), ConfigError> {
+fn validate_publish(p: &PublishConfig, out: &mut Findings) {
     if !(p.polygon_tolerance.is_finite() && p.polygon_tolerance >= 0.0) {
-        return Err(ConfigError::new(
+        out.fail("publish.polygon_tolerance", "must be >= 0");
+    } else {
+        out.check(within(
             "publish.polygon_tolerance",
-            "must be >= 0",
+            p.polygon_tolerance,
+            0.0,
+            1000.0,
         ));
     }
-    within(
-        "publish.polygon_tolerance",
-        p.polygon_tolerance,
-        0.0,
-        1000.0,
-    )?;
-    within(
+    let interval = out.check(within(
         "publish.update_interval_s",
         p.update_interval_s,
         0.0,
         MAX_DURATION_S,
-    )?;
-    within("publish.heartbeat_s", p.heartbeat_s, 0.0, MAX_DURATION_S)?;
-    if p.heartbeat_s > 0.0 && p.heartbeat_s < p.update_interval_s {
-        return Err(ConfigError::new(
+    ));
+    let heartbeat = out.check(within(
+        "publish.heartbeat_s",
+        p.heartbeat_s,
+        0.0,
+        MAX_DURATION_S,
+    ));
+    if interval && heartbeat && p.heartbeat_s > 0.0 && p.heartbeat_s < p.update_interval_s {
+        out.fail(
             "publish.heartbeat_s",
             format!(
                 "{} is below update_interval_s {}",
                 p.heartbeat_s, p.update_interval_s
             ),
-        ));
+        );
     }
     if !(0.0..=1.0).contains(&p.significant_iou) {
-        return Err(ConfigError::new(
+        out.fail(
             "publish.significant_iou",
             format!("{} is not in [0, 1]", p.significant_iou),
-        ));
+        );
     }
-    int_within("publish.tracks_every", p.tracks_every, 1, 100_000)
+    out.check(int_within(
+        "publish.tracks_every",
+        p.tracks_every,
+        1,
+        100_000,
+    ));
 }
 
 /// `[service]`.
-fn validate_service(s: &ServiceConfig) -> Result<(), ConfigError> {
-    positive_upto(
+fn validate_service(s: &ServiceConfig, out: &mut Findings) {
+    out.check(positive_upto(
         "service.stats_interval_s",
         s.stats_interval_s,
         MAX_DURATION_S,
-    )?;
-    within(
+    ));
+    out.check(within(
         "service.shutdown_timeout_s",
         s.shutdown_timeout_s,
         0.0,
         MAX_SHUTDOWN_S,
-    )?;
+    ));
     if !s.metrics_listen.is_empty() {
-        s.metrics_listen.parse::<SocketAddr>().map_err(|e| {
-            ConfigError::new(
+        if let Err(e) = s.metrics_listen.parse::<SocketAddr>() {
+            out.fail(
                 "service.metrics_listen",
                 format!("`{}`: {e} (use ip:port, or \"\" for off)", s.metrics_listen),
-            )
-        })?;
+            );
+        }
     }
-    int_within(
+    out.check(int_within(
         "service.spool_max_bytes",
         s.spool_max_bytes,
         64 * 1024,
         1 << 40,
-    )
+    ));
 }
