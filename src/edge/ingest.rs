@@ -120,6 +120,8 @@ pub fn pipeline_description(src: &SourceUri, cam: &CameraConfig, w: u32, h: u32)
         String::new()
     };
     let drop = cam.drops_frames();
+    // A file under `drop` is paced by the pipeline clock (its own frame rate), like a camera.
+    let sync = cam.plays_in_real_time();
     // 0 x 0: the camera's own size (square pixels); the engine letterboxes it for the network and
     // reports boxes and masks in these pixels.
     let size = if w > 0 && h > 0 {
@@ -128,7 +130,7 @@ pub fn pipeline_description(src: &SourceUri, cam: &CameraConfig, w: u32, h: u32)
         String::new()
     };
     format!(
-        "{head}{rate} ! videoconvertscale ! video/x-raw,format=RGB,{size}pixel-aspect-ratio=1/1 ! appsink name=sink sync=false max-buffers=1 drop={drop} enable-last-sample=false"
+        "{head}{rate} ! videoconvertscale ! video/x-raw,format=RGB,{size}pixel-aspect-ratio=1/1 ! appsink name=sink sync={sync} max-buffers=1 drop={drop} enable-last-sample=false"
     )
 }
 
@@ -454,6 +456,7 @@ mod tests {
         gst::init().expect("GStreamer");
         for (uri, fps, pace) in [
             ("file:///tmp/x.mkv", 0.0, crate::edge::config::Pace::Auto),
+            ("file:///tmp/x.mkv", 0.0, crate::edge::config::Pace::Drop),
             (
                 "rtsp://127.0.0.1:8554/cam",
                 5.0,
@@ -487,6 +490,9 @@ mod tests {
                 desc.contains(&format!("drop={}", cam.drops_frames())),
                 "{desc}"
             );
+            // Only a file or a non-live test source under `drop` is paced by the clock.
+            let paced = pace == crate::edge::config::Pace::Drop && !src.is_live();
+            assert!(desc.contains(&format!("sync={paced}")), "{desc}");
             let p = gst::parse::launch(&desc).unwrap_or_else(|e| panic!("{uri}: {e}: {desc}"));
             let p = p.downcast::<gst::Pipeline>().expect("pipeline");
             assert!(p.by_name("src").is_some() && p.by_name("sink").is_some());

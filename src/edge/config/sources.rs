@@ -147,6 +147,14 @@ impl CameraConfig {
         SourceUri::parse(&self.uri)
     }
 
+    /// Whether the pipeline plays at the clip's own frame rate: a file (or a non-live test
+    /// source) under `pace = "drop"` behaves like a live camera of that rate, so `loop_file`
+    /// loops once per clip duration. Live sources come at their own rate anyway; under `block`
+    /// a file is read as fast as the engine takes it.
+    pub fn plays_in_real_time(&self) -> bool {
+        self.drops_frames() && self.source().is_ok_and(|s| !s.is_live())
+    }
+
     /// Whether frames are dropped (true) or the source waits (false).
     pub fn drops_frames(&self) -> bool {
         match self.pace {
