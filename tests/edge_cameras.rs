@@ -5,6 +5,8 @@
 
 mod edge_common;
 
+use std::time::Duration;
+
 use edge_common::*;
 
 #[test]
@@ -71,4 +73,64 @@ fn three_cameras_on_two_sessions_each_get_their_own_tracks() {
             s.mean_best_iou
         );
     }
+}
+
+/// A file under `pace = "drop"` plays like a live camera: at the clip's own frame rate (30
+/// frames/s as `inspro synth --clip` writes it), so `loop_file` loops once per clip duration
+/// (0.5 s for 15 frames, plus the pipeline's start-up), not as fast as it decodes (hundreds of
+/// loops a second before). Under `pace = "block"` the same clip goes as fast as the engine
+/// takes it.
+#[test]
+fn a_file_under_pace_drop_plays_at_its_own_frame_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), false);
+    let clip = synth_clip(dir.path(), "half-second.mkv", 15, "96x64", 5);
+    let run = |pace: &str| -> (f64, u64, u64) {
+        let sub = Subscriber::start(broker.port, "t/stats", false);
+        let cfg = test_config(
+            dir.path(),
+            &broker.url(),
+            &format!(
+                "[[camera]]\nname = \"file\"\nuri = \"file://{}\"\nloop_file = true\npace = \"{pace}\"\n",
+                clip.display()
+            ),
+            "",
+        );
+        let mut d = Daemon::spawn(&cfg, &[], &[]);
+        // From the first stats message (the engine is loaded) for four more seconds.
+        let first = sub.wait_for(Duration::from_secs(60), "first stats", |m| !m.is_empty());
+        let start = first[0].json()["cameras"]["file"].clone();
+        let t0 = first[0].at;
+        std::thread::sleep(Duration::from_secs(4));
+        let last = sub.snapshot().last().unwrap().clone();
+        let secs = last.at.duration_since(t0).as_secs_f64();
+        let end = last.json()["cameras"]["file"].clone();
+        d.signal("TERM");
+        assert!(
+            d.wait(Duration::from_secs(60)).success(),
+            "{}",
+            d.log_text()
+        );
+        let delta = |k: &str| end[k].as_u64().unwrap() - start[k].as_u64().unwrap();
+        (secs, delta("source_restarts"), delta("frames_in"))
+    };
+    let (secs, loops, frames) = run("drop");
+    eprintln!("pace drop: {loops} loops and {frames} frames in {secs:.1} s");
+    assert!(secs >= 2.0, "stats over {secs} s");
+    // At most 2 loops and 60 frames a second (each loop also waits for its pipeline to start).
+    assert!(
+        loops >= 1 && loops as f64 <= secs / 0.5 + 2.0,
+        "{loops} loops in {secs:.1} s of a 0.5 s clip"
+    );
+    assert!(
+        (frames as f64) <= 30.0 * secs + 30.0,
+        "{frames} frames in {secs:.1} s of a 30 frames/s clip"
+    );
+    let (secs_block, loops_block, frames_block) = run("block");
+    eprintln!("pace block: {loops_block} loops and {frames_block} frames in {secs_block:.1} s");
+    // The same clip unpaced goes faster than its own rate allows (ratio in one run).
+    assert!(
+        frames_block as f64 / secs_block > frames as f64 / secs,
+        "block {frames_block} frames in {secs_block:.1} s, drop {frames} in {secs:.1} s"
+    );
 }
