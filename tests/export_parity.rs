@@ -277,6 +277,46 @@ fn stride_4_mask_features_equal_candle() {
 }
 
 #[test]
+fn mask_out_stride_flows_to_the_exported_shapes_and_both_engines() {
+    // The mask logits' stride is one model setting: the manifest, the graph's output and both
+    // engines' frame outputs follow it, and the engines agree on the masks (8 = no up-sampling
+    // from stride-8 features; 2 = x2 from stride-4 features).
+    for (feat, out) in [(8, 8), (4, 2)] {
+        let cfg = ModelConfig {
+            name: format!("parity-mask-{feat}-{out}"),
+            mask_feat_stride: feat,
+            mask_out_stride: out,
+            key_frame_interval: 0,
+            ..tiny()
+        };
+        let (_, varmap) = InsPro::random(&cfg, 7, &Device::Cpu).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let weights = Weights::from_varmap(&varmap, "random(seed=7)").unwrap();
+        let manifest = export::export(
+            &cfg,
+            &weights,
+            dir.path(),
+            &ExportOptions {
+                pooler: Pooler::Static,
+                trunk: false,
+            },
+        )
+        .unwrap();
+        // 320x192 padded input.
+        assert_eq!(manifest.mask_size, [320 / out, 192 / out], "stride {out}");
+        let ort = load_engine(dir.path());
+        let mut state = ort.init_state(320, 180).unwrap();
+        let data = frame(320, 180, 0);
+        let o = ort
+            .step(&FrameRef::packed(320, 180, &data), &mut state)
+            .unwrap();
+        assert_eq!((o.mask_w, o.mask_h), (320 / out, 192 / out));
+        assert_eq!(o.mask_stride(), out);
+        check_parity(&cfg, Pooler::Static, 320, 180, 2);
+    }
+}
+
+#[test]
 fn resnet18_full_graph_equals_candle() {
     let cfg = ModelConfig {
         name: "parity-r18".into(),

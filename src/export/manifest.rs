@@ -45,7 +45,7 @@ pub struct Manifest {
     pub input_size: [usize; 2],
     /// The graphs' fixed spatial size (width, height): `input_size` padded to multiples of 32.
     pub graph_size: [usize; 2],
-    /// Mask logits' size (width, height): stride 4 of `graph_size`.
+    /// Mask logits' size (width, height): `graph_size` over the model's `mask_out_stride`.
     pub mask_size: [usize; 2],
     pub num_queries: usize,
     pub hidden_dim: usize,
@@ -99,7 +99,7 @@ impl Manifest {
             min_onnxruntime: "1.17".into(),
             input_size: cfg.input_size,
             graph_size: [wp, hp],
-            mask_size: [wp / 4, hp / 4],
+            mask_size: [wp / cfg.mask_out_stride, hp / cfg.mask_out_stride],
             num_queries: cfg.num_queries,
             hidden_dim: cfg.fpn_channels,
             num_classes: cfg.num_classes,

@@ -9,7 +9,7 @@ use super::fpn::PyramidValues;
 use super::graph::Graph;
 use super::head::{level_masks, select_by_level};
 use super::{ExportError, Weights};
-use crate::model::mask::{aligned_bilinear_matrix, MASK_OUT_STRIDE, REL_COORD_SOI};
+use crate::model::mask::{aligned_bilinear_matrix, REL_COORD_SOI};
 use crate::model::nn::ConvSpec;
 use crate::model::ModelConfig;
 
@@ -97,7 +97,7 @@ pub fn export_branch(
 }
 
 /// Dynamic mask head: mask_feats (1, 8, h, w) at stride f, params (N, P), boxes (N, 4) → mask
-/// logits (N, h·f/4, w·f/4) at stride 4.
+/// logits (N, h·f/o, w·f/o) at the mask output stride o (`mask_out_stride`).
 pub fn export_head(
     g: &mut Graph,
     cfg: &ModelConfig,
@@ -164,7 +164,7 @@ pub fn export_head(
         }
     }
     let logits = g.reshape(&x, &[n, h as i64, w as i64]);
-    let factor = cfg.mask_feat_stride / MASK_OUT_STRIDE;
+    let factor = cfg.mask_feat_stride / cfg.mask_out_stride;
     let out = aligned_bilinear(g, &logits, h, w, factor);
     g.pop_scope();
     Ok(out)

@@ -371,7 +371,7 @@ pub fn frame_graph(
         &last.mask_head_params,
         &last.pred_boxes_xyxy,
         (hp / cfg.mask_feat_stride, wp / cfg.mask_feat_stride),
-    )?; // (N, Hp/4, Wp/4)
+    )?; // (N, Hp/o, Wp/o), o = mask_out_stride
     let next = bank::export(&mut g, cfg, w, &last.obj_features, &bank_in, &bank_valid)?;
 
     g.output(
@@ -390,7 +390,7 @@ pub fn frame_graph(
         &masks,
         names::MASK_LOGITS,
         DataType::Float,
-        &[n, hp / 4, wp / 4],
+        &[n, hp / cfg.mask_out_stride, wp / cfg.mask_out_stride],
     );
     g.output(
         &last.obj_features,

@@ -59,6 +59,11 @@ pub struct ModelConfig {
     /// stride 8, its logits up-sampled x2 to stride 4) or 4 (ours: the branch on P2..P5 and the
     /// dynamic head directly at stride 4; for objects of a few dozen pixels, docs/model.md).
     pub mask_feat_stride: usize,
+    /// Stride of the mask logits (CondInst MASK_OUT_STRIDE, 4): the dynamic head's output is
+    /// up-sampled from `mask_feat_stride` to this. The one setting the training targets, the
+    /// exported shapes, the manifest and every engine's mask read (2, 4 or 8, at most
+    /// `mask_feat_stride`).
+    pub mask_out_stride: usize,
     /// CondInst MASK_BRANCH.OUT_CHANNELS: mask feature channels.
     pub mask_out_channels: usize,
     /// CondInst MASK_HEAD.NUM_LAYERS.
@@ -100,6 +105,7 @@ impl Default for ModelConfig {
             mask_branch_channels: 128,
             mask_branch_convs: 4,
             mask_feat_stride: 8,
+            mask_out_stride: crate::model::mask::MASK_OUT_STRIDE,
             mask_out_channels: 8,
             mask_head_layers: 3,
             mask_head_channels: 8,
@@ -183,6 +189,17 @@ impl ModelConfig {
             return bad(
                 "mask_feat_stride",
                 format!("{} is not 4 or 8", self.mask_feat_stride),
+            );
+        }
+        if ![2, 4, 8].contains(&self.mask_out_stride)
+            || self.mask_out_stride > self.mask_feat_stride
+        {
+            return bad(
+                "mask_out_stride",
+                format!(
+                    "{} is not 2, 4 or 8 at most mask_feat_stride ({})",
+                    self.mask_out_stride, self.mask_feat_stride
+                ),
             );
         }
         if self.mask_head_layers < 2 {

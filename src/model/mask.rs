@@ -10,8 +10,9 @@ use super::config::ModelConfig;
 use super::nn::{c2_xavier_fill, Conv2d, ConvSpec};
 use super::roi_align::assign_levels;
 
-/// CondInst MASK_OUT_STRIDE: mask logits are at stride 4 of the padded input whatever the
-/// stride of the mask features (`ModelConfig::mask_feat_stride`, 8 or 4).
+/// CondInst MASK_OUT_STRIDE, the default of `ModelConfig::mask_out_stride`: mask logits at
+/// stride 4 of the padded input whatever the stride of the mask features
+/// (`ModelConfig::mask_feat_stride`, 8 or 4).
 pub const MASK_OUT_STRIDE: usize = 4;
 /// Rel-coord normaliser per RoI level P2..P5 (our choice, docs/model.md): CondInst's sizes of
 /// interest shifted to the pooler's levels.
@@ -153,6 +154,7 @@ pub struct DynamicMaskHead {
     bias_nums: Vec<usize>,
     in_channels: usize,
     feat_stride: usize,
+    out_stride: usize,
 }
 
 impl DynamicMaskHead {
@@ -163,6 +165,7 @@ impl DynamicMaskHead {
             bias_nums,
             in_channels: cfg.mask_out_channels + 2,
             feat_stride: cfg.mask_feat_stride,
+            out_stride: cfg.mask_out_stride,
         }
     }
 
@@ -187,7 +190,7 @@ impl DynamicMaskHead {
     }
 
     /// mask_feats (1, 8, h, w) at the mask feature stride f; params (N, P); boxes (N, 4) → mask
-    /// logits (N, h·f/4, w·f/4) at stride 4.
+    /// logits (N, h·f/o, w·f/o) at the mask output stride o.
     pub fn forward(
         &self,
         mask_feats: &Tensor,
@@ -212,7 +215,7 @@ impl DynamicMaskHead {
             }
         }
         let logits = x.reshape((n, 1, h, w))?;
-        let factor = self.feat_stride / MASK_OUT_STRIDE;
+        let factor = self.feat_stride / self.out_stride;
         aligned_bilinear(&logits, factor)?.reshape((n, h * factor, w * factor))
     }
 }

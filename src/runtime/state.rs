@@ -8,7 +8,6 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 use crate::frame::FrameRef;
-use crate::model::mask::MASK_OUT_STRIDE;
 use crate::model::preprocess::FrameGeometry;
 use crate::model::ModelError;
 
@@ -46,7 +45,7 @@ pub struct FrameOutput {
     pub class_probs: Vec<Vec<f32>>,
     /// N boxes xyxy in the original frame's pixels.
     pub boxes_xyxy: Vec<[f32; 4]>,
-    /// Mask logits at stride 4 of the padded network input: N x (mask_h x mask_w), row-major.
+    /// Mask logits at the model's `mask_out_stride` of the padded network input: N x (mask_h x mask_w), row-major.
     pub mask_logits: Vec<f32>,
     pub mask_h: usize,
     pub mask_w: usize,
@@ -78,6 +77,12 @@ impl FrameOutput {
         self.mask_logits_in(slot, [0, 0, g.orig_width, g.orig_height])
     }
 
+    /// The stride of the mask logits in the padded network input (the model's
+    /// `mask_out_stride`): the padded height over the mask's.
+    pub fn mask_stride(&self) -> usize {
+        self.geometry.padded_height / self.mask_h.max(1)
+    }
+
     /// Mask logits of a slot over the pixel rectangle `[x0, y0, x1, y1)` of the original frame
     /// (clamped to it), row-major.
     pub fn mask_logits_in(&self, slot: usize, rect: [usize; 4]) -> Vec<f32> {
@@ -88,8 +93,9 @@ impl FrameOutput {
         let (mh, mw) = (self.mask_h, self.mask_w);
         let plane = &self.mask_logits[slot * mh * mw..(slot + 1) * mh * mw];
         let (sx, sy) = g.scale_xy();
-        let s = MASK_OUT_STRIDE as f32;
-        let off = (MASK_OUT_STRIDE / 2) as f32;
+        let stride = self.mask_stride();
+        let s = stride as f32;
+        let off = (stride / 2) as f32;
         let axis = |i: usize, scale: f32, n: usize| {
             let r = (i as f32 + 0.5) * scale - 0.5;
             let u = ((r - off) / s).clamp(0.0, (n - 1) as f32);
@@ -132,7 +138,7 @@ impl FrameOutput {
 impl FrameOutput {
     /// A frame's output from the network's last-stage results (any engine): `class_probs` N rows
     /// of K sigmoid probabilities, `pred_boxes_xyxy` N boxes in network-input pixels, mask logits
-    /// (N, mask_h, mask_w) row-major at stride 4 of the padded input.
+    /// (N, mask_h, mask_w) row-major at one stride (`mask_out_stride`) of the padded input.
     pub fn from_network(
         state: &StreamState,
         key_frame: bool,
@@ -143,8 +149,11 @@ impl FrameOutput {
         (mask_h, mask_w): (usize, usize),
     ) -> Self {
         let g = state.geometry;
-        debug_assert_eq!(mask_h * MASK_OUT_STRIDE, g.padded_height);
-        debug_assert_eq!(mask_w * MASK_OUT_STRIDE, g.padded_width);
+        debug_assert_eq!(
+            g.padded_height / mask_h.max(1) * mask_w,
+            g.padded_width,
+            "mask logits of one stride on both axes"
+        );
         let (sx, sy) = g.scale_xy();
         let boxes_xyxy = pred_boxes_xyxy
             .iter()

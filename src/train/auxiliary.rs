@@ -75,21 +75,40 @@ impl RoiClassifier {
     }
 }
 
-/// Per-pixel class targets (P, K) from a frame's ground-truth masks (G, P) on the stride-4 grid
-/// and their classes; also the number of foreground pixels (the loss's normaliser).
+/// Per-pixel class targets (P, K) on P2's `p2_h` x `p2_w` grid (stride 4) from a frame's
+/// ground-truth masks (G, mask cells) on the grid of `mask_stride` (the model's
+/// `mask_out_stride`; each P2 cell takes the mask cell under its centre) and their classes; also
+/// the number of foreground pixels (the loss's normaliser).
 pub fn semantic_targets(
     gt_masks: &Tensor,
     gts: &[GtObject],
     num_classes: usize,
+    (p2_h, p2_w): (usize, usize),
+    mask_stride: usize,
 ) -> Result<(Tensor, usize)> {
-    let (g, p) = gt_masks.dims2()?;
+    const P2_STRIDE: usize = 4;
+    let (g, cells) = gt_masks.dims2()?;
+    let p = p2_h * p2_w;
+    let mask_w = p2_w * P2_STRIDE / mask_stride;
+    if mask_w * (p2_h * P2_STRIDE / mask_stride) != cells {
+        candle_core::bail!(
+            "semantic targets: {cells} mask cells are not P2's {p2_h}x{p2_w} at stride {mask_stride}"
+        );
+    }
+    // The mask cell under each P2 cell's centre (pixel 4i + 2).
+    let under = |i: usize| (P2_STRIDE * i + P2_STRIDE / 2) / mask_stride;
     let mut out = vec![0f32; p * num_classes];
     if g > 0 {
         let m = gt_masks.to_vec2::<f32>()?;
         for (obj, row) in gts.iter().zip(&m) {
-            for (i, v) in row.iter().enumerate() {
-                if *v > 0.5 && obj.class < num_classes {
-                    out[i * num_classes + obj.class] = 1.0;
+            if obj.class >= num_classes {
+                continue;
+            }
+            for y in 0..p2_h {
+                for x in 0..p2_w {
+                    if row[under(y) * mask_w + under(x)] > 0.5 {
+                        out[(y * p2_w + x) * num_classes + obj.class] = 1.0;
+                    }
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! Training data in the YouTube-VIS layout, held in memory, and the clip sampler of paper §4.2:
 //! 3 frames of one video, horizontal flip, multi-scale shortest side; ground-truth boxes and
-//! masks mapped to the network input (masks sampled on the stride-4 grid at pixel 4i + 2, as
-//! CondInst's `add_bitmasks`).
+//! masks mapped to the network input (masks sampled on the grid of the model's `mask_out_stride` s
+//! at pixel s·i + s/2, as CondInst's `add_bitmasks` at s = 4).
 
 use std::path::Path;
 
@@ -206,7 +206,9 @@ pub fn sample_clip_from(
     let (w, h) = (v.width, v.height);
     let (rw, rh) = (geometry.resized_width, geometry.resized_height);
     let (sx, sy) = geometry.scale_xy();
-    let (mh, mw) = (geometry.padded_height / 4, geometry.padded_width / 4);
+    // Targets on the mask logits' grid, cell centres at pixel s·i + s/2.
+    let s = cfg.mask_out_stride;
+    let (mh, mw) = (geometry.padded_height / s, geometry.padded_width / s);
 
     let mut images = Vec::with_capacity(idx.len());
     let mut gts = Vec::with_capacity(idx.len());
@@ -243,9 +245,9 @@ pub fn sample_clip_from(
                 box_xyxy: [x1 * sx, by * sy, x2 * sx, (by + bh) * sy],
             });
             for i in 0..mh {
-                let yr = (4 * i + 2) as f32;
+                let yr = (s * i + s / 2) as f32;
                 for j in 0..mw {
-                    let xr = (4 * j + 2) as f32;
+                    let xr = (s * j + s / 2) as f32;
                     let inside = (xr as usize) < rw && (yr as usize) < rh;
                     let val = if inside {
                         let xo = (((xr + 0.5) / sx) as usize).min(w - 1);

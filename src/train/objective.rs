@@ -166,8 +166,16 @@ pub fn clip_loss_with(
             parts.roi_class += scalar(&ce) / frames;
         }
         if let (Some(head), true) = (aux.semantic, loss.semantic > 0.0) {
-            let logits = head.forward(&trunk.levels[0])?;
-            let (target, fg) = semantic_targets(&clip.gt_masks[fi], gts, cfg.num_classes)?;
+            let p2 = &trunk.levels[0];
+            let logits = head.forward(p2)?;
+            let (_, p2_h, p2_w) = p2.dims3()?;
+            let (target, fg) = semantic_targets(
+                &clip.gt_masks[fi],
+                gts,
+                cfg.num_classes,
+                (p2_h, p2_w),
+                cfg.mask_out_stride,
+            )?;
             let sem = (sigmoid_focal_loss(&logits, &target, loss.focal_alpha, loss.focal_gamma)?
                 / (fg.max(1) as f64))?;
             total = (total + (&sem * f64::from(loss.semantic))?)?;
