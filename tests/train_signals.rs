@@ -406,7 +406,7 @@ fn the_training_picture_is_drawn_from_the_metrics() {
             5.0 * v
         ));
     }
-    lines.push_str("{\"iteration\":400,\"eval\":{\"ap\":0.1,\"ap50\":0.2},\"tracks\":{\"best_track_class_accuracy\":0.5}}\n");
+    lines.push_str("{\"iteration\":400,\"eval\":{\"ap\":0.1,\"ap50\":0.2},\"tracks\":{\"best_track_class_accuracy\":0.5,\"covered_right_top_class\":0.25,\"covered_right_confident\":0.125}}\n");
     lines.push_str(
         "{\"iteration\":400,\"probe\":{\"test_accuracy\":0.6,\"majority_accuracy\":0.3}}\n",
     );
@@ -414,7 +414,7 @@ fn the_training_picture_is_drawn_from_the_metrics() {
     std::fs::write(&metrics, lines).unwrap();
     let curves = inspro::train::plot::read_metrics(&metrics).unwrap();
     assert_eq!(curves.losses.len(), 20);
-    assert_eq!(curves.evals, vec![(400.0, 10.0, 20.0, 50.0)]);
+    assert_eq!(curves.evals, vec![(400.0, 10.0, 20.0, 50.0, 25.0, 12.5)]);
     assert_eq!(curves.probes, vec![(400.0, 60.0, 30.0)]);
     let png = dir.path().join("training.png");
     inspro::train::plot::write_plot(&metrics, &png).unwrap();

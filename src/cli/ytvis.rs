@@ -135,6 +135,11 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
             q.best_track_iou
         );
         println!(
+            "objects whose best track covers them (video IoU >= 0.5) with the right top class: {:.1} %; and scoring >= 0.5: {:.1} %",
+            100.0 * q.covered_right_top_class,
+            100.0 * q.covered_right_confident
+        );
+        println!(
             "masks with perfect tracking (best result per visible object-frame): mean IoU {:.3}, {:.1} % at IoU >= 0.75",
             q.frame_oracle_iou,
             100.0 * q.frame_oracle_iou_075

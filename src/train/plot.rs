@@ -15,8 +15,9 @@ use super::TrainError;
 pub struct Curves {
     /// (iteration, loss part name, value) of the log lines.
     pub losses: Vec<(f64, Vec<(String, f64)>)>,
-    /// (iteration, AP, AP50, best-track class accuracy), percent.
-    pub evals: Vec<(f64, f64, f64, f64)>,
+    /// (iteration, AP, AP50, best-track class accuracy, objects covered with the right top
+    /// class, and also scoring >= 0.5), percent.
+    pub evals: Vec<(f64, f64, f64, f64, f64, f64)>,
     /// (iteration, probe test accuracy, majority baseline), percent.
     pub probes: Vec<(f64, f64, f64)>,
 }
@@ -53,12 +54,20 @@ pub fn read_metrics(path: &Path) -> Result<Curves, TrainError> {
         }
         if let Some(e) = v.get("eval") {
             let get = |k: &str| e.get(k).and_then(Value::as_f64).unwrap_or(0.0) * 100.0;
-            let acc = v
-                .pointer("/tracks/best_track_class_accuracy")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0)
-                * 100.0;
-            c.evals.push((it, get("ap"), get("ap50"), acc));
+            let track = |k: &str| {
+                v.pointer(&format!("/tracks/{k}"))
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0)
+                    * 100.0
+            };
+            c.evals.push((
+                it,
+                get("ap"),
+                get("ap50"),
+                track("best_track_class_accuracy"),
+                track("covered_right_top_class"),
+                track("covered_right_confident"),
+            ));
         }
         if let Some(p) = v.get("probe") {
             let get = |k: &str| p.get(k).and_then(Value::as_f64).unwrap_or(0.0) * 100.0;
@@ -264,6 +273,14 @@ pub fn write_plot(metrics: &Path, out: &Path) -> Result<(), TrainError> {
                 (
                     "best track's class right",
                     c.evals.iter().map(|e| (e.0, e.3)).collect(),
+                ),
+                (
+                    "covered, right top class",
+                    c.evals.iter().map(|e| (e.0, e.4)).collect(),
+                ),
+                (
+                    "... and scoring >= 0.5",
+                    c.evals.iter().map(|e| (e.0, e.5)).collect(),
                 ),
             ],
         ),

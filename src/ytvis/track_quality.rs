@@ -80,7 +80,18 @@ pub struct TrackQuality {
     pub duplicate_min_iou: f64,
     pub duplicate_pairs: usize,
     pub duplicates_per_object: f64,
+    /// The label a subscriber gets: share of objects whose best track (the distinct mask
+    /// sequence with the highest spatio-temporal IoU with it) covers it at video mask IoU ≥ 0.5
+    /// and whose top class (the class of that track's highest-scoring result) is the object's.
+    pub covered_right_top_class: f64,
+    /// As `covered_right_top_class`, and that top class scores at least 0.5 (the daemon's
+    /// default birth score): objects the daemon's defaults report, rightly.
+    pub covered_right_confident: f64,
 }
+
+/// Video mask IoU at which a track covers an object, and the score the daemon trusts by default.
+const COVER_IOU: f64 = 0.5;
+const CONFIDENT_SCORE: f64 = 0.5;
 
 /// [`TrackQuality`] of `results` against `gt`. Masks that do not decode count as empty.
 pub fn track_quality(
@@ -89,7 +100,7 @@ pub fn track_quality(
     dup_score: f64,
     dup_iou: f64,
 ) -> TrackQuality {
-    let decode_results = |video: u64| -> Vec<(u64, Vec<Option<Rle>>)> {
+    let decode_results = |video: u64| -> Vec<(u64, f64, Vec<Option<Rle>>)> {
         results
             .iter()
             .filter(|r| r.video_id == video)
@@ -99,16 +110,33 @@ pub fn track_quality(
                     .iter()
                     .map(|s| s.as_ref().and_then(|j| j.to_rle().ok()))
                     .collect();
-                (r.category_id, seq)
+                (r.category_id, r.score, seq)
             })
             .collect()
     };
     let (mut objects, mut right, mut iou_sum) = (0usize, 0usize, 0f64);
     let (mut object_frames, mut oracle_sum, mut oracle_075) = (0usize, 0f64, 0usize);
     let mut id_switches = 0usize;
+    let (mut covered_right, mut covered_confident) = (0usize, 0usize);
     for v in &gt.videos {
         let tracks = decode_results(v.id);
-        let distinct = distinct_tracks(tracks.iter().map(|(_, d)| d));
+        let distinct = distinct_tracks(tracks.iter().map(|(_, _, d)| d));
+        // Each distinct track's top class and its score (its highest-scoring result).
+        let top: Vec<(u64, f64)> = distinct
+            .iter()
+            .map(|d| {
+                tracks.iter().filter(|(_, _, s)| s == *d).fold(
+                    (0, f64::NEG_INFINITY),
+                    |acc, (c, score, _)| {
+                        if *score > acc.1 {
+                            (*c, *score)
+                        } else {
+                            acc
+                        }
+                    },
+                )
+            })
+            .collect();
         for a in gt.annotations.iter().filter(|a| a.video_id == v.id) {
             let g: Vec<Option<Rle>> = a
                 .segmentations
@@ -155,7 +183,21 @@ pub fn track_quality(
                     held = Some(k);
                 }
             }
-            let best = tracks.iter().map(|(c, d)| (iou_seq(d, &g), *c)).fold(
+            let covering = distinct
+                .iter()
+                .zip(&top)
+                .map(|(d, t)| (iou_seq(d, &g), *t))
+                .fold(None, |acc: Option<(f64, (u64, f64))>, x| match acc {
+                    Some(a) if a.0 >= x.0 => Some(a),
+                    _ => Some(x),
+                });
+            if let Some((iou, (class, score))) = covering {
+                if iou >= COVER_IOU && class == a.category_id {
+                    covered_right += 1;
+                    covered_confident += usize::from(score >= CONFIDENT_SCORE);
+                }
+            }
+            let best = tracks.iter().map(|(c, _, d)| (iou_seq(d, &g), *c)).fold(
                 None,
                 |acc: Option<(f64, u64)>, x| match acc {
                     Some(a) if a.0 >= x.0 => Some(a),
@@ -190,5 +232,7 @@ pub fn track_quality(
         duplicate_min_iou: dup_iou,
         duplicate_pairs,
         duplicates_per_object: per(duplicate_pairs as f64),
+        covered_right_top_class: per(covered_right as f64),
+        covered_right_confident: per(covered_confident as f64),
     }
 }
