@@ -152,7 +152,8 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
                 let (s, q) = evaluate_dataset(&trainer.model, val, eval_videos)?;
                 let line = serde_json::json!({
                     "iteration": trainer.iteration, "eval": s, "tracks": q,
-                    "eval_seconds": t0.elapsed().as_secs_f64()
+                    "eval_seconds": t0.elapsed().as_secs_f64(),
+                    "train_hours": trainer.train_seconds() / 3600.0,
                 });
                 writeln!(metrics, "{line}")?;
                 log_validation(trainer.iteration, &s, &q);
@@ -215,6 +216,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
             let line = serde_json::json!({
                 "iteration": it, "lr": lr, "grad_norm": norm, "loss": parts, "iter_per_s": ips,
                 "elapsed_s": start.elapsed().as_secs_f64(),
+                "train_hours": trainer.train_seconds() / 3600.0,
             });
             writeln!(metrics, "{line}")?;
             window = Instant::now();
@@ -364,6 +366,8 @@ fn log_validation(
         ar1 = s.ar1,
         ar10 = s.ar10,
         class_acc = q.best_track_class_accuracy,
+        covered_right = q.covered_right_top_class,
+        covered_confident = q.covered_right_confident,
         dup_per_object = q.duplicates_per_object,
         id_switches = q.id_switches,
         "validation"

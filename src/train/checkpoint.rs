@@ -79,6 +79,10 @@ pub struct TrainerState {
     pub optimizer_step: usize,
     /// Data-sampler PRNG state.
     pub rng_state: u64,
+    /// Wall seconds of training (steps, checkpoints, evaluations) over every part of the run,
+    /// resumed ones included: the x axis of a campaign's learning curve.
+    #[serde(default)]
+    pub train_seconds: f64,
 }
 
 /// Weights, optimiser moments and trainer state under `dir/<name>.{safetensors,optim.safetensors,json}`.

@@ -216,6 +216,11 @@ pub struct Trainer {
     pub opt: AdamW,
     pub rng: SplitMix64,
     pub iteration: usize,
+    /// Wall seconds of training before this process (from the checkpoint it resumed); the
+    /// front-end adds its own part's time when it saves ([`Trainer::train_seconds`]).
+    pub earlier_seconds: f64,
+    /// When this process's part began.
+    started: std::time::Instant,
     pub train: ClipSource,
     /// The auxiliary semantic head (ours) when `loss.semantic > 0`.
     pub semantic: Option<SemanticHead>,
@@ -302,6 +307,8 @@ impl Trainer {
             varmap,
             opt,
             iteration: 0,
+            earlier_seconds: 0.0,
+            started: std::time::Instant::now(),
             train,
             device: device.clone(),
         })
@@ -346,6 +353,8 @@ impl Trainer {
         }
         self.rng = SplitMix64::from_state(st.rng_state);
         self.iteration = st.iteration;
+        self.earlier_seconds = st.train_seconds;
+        self.started = std::time::Instant::now();
         Ok(())
     }
 
@@ -354,7 +363,13 @@ impl Trainer {
             iteration: self.iteration,
             optimizer_step: self.opt.step,
             rng_state: self.rng.state(),
+            train_seconds: self.train_seconds(),
         }
+    }
+
+    /// Wall seconds of training over every part of the run, this one included.
+    pub fn train_seconds(&self) -> f64 {
+        self.earlier_seconds + self.started.elapsed().as_secs_f64()
     }
 
     /// Clip `index` of the run: of the in-memory videos (the sampler's PRNG decides), or video
