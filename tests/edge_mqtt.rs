@@ -1,5 +1,5 @@
 //! The daemon end to end with real parts: mosquitto on a free loopback port, `inspro synth`
-//! clips decoded by GStreamer, the candle engine, a rumqttc subscriber.
+//! clips decoded by GStreamer, the daemon's default engine (ONNX Runtime), a rumqttc subscriber.
 #![cfg(feature = "edge")]
 
 mod edge_common;

@@ -381,10 +381,21 @@ fn build_onnxruntime(spec: &EngineSpec) -> Result<BuiltEngine, EngineBuildError>
     if temp.is_none() {
         check_other_config(spec, &engine.manifest.model, &dir)?;
     }
+    // Graphs exported at start say which weights they hold, as the candle engine does.
+    let weights = match (&temp, random_weights) {
+        (None, _) => String::new(),
+        (Some(_), true) => format!(" weights={}", spec.random_label()),
+        (Some(_), false) => spec
+            .model_config()
+            .ok()
+            .and_then(|cfg| spec.weights_for(&cfg))
+            .map(|w| format!(" weights={}", w.display()))
+            .unwrap_or_default(),
+    };
     let engine: Arc<dyn Engine> = Arc::new(engine);
     Ok(BuiltEngine {
         description: format!(
-            "{} {} graphs={}",
+            "{} {}{weights} graphs={}",
             engine.name(),
             engine.config().name,
             dir.display()
