@@ -108,6 +108,15 @@ impl OrtEngine {
         let manifest = Manifest::read(&dir.join(MANIFEST_FILE))?;
         let library = find_library(opts.library.as_deref())?;
         let env = environment(&library)?;
+        // `auto` not resolved by the factory (a benchmark opening graphs directly): here.
+        let resolved = OrtOptions {
+            provider: match opts.provider {
+                Provider::Auto => offered_provider(&library)?,
+                p => p,
+            },
+            ..opts.clone()
+        };
+        let opts = &resolved;
         if let Some(q) = &manifest.quantization {
             let for_trt = q.scheme == crate::export::quantize::Scheme::Tensorrt;
             if (opts.provider == Provider::Tensorrt) != for_trt {
