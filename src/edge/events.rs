@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::edge::config::{MaskFormat, MaskRegion, PublishConfig, QosConfig};
 use crate::edge::polygons::polygons;
+use crate::edge::topics::Topics;
 use crate::tracking::rules::{Crossed, RuleState, Rules};
 use crate::tracking::{box_crop_rle, full_frame_rle, FrameOutput, Track, TrackEvent, TrackState};
 
@@ -220,8 +221,8 @@ impl EventBuilder {
         } = opts;
         Self {
             camera: camera.to_string(),
-            events_topic: format!("{prefix}/{camera}/events"),
-            tracks_topic: format!("{prefix}/{camera}/tracks"),
+            events_topic: Topics::new(prefix).camera(camera).events(),
+            tracks_topic: Topics::new(prefix).camera(camera).tracks(),
             run: run.to_string(),
             class_names,
             cfg,

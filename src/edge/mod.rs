@@ -15,6 +15,7 @@ pub mod snapshots;
 pub mod spool;
 pub mod state;
 pub mod tls;
+pub mod topics;
 
 pub use config::{ConfigError, EdgeConfig, EX_CONFIG};
 pub use daemon::{run, DaemonError, RunOptions};

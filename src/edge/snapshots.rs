@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::edge::config::SnapshotConfig;
 use crate::edge::events::OutMsg;
 use crate::edge::mqtt::Outbox;
+use crate::edge::topics::Topics;
 use crate::frame::FrameRef;
 use crate::render;
 use crate::runtime::FrameOutput;
@@ -133,7 +134,9 @@ impl Snapshots {
             .collect();
         let job = Job {
             file_stem: format!("{}-{}-{label}", self.run, t.id),
-            topic: format!("{}/{}/{label}/snapshot", self.prefix, self.camera),
+            topic: Topics::new(self.prefix.as_str())
+                .camera(&self.camera)
+                .snapshot(&label),
             rgb: b.rgb,
             width: b.width,
             height: b.height,

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use crate::edge::events::{rfc3339, OutMsg};
 use crate::edge::spool::Spool;
+use crate::edge::topics::Topics;
 
 /// Box and score changes are written at most this often; births and ends at once.
 pub const REFRESH: Duration = Duration::from_secs(2);
@@ -277,7 +278,8 @@ pub fn recover(dir: &Path, spool: &mut Spool, qos: u8) -> io::Result<Recovered> 
                 continue;
             }
         };
-        let topic = format!("{}/{}/events", state.topic_prefix, state.camera);
+        let topics = Topics::new(state.topic_prefix.as_str());
+        let topic = topics.camera(&state.camera).events();
         let mut seq = state.seq;
         for after in &state.tracks {
             seq += 1;
@@ -291,10 +293,8 @@ pub fn recover(dir: &Path, spool: &mut Spool, qos: u8) -> io::Result<Recovered> 
             })?;
             out.ended += 1;
         }
-        out.cameras.push((
-            state.camera.clone(),
-            format!("{}/{}/status", state.topic_prefix, state.camera),
-        ));
+        out.cameras
+            .push((state.camera.clone(), topics.camera(&state.camera).status()));
     }
     spool.sync()?;
     for file in &files {

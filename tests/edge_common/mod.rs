@@ -403,10 +403,14 @@ impl Subscriber {
         }
     }
 
+    /// The events of `camera` under the tests' prefix `t`, by the daemon's own topic builder.
     pub fn events(&self, camera: &str) -> Vec<Value> {
+        let topic = inspro::edge::topics::Topics::new("t")
+            .camera(camera)
+            .events();
         self.snapshot()
             .iter()
-            .filter(|m| m.topic == format!("t/{camera}/events"))
+            .filter(|m| m.topic == topic)
             .map(|m| m.json())
             .collect()
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use rumqttc::{LastWill, MqttOptions, QoS};
 
 use crate::edge::config::{ConfigError, MqttConfig, Secret};
+use crate::edge::topics::Topics;
 
 /// rumqttc's options for `cfg` (TLS included); errors name the field.
 pub fn mqtt_options(
@@ -13,7 +14,7 @@ pub fn mqtt_options(
     password: Option<&Secret>,
 ) -> Result<MqttOptions, ConfigError> {
     let broker = cfg.broker().map_err(|r| ConfigError::new("mqtt.url", r))?;
-    let available_topic = format!("{}/available", cfg.topic_prefix);
+    let available_topic = Topics::new(cfg.topic_prefix.as_str()).available();
     let mut mo = MqttOptions::new(cfg.client_id.clone(), broker.host.clone(), broker.port);
     mo.set_keep_alive(Duration::from_secs(cfg.keep_alive_s));
     mo.set_clean_session(cfg.clean_session);

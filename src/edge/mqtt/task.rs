@@ -19,6 +19,7 @@ use crate::edge::config::{ConfigError, MqttConfig, Secret};
 use crate::edge::events::{wall_time_now, OutMsg};
 use crate::edge::metrics::{Metrics, Snapshot, SourceStatus};
 use crate::edge::spool::Spool;
+use crate::edge::topics::Topics;
 
 fn qos(q: u8) -> QoS {
     match q {
@@ -94,8 +95,8 @@ impl MqttTask {
     ) -> Result<Self, ConfigError> {
         let cfg = &opts.cfg;
         let mo = mqtt_options(cfg, opts.password.as_ref())?;
-        let prefix = &cfg.topic_prefix;
-        let available_topic = format!("{prefix}/available");
+        let topics = Topics::new(cfg.topic_prefix.as_str());
+        let available_topic = topics.available();
         let (client, eventloop) = AsyncClient::new(mo, PIPELINE);
         let (tx, link_rx) = mpsc::channel(1024);
         let link = Link {
@@ -119,7 +120,7 @@ impl MqttTask {
         );
         // Correct what a crash left retained: this run's cameras are starting, gone ones ended.
         for c in &opts.cameras {
-            let topic = format!("{prefix}/{c}/status");
+            let topic = topics.camera(c).status();
             retained.insert(
                 topic.clone(),
                 OutMsg {
@@ -142,7 +143,7 @@ impl MqttTask {
         }
         let stats_interval = opts.stats_interval;
         Ok(Self {
-            stats_topic: format!("{prefix}/stats"),
+            stats_topic: topics.stats(),
             opts,
             client,
             link: Some(link),
@@ -232,14 +233,14 @@ impl MqttTask {
 
     /// Camera status changes become retained messages.
     fn check_status(&mut self) {
-        let prefix = self.opts.cfg.topic_prefix.clone();
+        let topics = Topics::new(self.opts.cfg.topic_prefix.as_str());
         let q = self.opts.cfg.qos.stats;
         let cams: Vec<_> = self.metrics.cameras.to_vec();
         for c in cams {
             if c.status_changed.swap(false, Relaxed) {
                 let s = c.status();
                 self.route(OutMsg {
-                    topic: format!("{prefix}/{}/status", c.name),
+                    topic: topics.camera(&c.name).status(),
                     payload: s.as_str().into(),
                     qos: q.max(u8::from(s == SourceStatus::Ended)),
                     retain: true,
