@@ -2,7 +2,8 @@
 # Install what InsPro Edge needs on Debian 12, idempotently: Debian packages (GStreamer 1.22 dev
 # and plugins, mosquitto with mosquitto_passwd for the TLS tests, the system CA store,
 # pkg-config), a Rust toolchain check, and a Python venv with the onnxruntime wheel whose
-# libonnxruntime.so the ONNX Runtime engine loads.
+# libonnxruntime.so the ONNX Runtime engine loads (plus paho-mqtt and pycocotools for
+# examples/subscriber.py).
 #
 #   scripts/setup.sh            # everything
 #   scripts/setup.sh apt        # Debian packages only
@@ -12,6 +13,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${INSPRO_VENV:-$here/.venv}"
 ort_version="${INSPRO_ORT_VERSION:-1.31.1}"
+paho_version="2.2.0"
+pycocotools_version="2.0.11"
 what="${1:-all}"
 
 apt_packages=(
@@ -51,6 +54,7 @@ install_python() {
   local py="$venv/bin/python"
   if [ -x "$py" ] && "$py" -c "import onnxruntime, sys; sys.exit(onnxruntime.__version__ != '$ort_version')" 2>/dev/null; then
     echo "setup: onnxruntime $ort_version present in $venv"
+    install_subscriber_deps
     return
   fi
   local base
@@ -59,6 +63,17 @@ install_python() {
   "$base" -m venv "$venv" 2>/dev/null || { rm -rf "$venv"; "$base" -m venv --without-pip "$venv"; "$venv/bin/python" -m ensurepip -q || true; }
   "$venv/bin/python" -m pip install -q --disable-pip-version-check "onnxruntime==$ort_version"
   echo "setup: onnxruntime $("$venv/bin/python" -c 'import onnxruntime; print(onnxruntime.__version__)') in $venv"
+  install_subscriber_deps
+}
+
+# What examples/subscriber.py needs (an MQTT client and the COCO RLE decoder); its test runs it.
+install_subscriber_deps() {
+  if "$venv/bin/python" -c "import paho.mqtt, pycocotools.mask" 2>/dev/null; then
+    return
+  fi
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+    "paho-mqtt==$paho_version" "pycocotools==$pycocotools_version"
+  echo "setup: paho-mqtt $paho_version and pycocotools $pycocotools_version in $venv"
 }
 
 check_rust() {

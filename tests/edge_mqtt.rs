@@ -105,6 +105,8 @@ fn check_mask(e: &Value) {
     assert_eq!(px.len(), (size[0] * size[1]) as usize);
     assert!(origin[0] + size[1] as usize <= 160 && origin[1] + size[0] as usize <= 96);
     assert!(rle.area() <= u64::from(size[0] * size[1]));
+    // `pixels` is the mask's own area, what a subscriber's decode must give.
+    assert_eq!(m["pixels"].as_u64(), Some(rle.area()), "{e}");
 }
 
 #[test]
@@ -333,4 +335,83 @@ fn source_error_leads_to_reconnect() {
         "no online after reconnecting: {status:?}"
     );
     assert_eq!(by_track(&sub.events("cam")).len(), 16);
+}
+
+/// `examples/subscriber.py` (paho-mqtt, pycocotools, from the venv of `scripts/setup.sh`) reads
+/// what the daemon publishes: one line per event, and every mask decodes to its `size` with its
+/// `pixels` (the example exits 1 otherwise).
+#[test]
+fn the_python_example_subscriber_decodes_every_event() {
+    let python = repo().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup.sh python",
+        python.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), false);
+    let clip = synth_clip(dir.path(), "clip.mkv", 12, "160x96", 21);
+    let cfg = test_config(
+        dir.path(),
+        &broker.url(),
+        &camera("cam", &format!("file://{}", clip.display()), ""),
+        "",
+    );
+    let out = dir.path().join("subscriber.out");
+    let err = dir.path().join("subscriber.err");
+    let mut py = std::process::Command::new(&python)
+        .arg(repo().join("examples/subscriber.py"))
+        .args(["--port", &broker.port.to_string(), "--prefix", "t"])
+        .args(["--seconds", "300", "--check"])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("run examples/subscriber.py");
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    let t0 = std::time::Instant::now();
+    while !read(&err).contains("subscribed") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the example did not subscribe:\n{}",
+            read(&err)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sub = Subscriber::start(broker.port, "t/#", false);
+    let mut d = Daemon::spawn(&cfg, &["--exit-on-eos"], &[]);
+    assert!(
+        d.wait(Duration::from_secs(180)).success(),
+        "{}",
+        d.log_text()
+    );
+    let msgs = sub.wait_for(Duration::from_secs(20), "stopped", |m| {
+        m.iter()
+            .any(|m| m.topic == "t/available" && m.payload == "stopped")
+    });
+    let events = msgs.iter().filter(|m| m.topic.ends_with("/events")).count();
+    assert!(events > 0, "the daemon published no events");
+    let t0 = std::time::Instant::now();
+    while read(&out).lines().count() < events {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the example printed {} of {events} events:\n{}",
+            read(&out).lines().count(),
+            read(&err)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Interrupted, it prints its summary and exits 0 unless a mask did not match its event.
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &py.id().to_string()])
+        .status();
+    let status = py.wait().unwrap();
+    let summary = read(&err);
+    assert!(status.success(), "{status:?}\n{summary}");
+    assert!(
+        summary.contains(&format!("{events} events")) && summary.contains(" 0 bad"),
+        "{summary}"
+    );
+    let printed = read(&out);
+    assert!(printed.lines().any(|l| l.contains(" new ")), "{printed}");
+    assert!(printed.lines().any(|l| l.contains(" px")), "{printed}");
 }

@@ -361,6 +361,7 @@ impl EventBuilder {
                     "counts": rle.to_compressed(),
                     "origin": origin,
                     "frame": frame,
+                    "pixels": rle.area(),
                 })
             }
             (MaskFormat::CocoRle, MaskRegion::Frame) => {
@@ -370,12 +371,13 @@ impl EventBuilder {
                     "size": [rle.h, rle.w],
                     "counts": rle.to_compressed(),
                     "frame": frame,
+                    "pixels": rle.area(),
                 })
             }
             (MaskFormat::Polygon, _) => {
                 let (origin, rle) = box_crop_rle(out, 0, &out.boxes_xyxy[0]);
                 let polys = polygons(&rle, origin, self.cfg.polygon_tolerance);
-                json!({"format": "polygon", "polygons": polys, "frame": frame})
+                json!({"format": "polygon", "polygons": polys, "frame": frame, "pixels": rle.area()})
             }
         }
     }
