@@ -219,10 +219,12 @@ impl EventBuilder {
             max_packet_size,
             rules,
         } = opts;
+        let topics = Topics::new(prefix);
+        let topics = topics.camera(camera);
         Self {
             camera: camera.to_string(),
-            events_topic: Topics::new(prefix).camera(camera).events(),
-            tracks_topic: Topics::new(prefix).camera(camera).tracks(),
+            events_topic: topics.events(),
+            tracks_topic: topics.tracks(),
             run: run.to_string(),
             class_names,
             cfg,
