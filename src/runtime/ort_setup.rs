@@ -313,7 +313,7 @@ pub(super) fn open_session(
         b = b.with_intra_op_spinning(false).map_err(e)?;
     }
     let eps = match opts.provider {
-        // Unresolved (the factory resolves it first): the CPU.
+        // Not reached: `OrtEngine::load` resolves `auto` before it opens a session.
         Provider::Cpu | Provider::Auto => Vec::new(),
         Provider::Cuda => vec![ort::ep::CUDA::default()
             .with_device_id(opts.device_id)
