@@ -415,3 +415,105 @@ fn the_python_example_subscriber_decodes_every_event() {
     assert!(printed.lines().any(|l| l.contains(" new ")), "{printed}");
     assert!(printed.lines().any(|l| l.contains(" px")), "{printed}");
 }
+
+/// A broker that takes no packet above 900 bytes (below some events of a 320x192 clip) drops
+/// the daemon on the first larger one. The daemon learns the limit from the same message being
+/// refused twice, sends larger events without their mask (flagged) or sets them aside in the
+/// dead-letter file, and every event after them reaches the broker: no `new` without its `end`,
+/// every event's `seq` either received or set aside.
+#[test]
+fn a_message_the_broker_refuses_never_blocks_the_ones_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Mosquitto::start_with(dir.path(), false, "max_packet_size 900\n");
+    // Long enough, played at its own rate, for the limit to be learned while events flow.
+    let clip = synth_clip(dir.path(), "clip.mkv", 120, "320x192", 11);
+    let uri = format!("file://{}", clip.display());
+    let cams: String = ["a", "b"]
+        .iter()
+        .map(|n| {
+            format!("[[camera]]\nname = \"{n}\"\nuri = \"{uri}\"\nwidth = 320\nheight = 192\npace = \"drop\"\n")
+        })
+        .collect();
+    // Every event at QoS 1, so that none may be dropped while the connection is down.
+    let cfg = test_config(
+        dir.path(),
+        &broker.url(),
+        &cams,
+        "[mqtt.qos]\nlifecycle = 1\nupdate = 1\n",
+    );
+    // Time at the end to deliver what waits.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("shutdown_timeout_s = 5.0", "shutdown_timeout_s = 30.0");
+    std::fs::write(&cfg, text).unwrap();
+    let sub = Subscriber::start(broker.port, "t/#", false);
+    let mut d = Daemon::spawn(&cfg, &["--exit-on-eos"], &[]);
+    assert!(
+        d.wait(Duration::from_secs(240)).success(),
+        "{}",
+        d.log_text()
+    );
+    // What was set aside, by camera and seq.
+    let dead_file = dir.path().join("spool").join("dead-letter.jsonl");
+    let dead: Vec<Value> = std::fs::read_to_string(&dead_file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut stripped = 0;
+    for cam in ["a", "b"] {
+        // Wait for the tail of what the daemon flushed at exit.
+        std::thread::sleep(Duration::from_millis(500));
+        let events = sub.events(cam);
+        assert!(!events.is_empty(), "no events of {cam}");
+        // Received, and set aside.
+        let mut all = events.clone();
+        for e in &dead {
+            let p: Value = serde_json::from_str(e["payload"].as_str().unwrap()).unwrap();
+            if p["camera"] == cam && p["after"]["id"].is_u64() {
+                all.push(p);
+            }
+        }
+        let mut seqs: Vec<u64> = all.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        let max = *seqs.last().unwrap();
+        assert_eq!(
+            seqs,
+            (1..=max).collect::<Vec<u64>>(),
+            "{cam}: a seq is missing"
+        );
+        stripped += events
+            .iter()
+            .filter(|e| !e["after"]["mask_omitted"].is_null())
+            .count();
+        // Every track that was born (received or set aside) ended.
+        for (id, evs) in by_track(&all) {
+            if evs.iter().any(|e| e["type"] == "new") {
+                assert!(
+                    evs.iter().any(|e| e["type"] == "end"),
+                    "{cam}: track {id} has no end"
+                );
+            }
+        }
+    }
+    let log = d.log_text();
+    // No event waits in the spool (every one was delivered or set aside above).
+    for e in std::fs::read_dir(dir.path().join("spool"))
+        .unwrap()
+        .flatten()
+    {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "spool") {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            assert!(!text.contains("/events"), "{}: {text}", p.display());
+        }
+    }
+    eprintln!(
+        "oversize: {stripped} events sent without their mask, {} set aside",
+        dead.len()
+    );
+    assert!(stripped + dead.len() > 0, "nothing was over 900 bytes");
+    assert!(log.contains("it takes no packet above"), "{log}");
+    broker.stop();
+}

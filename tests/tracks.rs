@@ -3,7 +3,7 @@
 
 use inspro::model::FrameGeometry;
 use inspro::model::ModelConfig;
-use inspro::tracking::{FrameOutput, TrackEvent, TrackState, Tracker, TrackerConfig};
+use inspro::tracking::{EndReason, FrameOutput, TrackEvent, TrackState, Tracker, TrackerConfig};
 
 /// One frame with 2 slots and 3 classes: `probs[slot]`, `boxes[slot]`.
 fn frame(i: u64, probs: [[f32; 3]; 2], boxes: [[f32; 4]; 2]) -> FrameOutput {
@@ -29,7 +29,7 @@ fn kind(e: &TrackEvent) -> &'static str {
     match e {
         TrackEvent::New(_) => "new",
         TrackEvent::Update(_) => "update",
-        TrackEvent::End(_) => "end",
+        TrackEvent::End(..) => "end",
     }
 }
 
@@ -49,6 +49,7 @@ fn birth_keep_loss_removal_frame_by_frame() {
         max_lost_frames: 2,
         reuse_iou: 0.1,
         birth_nms_iou: 1.0,
+        ..TrackerConfig::default()
     };
     let mut tr = Tracker::new(cfg);
     let hi = [0.1, 0.8, 0.2];
@@ -132,7 +133,7 @@ fn label_is_argmax_of_running_mean_and_end_all_closes_everything() {
     assert_eq!(t.hits, 3);
     let ids: Vec<u64> = tr.active().map(|t| t.id).collect();
     assert_eq!(ids, vec![1, 2]);
-    let ends = tr.end_all();
+    let ends = tr.end_all(EndReason::EndOfStream);
     assert_eq!(
         kinds(&ends),
         vec![
@@ -160,7 +161,7 @@ fn memory_is_bounded_on_endless_streams() {
         tr.update(&frame(i, [p, NONE], [A, FAR]));
         assert!(tr.active().count() <= 2);
     }
-    let next = tr.end_all();
+    let next = tr.end_all(EndReason::EndOfStream);
     assert!(next.len() <= 2);
 }
 
@@ -275,7 +276,7 @@ fn stream_processor_crops_masks_and_resets_on_size_change() {
     assert!(second
         .reset_events
         .iter()
-        .all(|e| matches!(e, TrackEvent::End(_))));
+        .all(|e| matches!(e, TrackEvent::End(..))));
     assert_eq!(sp.frames(), 1);
     let min_new = second.events.iter().map(|e| e.track().id).min().unwrap();
     assert_eq!(min_new, cfg.num_queries as u64 + 1);
@@ -340,4 +341,99 @@ fn a_second_slot_on_the_same_object_and_class_is_dropped_from_the_results() {
     // the same class on another object stay.
     assert_eq!(run(Some(0.5)), vec![(1, 4), (1, 9), (2, 5)]);
     assert_eq!(run(None), vec![(1, 4), (1, 6), (1, 9), (2, 5)]);
+}
+
+/// `frame` with each slot's 2x2 mask logits given.
+fn frame_with_masks(
+    i: u64,
+    probs: [[f32; 3]; 2],
+    boxes: [[f32; 4]; 2],
+    masks: [[f32; 4]; 2],
+) -> FrameOutput {
+    FrameOutput {
+        mask_logits: masks.concat(),
+        ..frame(i, probs, boxes)
+    }
+}
+
+#[test]
+fn two_slots_on_one_object_merge_into_the_older_track() {
+    const A2: [f32; 4] = [12., 12., 52., 52.];
+    let cfg = TrackerConfig {
+        min_frames: 1,
+        merge_iou: 0.7,
+        merge_frames: 3,
+        ..TrackerConfig::default()
+    };
+    let mut tr = Tracker::new(cfg);
+    let p = [0.9, 0.0, 0.0];
+    // Slot 0 is born first; slot 1 comes one frame later on the same object.
+    let same = [[1., 1., 1., -1.], [1., 1., 1., -1.]];
+    tr.update(&frame_with_masks(0, [p, NONE], [A, A2], same));
+    let ev = tr.update(&frame_with_masks(1, [p, p], [A, A2], same));
+    assert_eq!(kinds(&ev)[1], ("new".into(), 2, TrackState::New));
+    // Frames 2 and 3: both seen, masks identical (IoU 1): counting, nothing ends yet.
+    for i in 2..4 {
+        let ev = tr.update(&frame_with_masks(i, [p, p], [A, A2], same));
+        assert!(ev.iter().all(|e| e.end_reason().is_none()), "frame {i}");
+    }
+    // Frame 4: the third frame together: the younger (id 2) ends, merged into id 1.
+    let ev = tr.update(&frame_with_masks(4, [p, p], [A, A2], same));
+    let ends: Vec<_> = ev
+        .iter()
+        .filter_map(|e| e.end_reason().map(|r| (e.track().id, r)))
+        .collect();
+    assert_eq!(ends, vec![(2, EndReason::Merged { into: 1 })]);
+    assert_eq!(EndReason::Merged { into: 1 }.as_str(), "merged");
+    assert_eq!(tr.active().map(|t| t.id).collect::<Vec<_>>(), vec![1]);
+    // The absorbed slot stays on the object: never born again while it does.
+    for i in 5..15 {
+        let ev = tr.update(&frame_with_masks(i, [p, p], [A, A2], same));
+        assert!(ev.iter().all(|e| e.track().id == 1), "frame {i}: {ev:?}");
+    }
+    // It moves to another object: a new track with the next id.
+    let apart = [[1., 1., -1., -1.], [-1., -1., 1., 1.]];
+    let ev = tr.update(&frame_with_masks(15, [p, p], [A, FAR], apart));
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, TrackEvent::New(t) if t.id == 3 && t.slot == 1)),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn overlapping_masks_that_part_before_merge_frames_stay_two_tracks() {
+    let cfg = TrackerConfig {
+        min_frames: 1,
+        merge_iou: 0.7,
+        merge_frames: 3,
+        ..TrackerConfig::default()
+    };
+    let mut tr = Tracker::new(cfg);
+    let p = [0.9, 0.0, 0.0];
+    let same = [[1., 1., 1., -1.], [1., 1., 1., -1.]];
+    // Half overlap (IoU 1/3): below merge_iou.
+    let half = [[1., 1., -1., -1.], [-1., 1., 1., -1.]];
+    const NEAR: [f32; 4] = [20., 10., 60., 50.];
+    for i in 0..30u64 {
+        // Two frames together, one apart, forever: the count starts again each time.
+        let m = if i % 3 == 2 { half } else { same };
+        let ev = tr.update(&frame_with_masks(i, [p, p], [A, NEAR], m));
+        assert!(ev.iter().all(|e| e.end_reason().is_none()), "frame {i}");
+    }
+    assert_eq!(tr.active().count(), 2);
+    // Off: identical masks for ever, two tracks.
+    let mut off = Tracker::new(TrackerConfig {
+        merge_iou: 1.0,
+        ..cfg
+    });
+    for i in 0..30u64 {
+        off.update(&frame_with_masks(i, [p, p], [A, NEAR], same));
+    }
+    assert_eq!(off.active().count(), 2);
+    let bad = TrackerConfig {
+        merge_frames: 0,
+        ..cfg
+    };
+    assert_eq!(bad.validate().unwrap_err().field, "merge_frames");
 }

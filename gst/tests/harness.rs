@@ -163,7 +163,7 @@ fn library_tracks(
                         ];
                         Some((t.id, clipped))
                     }
-                    TrackEvent::End(_) => None,
+                    TrackEvent::End(..) => None,
                 })
                 .collect();
             (

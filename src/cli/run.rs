@@ -28,7 +28,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         overlay_dir: args.overlay_dir,
     };
     match edge::run(opts) {
-        Ok(()) => Ok(()),
+        Ok(edge::Exit::Stopped) => Ok(()),
+        Ok(edge::Exit::Restart) => std::process::exit(i32::from(edge::EX_RESTART)),
         Err(DaemonError::Config(e)) => {
             // sysexits EX_CONFIG: systemd and scripts can tell a bad config from a crash.
             eprintln!("error: {e}");

@@ -5,7 +5,7 @@
 //! open tracks, then the MQTT task publishes `stopped`, flushes and spools what is left.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,20 +13,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::edge::config::{self, ConfigError, EdgeConfig, PublishConfig};
 use crate::edge::engine::{build_engine, EngineBuildError};
-use crate::edge::events::{EventBuilder, EventBuilderOptions, FrameInfo};
-use crate::edge::ingest::{spawn_source, Frame, Item, SourceOptions};
+use crate::edge::events::{EventBuilder, FrameInfo};
+use crate::edge::ingest::{Frame, Item};
 use crate::edge::metrics::{CameraMetrics, Metrics};
 use crate::edge::mqtt::Outbox;
 use crate::edge::overlay::OverlayWriter;
 use crate::edge::queue::FrameQueue;
-use crate::edge::snapshots::{self, Snapshots};
+use crate::edge::snapshots::Snapshots;
 use crate::edge::spool::Spool;
 use crate::edge::state::{OpenTracks, StateFile};
 use crate::runtime::Engine;
 use crate::tracking::rules::Rules;
-use crate::tracking::{StreamProcessor, TrackEvent, TrackerConfig};
+use crate::tracking::{EndReason, StreamProcessor, TrackEvent, TrackerConfig};
 use supervise::{async_main, DaemonParts};
 
+mod cameras;
 mod supervise;
 
 /// Options of `inspro run` beyond the config file.
@@ -38,6 +39,19 @@ pub struct RunOptions {
     /// Write `<camera>-overlay.mkv` and `<camera>-sheet.png` here.
     pub overlay_dir: Option<PathBuf>,
 }
+
+/// How the daemon ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGTERM, SIGINT, or every stream ended with `--exit-on-eos`: exit 0.
+    Stopped,
+    /// `<prefix>/restart` over MQTT: a clean stop, then exit [`EX_RESTART`] so that systemd
+    /// starts the daemon again (`Restart=on-failure`, `RestartForceExitStatus=75`).
+    Restart,
+}
+
+/// Exit status after a restart request (sysexits.h EX_TEMPFAIL).
+pub const EX_RESTART: u8 = 75;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -73,6 +87,20 @@ impl HotSettings {
             (cfg.tracking, cfg.publish.clone(), cfg.cameras.clone());
         self.generation.fetch_add(1, Relaxed);
     }
+    /// The global tracking settings now.
+    fn tracking(&self) -> TrackerConfig {
+        self.value.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    /// The publishing settings now.
+    fn publish(&self) -> PublishConfig {
+        self.value
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
+    }
+
     /// Camera `name`'s tracking (the global settings with its overrides), the publishing
     /// settings, and its rules.
     fn get(&self, name: &str) -> (TrackerConfig, PublishConfig, Rules) {
@@ -162,6 +190,8 @@ struct StreamLoop {
     /// When the first and the latest frame were done (the stream's rate at its end).
     first_done: Option<Instant>,
     last_done: Option<Instant>,
+    /// Detection is off: the open tracks were ended, frames are skipped.
+    detect_off: bool,
 }
 
 struct EngineThread {
@@ -178,9 +208,14 @@ struct EngineThread {
     overlay: Option<OverlayWriter>,
     /// `[camera.snapshots]`: the best views and the worker that encodes them.
     snapshots: Option<(Snapshots, std::thread::JoinHandle<()>)>,
+    /// The camera's token (a child of the daemon's).
     token: CancellationToken,
+    /// Set before `token` is cancelled when the camera alone is stopped (switch, SIGHUP).
+    stop_reason: cameras::StopReason,
     state: StateFile,
     topic_prefix: String,
+    /// The counts last published on `<prefix>/<camera>/<label>`.
+    counts: std::collections::BTreeMap<String, u64>,
 }
 
 impl EngineThread {
@@ -198,7 +233,9 @@ impl EngineThread {
         });
     }
 
-    fn run(mut self) {
+    /// Process the camera's frames until its source ends or it is stopped; returns whether it
+    /// was stopped on its own (a switch or SIGHUP, not shutdown or end of stream).
+    fn run(mut self) -> bool {
         let span = tracing::info_span!("stream", camera = %self.name);
         let _g = span.enter();
         let mut st = StreamLoop {
@@ -215,6 +252,7 @@ impl EngineThread {
             errors_logged: 0,
             first_done: None,
             last_done: None,
+            detect_off: false,
         };
         loop {
             self.cam
@@ -224,27 +262,80 @@ impl EngineThread {
             if self.token.is_cancelled() {
                 break;
             }
+            self.follow_detect_switch(&mut st);
             let Some(item) = self.queue.pop_timeout(Duration::from_millis(200)) else {
                 continue;
             };
             self.cam.queue_depth.store(self.queue.len() as u64, Relaxed);
             match item {
-                Item::Restart { reason } => {
-                    let ended = st.proc.reset();
+                Item::Restart { reason, ended } => {
+                    let ended = st.proc.reset(ended);
                     st.last_pts = None;
                     self.cam.state_resets.fetch_add(1, Relaxed);
                     tracing::info!(reason = %reason, ended = ended.len(), "stream restarted: state reset");
                     self.emit(&ended, None, &st.last_info);
                     self.persist(&st.last_info);
+                    self.publish_counts(std::iter::empty());
                 }
                 Item::Eos => {
                     self.log_end(&st);
                     break;
                 }
+                Item::Frame(_) if st.detect_off => {
+                    self.cam.frames_skipped.fetch_add(1, Relaxed);
+                }
                 Item::Frame(frame) => self.on_frame(&mut st, frame),
             }
         }
-        self.finish(&mut st);
+        self.finish(&mut st)
+    }
+
+    /// Frigate's count topics: the live tracks seen on this frame, by label, retained and sent
+    /// when a count changes (a label seen once stays, at 0 when none is left).
+    fn publish_counts<'a>(&mut self, active: impl Iterator<Item = &'a crate::tracking::Track>) {
+        let mut now: std::collections::BTreeMap<String, u64> =
+            self.counts.keys().map(|k| (k.clone(), 0)).collect();
+        for t in active {
+            if t.state != crate::tracking::TrackState::Lost && self.builder.is_published(t.id) {
+                *now.entry(self.builder.label_name(t.label)).or_insert(0) += 1;
+            }
+        }
+        let topics = crate::edge::topics::Topics::new(self.topic_prefix.as_str());
+        let ct = topics.camera(&self.name);
+        let changed: Vec<crate::edge::events::OutMsg> = now
+            .iter()
+            .filter(|(label, n)| self.counts.get(*label) != Some(*n))
+            .map(|(label, n)| crate::edge::events::OutMsg {
+                topic: ct.count(label),
+                payload: n.to_string(),
+                qos: 1,
+                retain: true,
+                bytes: None,
+            })
+            .collect();
+        if !changed.is_empty() {
+            self.outbox.push(changed);
+        }
+        self.counts = now;
+    }
+
+    /// `detect` switched off: end the open tracks (reason `detect_off`) and skip frames until
+    /// it is on again (then a fresh stream state).
+    fn follow_detect_switch(&mut self, st: &mut StreamLoop) {
+        let on = self.cam.detect.load(Relaxed);
+        if !on && !st.detect_off {
+            st.detect_off = true;
+            let ended = st.proc.reset(EndReason::DetectOff);
+            st.last_pts = None;
+            tracing::info!(ended = ended.len(), "detection off");
+            self.emit(&ended, None, &st.last_info);
+            self.persist(&st.last_info);
+            self.cam.tracks_active.store(0, Relaxed);
+            self.publish_counts(std::iter::empty());
+        } else if on && st.detect_off {
+            st.detect_off = false;
+            tracing::info!("detection on");
+        }
     }
 
     /// Apply SIGHUP's tracking and publish settings once per generation.
@@ -264,7 +355,7 @@ impl EngineThread {
     fn reset_on_jump(&mut self, st: &mut StreamLoop, pts_ns: Option<u64>) {
         if let (Some(p), Some(lp)) = (pts_ns, st.last_pts) {
             if p < lp || p - lp > self.jump_ns {
-                let ended = st.proc.reset();
+                let ended = st.proc.reset(EndReason::StreamRestart);
                 self.cam.state_resets.fetch_add(1, Relaxed);
                 tracing::info!(
                     from_s = lp as f64 / 1e9,
@@ -286,7 +377,13 @@ impl EngineThread {
         self.reset_on_jump(st, frame.pts_ns);
         let t0 = Instant::now();
         let overlay = self.overlay.as_ref();
-        let snapshots = self.snapshots.as_mut().map(|(s, _)| s);
+        // `snapshots` switched off: no views kept (and none published, `emit`).
+        let snapshots_on = self.cam.snapshots_on.load(Relaxed);
+        let snapshots = self
+            .snapshots
+            .as_mut()
+            .filter(|_| snapshots_on)
+            .map(|(s, _)| s);
         let proc = &mut st.proc;
         let res = frame.with_rgb(|fr| {
             let r = proc.process(&fr);
@@ -335,8 +432,10 @@ impl EngineThread {
         st.frame_index += 1;
         let t1 = Instant::now();
         if !processed.reset_events.is_empty() {
+            // Tracks of the frames before a size change end in those frames' pixels.
             self.cam.state_resets.fetch_add(1, Relaxed);
-            self.emit(&processed.reset_events, None, &info);
+            let before = st.last_info;
+            self.emit(&processed.reset_events, None, &before);
         }
         self.emit(&processed.events, Some(&processed.output), &info);
         let tracker = st.proc.tracker();
@@ -346,6 +445,7 @@ impl EngineThread {
         self.cam
             .tracks_active
             .store(tracker.active().count() as u64, Relaxed);
+        self.publish_counts(st.proc.tracker().active());
         self.cam
             .encode_us
             .fetch_add(t1.elapsed().as_micros() as u64, Relaxed);
@@ -385,9 +485,17 @@ impl EngineThread {
 
     /// End every open track (these go out before `stopped`), remove the state file, write the
     /// overlay.
-    fn finish(&mut self, st: &mut StreamLoop) {
-        let ended = st.proc.reset();
+    /// Returns whether the camera was stopped on its own.
+    fn finish(&mut self, st: &mut StreamLoop) -> bool {
+        let stopped = *self.stop_reason.lock().unwrap_or_else(|e| e.into_inner());
+        let why = match stopped {
+            Some(r) => r,
+            None if self.token.is_cancelled() => EndReason::Shutdown,
+            None => EndReason::EndOfStream,
+        };
+        let ended = st.proc.reset(why);
         self.emit(&ended, None, &st.last_info);
+        self.publish_counts(std::iter::empty());
         self.state.remove();
         self.cam.tracks_active.store(0, Relaxed);
         if let Some((snaps, worker)) = self.snapshots.take() {
@@ -403,6 +511,7 @@ impl EngineThread {
                 Err(e) => tracing::warn!(error = %e, "overlay failed"),
             }
         }
+        stopped.is_some()
     }
 
     fn emit(
@@ -417,7 +526,7 @@ impl EngineThread {
         let before = self.builder.suppressed;
         let ending: Vec<u64> = events
             .iter()
-            .filter(|e| matches!(e, TrackEvent::End(_)))
+            .filter(|e| matches!(e, TrackEvent::End(..)))
             .map(|e| e.track().id)
             .filter(|id| self.builder.is_published(*id))
             .collect();
@@ -425,14 +534,22 @@ impl EngineThread {
         // Births are the `new` messages that went out (a filtered track is born when it passes).
         let born = self.builder.born().len();
         self.cam.tracks_total.fetch_add(born as u64, Relaxed);
+        let snapshots_on = self.cam.snapshots_on.load(Relaxed);
         if let Some((snaps, _)) = self.snapshots.as_mut() {
             for e in events {
                 let t = e.track();
+                if !snapshots_on {
+                    // Switched off: nothing kept or published; an ended track's view goes.
+                    if e.end_reason().is_some() {
+                        snaps.forget(t.id);
+                    }
+                    continue;
+                }
                 match e {
-                    TrackEvent::End(_) if ending.contains(&t.id) => {
+                    TrackEvent::End(..) if ending.contains(&t.id) => {
                         snaps.publish(t, &self.builder.label_name(t.label), true)
                     }
-                    TrackEvent::End(_) => snaps.forget(t.id),
+                    TrackEvent::End(..) => snaps.forget(t.id),
                     _ if self.builder.born().contains(&t.id) => {
                         snaps.publish(t, &self.builder.label_name(t.label), false)
                     }
@@ -464,8 +581,9 @@ impl EngineThread {
     }
 }
 
-/// Run the daemon until a signal (or end of every stream with `exit_on_eos`).
-pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
+/// Run the daemon until a signal (or end of every stream with `exit_on_eos`, or a restart
+/// request).
+pub fn run(opts: RunOptions) -> Result<Exit, DaemonError> {
     let cfg = load_config(opts.config.as_deref())?;
     let env = config::process_env();
     let password = preflight(&cfg, &env)?;
@@ -521,143 +639,4 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         gone_status_topics,
         metrics,
     }))
-}
-
-/// What every camera's threads share.
-struct CameraStart<'a> {
-    cfg: &'a EdgeConfig,
-    engine: &'a Arc<dyn Engine>,
-    class_names: &'a [String],
-    metrics: &'a Arc<Metrics>,
-    outbox: &'a Arc<Outbox>,
-    hot: &'a Arc<HotSettings>,
-    run: &'a str,
-    overlay_dir: &'a Option<PathBuf>,
-    root: &'a CancellationToken,
-}
-
-/// The running cameras: their threads, and a notice when the last engine thread has ended.
-struct Cameras {
-    threads: Vec<std::thread::JoinHandle<()>>,
-    engines_done: Arc<tokio::sync::Notify>,
-}
-
-/// Cameras: a source thread and an engine thread each.
-fn start_cameras(start: &CameraStart<'_>) -> Result<Cameras, DaemonError> {
-    let running = Arc::new(AtomicUsize::new(start.cfg.cameras.len()));
-    let engines_done = Arc::new(tokio::sync::Notify::new());
-    let mut threads = Vec::new();
-    for (i, cam_cfg) in start.cfg.cameras.iter().enumerate() {
-        let [src, engine] = start_camera(start, i, cam_cfg, &running, &engines_done)?;
-        threads.push(src);
-        threads.push(engine);
-    }
-    Ok(Cameras {
-        threads,
-        engines_done,
-    })
-}
-
-/// The camera's snapshot worker, when `[camera.snapshots]` is enabled.
-fn start_snapshots(
-    start: &CameraStart<'_>,
-    cam_cfg: &config::CameraConfig,
-) -> Result<Option<(Snapshots, std::thread::JoinHandle<()>)>, DaemonError> {
-    let snap_cfg = cam_cfg.snapshots;
-    if !snap_cfg.enabled {
-        return Ok(None);
-    }
-    let (tx, rx) = snapshots::channel(8);
-    let dir = start
-        .cfg
-        .service
-        .spool_path()
-        .join("snapshots")
-        .join(&cam_cfg.name);
-    let outbox = start.outbox.clone();
-    let max_payload = start.cfg.mqtt.max_packet_size.saturating_sub(256);
-    let name: String = format!("snap-{}", cam_cfg.name).chars().take(15).collect();
-    let worker = std::thread::Builder::new()
-        .name(name)
-        .spawn(move || snapshots::run_worker(rx, dir, snap_cfg, outbox, max_payload))
-        .map_err(|e| anyhow::anyhow!("snapshot thread: {e}"))?;
-    let snaps = Snapshots::new(
-        snap_cfg,
-        &cam_cfg.name,
-        &start.cfg.mqtt.topic_prefix,
-        start.run,
-        tx,
-    );
-    Ok(Some((snaps, worker)))
-}
-
-/// Camera `i`'s source and engine threads; the last engine thread to end notifies `done`.
-fn start_camera(
-    start: &CameraStart<'_>,
-    i: usize,
-    cam_cfg: &config::CameraConfig,
-    running: &Arc<AtomicUsize>,
-    done: &Arc<tokio::sync::Notify>,
-) -> Result<[std::thread::JoinHandle<()>; 2], DaemonError> {
-    let (cfg, metrics) = (start.cfg, start.metrics);
-    let cam = metrics.cameras[i].clone();
-    // The camera's own size unless the config scales it: events are in the camera's pixels.
-    let (w, h) = (cam_cfg.width, cam_cfg.height);
-    let queue = Arc::new(FrameQueue::new(cam_cfg.queue));
-    cam.queue_capacity.store(cam_cfg.queue as u64, Relaxed);
-    let src = spawn_source(
-        SourceOptions {
-            camera: cam_cfg.clone(),
-            width: w,
-            height: h,
-            backoff: cfg.mqtt.backoff.clone(),
-        },
-        queue.clone(),
-        cam.clone(),
-        metrics.clone(),
-        start.root.clone(),
-    )
-    .map_err(|e| anyhow::anyhow!("source thread: {e}"))?;
-    let et = EngineThread {
-        name: cam_cfg.name.clone(),
-        engine: start.engine.clone(),
-        queue,
-        cam: cam.clone(),
-        metrics: metrics.clone(),
-        outbox: start.outbox.clone(),
-        hot: start.hot.clone(),
-        builder: EventBuilder::new(EventBuilderOptions {
-            prefix: &cfg.mqtt.topic_prefix,
-            camera: &cam_cfg.name,
-            run: start.run,
-            class_names: start.class_names.to_vec(),
-            cfg: cfg.publish.clone(),
-            qos: cfg.mqtt.qos.clone(),
-            max_packet_size: cfg.mqtt.max_packet_size,
-            rules: cam_cfg.rules(),
-        }),
-        tracker: cam_cfg.tracking.apply(cfg.tracking),
-        jump_ns: (cam_cfg.jump_threshold_s * 1e9) as u64,
-        overlay: start
-            .overlay_dir
-            .as_ref()
-            .map(|d| OverlayWriter::new(d, &cam_cfg.name, start.class_names.to_vec())),
-        snapshots: start_snapshots(start, cam_cfg)?,
-        token: start.root.clone(),
-        state: StateFile::new(&cfg.service.spool_path(), &cam_cfg.name),
-        topic_prefix: cfg.mqtt.topic_prefix.clone(),
-    };
-    let running = running.clone();
-    let done = done.clone();
-    let name: String = format!("infer-{}", cam_cfg.name).chars().take(15).collect();
-    let h = std::thread::Builder::new()
-        .name(name)
-        .spawn(move || {
-            et.run();
-            if running.fetch_sub(1, Relaxed) == 1 {
-                done.notify_one();
-            }
-        })
-        .map_err(|e| anyhow::anyhow!("engine thread: {e}"))?;
-    Ok([src, h])
 }

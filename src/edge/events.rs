@@ -13,7 +13,9 @@ use crate::edge::config::{MaskFormat, MaskRegion, PublishConfig, QosConfig};
 use crate::edge::polygons::polygons;
 use crate::edge::topics::Topics;
 use crate::tracking::rules::{Crossed, RuleState, Rules};
-use crate::tracking::{box_crop_rle, full_frame_rle, FrameOutput, Track, TrackEvent, TrackState};
+use crate::tracking::{
+    box_crop_rle, full_frame_rle, EndReason, FrameOutput, Track, TrackEvent, TrackState,
+};
 
 /// One MQTT message, ready to send.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -397,6 +399,7 @@ impl EventBuilder {
         &mut self,
         kind: &str,
         reason: &str,
+        extra: Option<(&str, Value)>,
         t: &Track,
         f: &FrameInfo,
         mask: bool,
@@ -408,6 +411,9 @@ impl EventBuilder {
             .map_or(Value::Null, |p| p.after.clone());
         let mut body = self.envelope(kind, f);
         body["reason"] = json!(reason);
+        if let Some((k, v)) = extra {
+            body[k] = v;
+        }
         body["before"] = before;
         body["after"] = after.clone();
         if mask {
@@ -492,15 +498,20 @@ impl EventBuilder {
                 if t.state != TrackState::Lost
                     && t.last_seen_frame == out.frame_index
                     && t.slot < out.num_slots()
-                    && !matches!(ev, TrackEvent::End(_))
+                    && !matches!(ev, TrackEvent::End(..))
                 {
                     self.seen.insert(t.id, LastSeen::capture(out, t.slot));
                 }
             }
             let published = self.last.contains_key(&t.id);
-            if let TrackEvent::End(t) = ev {
+            if let TrackEvent::End(t, why) = ev {
                 if published {
-                    msgs.push(self.message("end", "removed", t, f, true));
+                    // A merged track names its survivor beside the reason.
+                    let extra = match why {
+                        EndReason::Merged { into } => Some(("merged_into", json!(into))),
+                        _ => None,
+                    };
+                    msgs.push(self.message("end", why.as_str(), extra, t, f, true));
                 }
                 self.last.remove(&t.id);
                 self.seen.remove(&t.id);
@@ -518,7 +529,7 @@ impl EventBuilder {
             let obs = (seen_now && t.state != TrackState::Lost)
                 .then(|| self.rule_state.observe(&self.rules, t.id, &label, &b));
             if !published {
-                msgs.push(self.message("new", "new", t, f, true));
+                msgs.push(self.message("new", "new", None, t, f, true));
                 self.born.push(t.id);
             } else {
                 let time_s = self.stream_time(f);
@@ -533,7 +544,7 @@ impl EventBuilder {
                 match reason {
                     Some(reason) => {
                         let mask = self.cfg.mask_in_update;
-                        msgs.push(self.message("update", reason, t, f, mask));
+                        msgs.push(self.message("update", reason, None, t, f, mask));
                     }
                     None => self.suppressed += 1,
                 }

@@ -16,11 +16,12 @@ use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use crate::edge::config::{BackoffConfig, CameraConfig, SourceUri};
+use crate::edge::config::{BackoffConfig, CameraConfig, RtspTransport, RtspUrl, Secret, SourceUri};
 use crate::edge::metrics::{CameraMetrics, Metrics, SourceStatus};
 use crate::edge::mqtt::Backoff;
 use crate::edge::queue::{FrameQueue, Pushed, QueueItem};
 use crate::frame::FrameRef;
+use crate::tracking::EndReason;
 
 /// A decoded RGB frame (the GStreamer sample is kept: no copy until the engine reads it).
 pub struct Frame {
@@ -74,9 +75,11 @@ impl Frame {
 /// What the engine thread receives.
 pub enum Item {
     Frame(Frame),
-    /// The source restarted (error, stall, reconnect): the stream state must be reset.
+    /// The source restarted (error, stall, reconnect, a file looped): the stream state must be
+    /// reset, its tracks ended for `ended`.
     Restart {
         reason: String,
+        ended: EndReason,
     },
     /// The source ended for good.
     Eos,
@@ -90,6 +93,8 @@ impl QueueItem for Item {
 
 pub struct SourceOptions {
     pub camera: CameraConfig,
+    /// The camera's password (`password_file` or its systemd credential), for rtspsrc.
+    pub password: Option<Secret>,
     /// Frame size given to the engine; 0 x 0 = the camera's own.
     pub width: u32,
     pub height: u32,
@@ -218,13 +223,14 @@ fn supervise(
                 cam.source_restarts.fetch_add(1, Relaxed);
                 queue.push_drop_oldest(Item::Restart {
                     reason: "file looped".into(),
+                    ended: EndReason::StreamRestart,
                 });
                 continue;
             }
             Outcome::Eos => "end of a live stream".to_string(),
             Outcome::Error(e) => {
                 cam.source_errors.fetch_add(1, Relaxed);
-                e
+                opts.scrub(&e)
             }
             Outcome::Stall => {
                 cam.stalls.fetch_add(1, Relaxed);
@@ -233,8 +239,11 @@ fn supervise(
         };
         cam.source_restarts.fetch_add(1, Relaxed);
         cam.set_status(SourceStatus::Reconnecting);
+        // Ends its tracks as `camera_lost` (not `removed`): a subscriber tells a lost camera
+        // from an empty scene.
         queue.push_drop_oldest(Item::Restart {
             reason: reason.clone(),
+            ended: EndReason::CameraLost,
         });
         let delay = backoff.next_delay();
         tracing::warn!(reason = %reason, retry_in_s = delay.as_secs_f64(), attempt = backoff.attempts(), "source failed; restarting");
@@ -274,7 +283,11 @@ fn run_once(
     if let Some(el) = pipeline.by_name("src") {
         match src {
             SourceUri::File(p) => el.set_property("location", p.to_string_lossy().to_string()),
-            SourceUri::Rtsp(u) => el.set_property("location", u.as_str()),
+            SourceUri::Rtsp(u) => {
+                if let Err(e) = set_rtsp(&el, u, opts) {
+                    return Outcome::Error(e);
+                }
+            }
             SourceUri::V4l2(d) => el.set_property("device", d.to_string_lossy().to_string()),
             // A validated enum nick, set as a property: never pipeline text.
             SourceUri::Test(t) => {
@@ -364,6 +377,64 @@ fn run_once(
     outcome
 }
 
+/// rtspsrc's location without credentials, the user and password as properties, and the
+/// transport.
+fn set_rtsp(el: &gst::Element, uri: &str, opts: &SourceOptions) -> Result<(), String> {
+    let url = RtspUrl::parse(uri);
+    el.set_property("location", url.location.as_str());
+    if let Some(user) = &url.user {
+        el.set_property("user-id", user.as_str());
+    }
+    let password = opts
+        .password
+        .as_ref()
+        .map(|s| s.expose().to_string())
+        .or(url.password);
+    if let Some(pw) = password {
+        el.set_property("user-pw", pw.as_str());
+    }
+    set_transport(el, opts.camera.rtsp_transport)
+}
+
+/// rtspsrc's `protocols` flags from the camera's `rtsp_transport` (auto: rtspsrc's default).
+pub fn set_transport(el: &gst::Element, t: RtspTransport) -> Result<(), String> {
+    if t == RtspTransport::Auto {
+        return Ok(());
+    }
+    let flags = el
+        .find_property("protocols")
+        .and_then(|p| p.downcast::<gst::glib::ParamSpecFlags>().ok())
+        .map(|p| p.flags_class());
+    let value = flags
+        .as_ref()
+        .and_then(|fc| {
+            let mut b = fc.builder();
+            for nick in t.protocols().split('+') {
+                b = b.set_by_nick(nick);
+            }
+            b.build()
+        })
+        .ok_or_else(|| format!("rtspsrc has no transport `{}`", t.protocols()))?;
+    el.set_property_from_value("protocols", &value);
+    Ok(())
+}
+
+impl SourceOptions {
+    /// `text` without the camera's password (an error message that might quote a URL).
+    fn scrub(&self, text: &str) -> String {
+        let mut s = match &self.password {
+            Some(p) => p.scrub(text),
+            None => text.to_string(),
+        };
+        if let Ok(SourceUri::Rtsp(u)) = self.camera.source() {
+            if let Some(p) = RtspUrl::parse(&u).password {
+                s = Secret::new(p).scrub(&s);
+            }
+        }
+        s
+    }
+}
+
 fn watch(
     bus: &gst::Bus,
     opts: &SourceOptions,
@@ -407,7 +478,7 @@ fn watch(
                 })
             }
             gst::MessageView::Warning(w) => {
-                tracing::warn!(warning = %w.error(), "source warning");
+                tracing::warn!(warning = %opts.scrub(&w.error().to_string()), "source warning");
             }
             _ => {}
         }
@@ -496,6 +567,49 @@ mod tests {
             let p = gst::parse::launch(&desc).unwrap_or_else(|e| panic!("{uri}: {e}: {desc}"));
             let p = p.downcast::<gst::Pipeline>().expect("pipeline");
             assert!(p.by_name("src").is_some() && p.by_name("sink").is_some());
+            if matches!(src, SourceUri::Rtsp(_)) {
+                // Each transport is a value of rtspsrc's `protocols` flags.
+                let el = p.by_name("src").expect("src");
+                for t in [RtspTransport::Tcp, RtspTransport::Udp, RtspTransport::Auto] {
+                    set_transport(&el, t).expect("transport");
+                }
+                set_transport(&el, RtspTransport::Tcp).expect("tcp");
+                let v = el
+                    .property_value("protocols")
+                    .serialize()
+                    .expect("serialize");
+                assert_eq!(v.as_str(), "GST_RTSP_LOWER_TRANS_TCP");
+            }
         }
+    }
+
+    #[test]
+    fn rtsp_credentials_leave_the_location() {
+        let u = RtspUrl::parse("rtsp://viewer:p%40ss@cam.lan:554/stream1?x=1");
+        assert_eq!(u.location, "rtsp://cam.lan:554/stream1?x=1");
+        assert_eq!(u.user.as_deref(), Some("viewer"));
+        assert_eq!(u.password.as_deref(), Some("p@ss"));
+        assert_eq!(u.redacted(), "rtsp://viewer:***@cam.lan:554/stream1?x=1");
+        assert!(!format!("{u:?}").contains("p@ss"));
+        let plain = RtspUrl::parse("rtsp://127.0.0.1:8554/cam");
+        assert_eq!(plain.location, "rtsp://127.0.0.1:8554/cam");
+        assert!(plain.user.is_none() && plain.password.is_none());
+        let user_only = RtspUrl::parse("rtsp://viewer@127.0.0.1:8554/cam");
+        assert_eq!(user_only.location, "rtsp://127.0.0.1:8554/cam");
+        assert_eq!(user_only.user.as_deref(), Some("viewer"));
+        let scrub = SourceOptions {
+            camera: CameraConfig {
+                uri: "rtsp://viewer:hunter2@h/c".into(),
+                ..CameraConfig::default()
+            },
+            password: Some(Secret::new("filepw")),
+            width: 0,
+            height: 0,
+            backoff: BackoffConfig::default(),
+        };
+        assert_eq!(
+            scrub.scrub("auth hunter2 failed for filepw"),
+            "auth *** failed for ***"
+        );
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,6 +18,8 @@ pub enum SourceStatus {
     Online = 1,
     Reconnecting = 2,
     Ended = 3,
+    /// Switched off (`<prefix>/<camera>/enabled/set OFF`): no pipeline.
+    Disabled = 4,
 }
 
 impl SourceStatus {
@@ -27,6 +29,7 @@ impl SourceStatus {
             SourceStatus::Online => "online",
             SourceStatus::Reconnecting => "reconnecting",
             SourceStatus::Ended => "ended",
+            SourceStatus::Disabled => "disabled",
         }
     }
     fn from_u8(v: u8) -> Self {
@@ -34,6 +37,7 @@ impl SourceStatus {
             1 => SourceStatus::Online,
             2 => SourceStatus::Reconnecting,
             3 => SourceStatus::Ended,
+            4 => SourceStatus::Disabled,
             _ => SourceStatus::Starting,
         }
     }
@@ -71,12 +75,20 @@ pub struct CameraMetrics {
     pub events_filtered: AtomicU64,
     /// Line crossings by (line, label, direction) since start.
     pub line_crossings: Mutex<BTreeMap<(String, String, &'static str), u64>>,
+    /// Detection on (frames reach the engine) or off (`<prefix>/<camera>/detect/set`).
+    pub detect: AtomicBool,
+    /// Snapshots on or off (`<prefix>/<camera>/snapshots/set`; only with `[camera.snapshots]`).
+    pub snapshots_on: AtomicBool,
+    /// Frames not given to the engine because detection was off.
+    pub frames_skipped: AtomicU64,
 }
 
 impl CameraMetrics {
     pub fn new(name: &str) -> Self {
         Self {
             name: name.to_string(),
+            detect: AtomicBool::new(true),
+            snapshots_on: AtomicBool::new(true),
             ..Self::default()
         }
     }
@@ -133,11 +145,16 @@ pub struct MqttMetrics {
     pub spool_dropped: AtomicU64,
     pub spooled_total: AtomicU64,
     pub replayed_total: AtomicU64,
+    /// Control messages acted on.
+    pub commands: AtomicU64,
+    /// Control messages refused: unknown camera or topic, bad payload, retained, too many.
+    pub commands_rejected: AtomicU64,
 }
 
 pub struct Metrics {
     pub start: Instant,
-    pub cameras: Vec<Arc<CameraMetrics>>,
+    /// The cameras configured now (SIGHUP adds and removes them), in config order.
+    cameras: RwLock<Vec<Arc<CameraMetrics>>>,
     pub mqtt: MqttMetrics,
     pub model: String,
     pub engine: String,
@@ -148,15 +165,55 @@ impl Metrics {
     pub fn new(cameras: &[String], model: String, engine: String, random_weights: bool) -> Self {
         Self {
             start: Instant::now(),
-            cameras: cameras
-                .iter()
-                .map(|n| Arc::new(CameraMetrics::new(n)))
-                .collect(),
+            cameras: RwLock::new(
+                cameras
+                    .iter()
+                    .map(|n| Arc::new(CameraMetrics::new(n)))
+                    .collect(),
+            ),
             mqtt: MqttMetrics::default(),
             model,
             engine,
             random_weights,
         }
+    }
+
+    /// The cameras configured now.
+    pub fn cameras(&self) -> Vec<Arc<CameraMetrics>> {
+        self.cameras
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Camera `name`'s counters.
+    pub fn camera(&self, name: &str) -> Option<Arc<CameraMetrics>> {
+        self.cameras
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|c| c.name == name)
+            .cloned()
+    }
+
+    /// Camera `name`'s counters, added at the end if it is new (a camera added by SIGHUP); a
+    /// camera that is restarted keeps its counters.
+    pub fn add_camera(&self, name: &str) -> Arc<CameraMetrics> {
+        let mut cams = self.cameras.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cams.iter().find(|c| c.name == name) {
+            return c.clone();
+        }
+        let c = Arc::new(CameraMetrics::new(name));
+        cams.push(c.clone());
+        c
+    }
+
+    /// Forget camera `name` (removed by SIGHUP).
+    pub fn remove_camera(&self, name: &str) {
+        self.cameras
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|c| c.name != name);
     }
 
     /// Milliseconds since start (the clock of the `*_ms` marks).
@@ -174,8 +231,9 @@ impl Metrics {
                 let _ = writeln!(s, "inspro_{name}{labels} {v}");
             }
         };
+        let cameras = self.cameras();
         let cam = |f: &dyn Fn(&CameraMetrics) -> f64| -> Vec<(String, f64)> {
-            self.cameras
+            cameras
                 .iter()
                 .map(|c| (format!("{{camera=\"{}\"}}", c.name), f(c)))
                 .collect()
@@ -303,10 +361,22 @@ impl Metrics {
             cam(&|c| l(&c.snapshots_dropped)),
         );
         metric(
+            "detect",
+            "gauge",
+            "1 while detection is on (frames reach the engine), 0 while it is switched off.",
+            cam(&|c| f64::from(u8::from(c.detect.load(Relaxed)))),
+        );
+        metric(
+            "frames_skipped_total",
+            "counter",
+            "Frames not given to the engine because detection was off.",
+            cam(&|c| l(&c.frames_skipped)),
+        );
+        metric(
             "line_crossings_total",
             "counter",
             "Tracks crossing a [[camera.line]], by line, label and direction.",
-            self.cameras
+            cameras
                 .iter()
                 .flat_map(|c| {
                     c.line_crossings()
@@ -411,6 +481,18 @@ impl Metrics {
             one(l(&m.spooled_total)),
         );
         metric(
+            "commands_total",
+            "counter",
+            "MQTT control messages acted on.",
+            one(l(&m.commands)),
+        );
+        metric(
+            "commands_rejected_total",
+            "counter",
+            "MQTT control messages refused (unknown camera or topic, bad payload, retained).",
+            one(l(&m.commands_rejected)),
+        );
+        metric(
             "spool_replayed_total",
             "counter",
             "Messages replayed from the spool.",
@@ -420,14 +502,12 @@ impl Metrics {
     }
 }
 
-/// Per-camera counters at one time, to turn totals into rates.
+/// Per-camera counters at one time, to turn totals into rates: by camera name, (frames
+/// processed, engine us, encode us, queue wait us).
 #[derive(Clone, Default)]
 pub struct Snapshot {
     at: Option<Instant>,
-    processed: Vec<u64>,
-    infer_us: Vec<u64>,
-    encode_us: Vec<u64>,
-    wait_us: Vec<u64>,
+    cameras: BTreeMap<String, [u64; 4]>,
 }
 
 impl Metrics {
@@ -439,20 +519,20 @@ impl Metrics {
             .map_or(self.start.elapsed(), |t| now - t)
             .as_secs_f64()
             .max(1e-3);
-        let get = |v: &[u64], i: usize| v.get(i).copied().unwrap_or(0);
         let mut cams = serde_json::Map::new();
         let mut next = Snapshot {
             at: Some(now),
             ..Snapshot::default()
         };
-        for (i, c) in self.cameras.iter().enumerate() {
+        for c in self.cameras() {
             let processed = c.frames_processed.load(Relaxed);
             let (iu, eu, wu) = (
                 c.infer_us.load(Relaxed),
                 c.encode_us.load(Relaxed),
                 c.wait_us.load(Relaxed),
             );
-            let n = processed.saturating_sub(get(&prev.processed, i));
+            let old = prev.cameras.get(&c.name).copied().unwrap_or_default();
+            let n = processed.saturating_sub(old[0]);
             let per = |tot: u64, old: u64| {
                 if n == 0 {
                     0.0
@@ -466,9 +546,9 @@ impl Metrics {
                     "status": c.status().as_str(),
                     "fps": n as f64 / dt,
                     "ms": {
-                        "queue_wait": per(wu, get(&prev.wait_us, i)),
-                        "engine": per(iu, get(&prev.infer_us, i)),
-                        "encode": per(eu, get(&prev.encode_us, i)),
+                        "queue_wait": per(wu, old[3]),
+                        "engine": per(iu, old[1]),
+                        "encode": per(eu, old[2]),
                     },
                     "frames_in": c.frames_in.load(Relaxed),
                     "frames_processed": processed,
@@ -483,12 +563,11 @@ impl Metrics {
                     "line_crossings": c.line_crossings_json(),
                     "events_filtered": c.events_filtered.load(Relaxed),
                     "snapshots_dropped": c.snapshots_dropped.load(Relaxed),
+                    "detect": c.detect.load(Relaxed),
+                    "frames_skipped": c.frames_skipped.load(Relaxed),
                 }),
             );
-            next.processed.push(processed);
-            next.infer_us.push(iu);
-            next.encode_us.push(eu);
-            next.wait_us.push(wu);
+            next.cameras.insert(c.name.clone(), [processed, iu, eu, wu]);
         }
         *prev = next;
         let m = &self.mqtt;
@@ -506,6 +585,8 @@ impl Metrics {
                 "inflight": m.inflight.load(Relaxed),
                 "dropped": m.dropped.load(Relaxed),
                 "too_large": m.too_large.load(Relaxed),
+                "commands": m.commands.load(Relaxed),
+                "commands_rejected": m.commands_rejected.load(Relaxed),
                 "spool_messages": m.spool_messages.load(Relaxed),
                 "spool_bytes": m.spool_bytes.load(Relaxed),
                 "spool_dropped": m.spool_dropped.load(Relaxed),
@@ -604,7 +685,7 @@ mod tests {
     #[test]
     fn line_crossings_reach_stats_and_prometheus() {
         let m = Metrics::new(&["door".to_string()], "tiny".into(), "candle".into(), false);
-        m.cameras[0].set_line_crossings(
+        m.cameras()[0].set_line_crossings(
             [
                 (("gate".to_string(), "person".to_string(), "forward"), 3),
                 (("gate".to_string(), "person".to_string(), "backward"), 1),

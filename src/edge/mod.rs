@@ -2,7 +2,9 @@
 //! publishing with a spool, sd_notify and Prometheus metrics. docs/edge.md describes it.
 
 pub mod config;
+pub mod control;
 pub mod daemon;
+pub mod discovery;
 pub mod engine;
 pub mod events;
 pub mod ingest;
@@ -18,4 +20,4 @@ pub mod tls;
 pub mod topics;
 
 pub use config::{ConfigError, EdgeConfig, EX_CONFIG};
-pub use daemon::{run, DaemonError, RunOptions};
+pub use daemon::{run, DaemonError, Exit, RunOptions, EX_RESTART};

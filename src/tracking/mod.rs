@@ -10,5 +10,7 @@ pub mod video;
 // The state lives in the runtime; these paths stay for callers.
 pub use crate::runtime::{FrameOutput, StreamState};
 pub use stream::{box_crop_rle, full_frame_rle, ProcessedFrame, StreamProcessor};
-pub use tracks::{Track, TrackEvent, TrackState, Tracker, TrackerConfig, TrackerConfigError};
+pub use tracks::{
+    EndReason, Track, TrackEvent, TrackState, Tracker, TrackerConfig, TrackerConfigError,
+};
 pub use video::{ResultOptions, VideoAccumulator};

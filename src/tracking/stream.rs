@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::frame::FrameRef;
 use crate::model::ModelError;
 use crate::runtime::{Engine, FrameOutput, StreamState};
-use crate::tracking::{TrackEvent, Tracker, TrackerConfig};
+use crate::tracking::{EndReason, TrackEvent, Tracker, TrackerConfig};
 use crate::ytvis::Rle;
 
 /// One processed frame.
@@ -58,7 +58,7 @@ impl StreamProcessor {
         });
         if !fits {
             if self.state.is_some() {
-                reset_events = self.reset();
+                reset_events = self.reset(EndReason::StreamRestart);
             }
             self.state = Some(self.engine.init_state(frame.width, frame.height)?);
         }
@@ -75,10 +75,11 @@ impl StreamProcessor {
         })
     }
 
-    /// Forget the InsPro state (stream restart, seek, jump) and end every open track.
-    pub fn reset(&mut self) -> Vec<TrackEvent> {
+    /// Forget the InsPro state (stream restart, seek, jump, lost source, end) and end every open
+    /// track for `reason`.
+    pub fn reset(&mut self, reason: EndReason) -> Vec<TrackEvent> {
         self.state = None;
-        self.tracker.end_all()
+        self.tracker.end_all(reason)
     }
 }
 

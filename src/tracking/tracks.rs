@@ -1,7 +1,8 @@
 //! Tracks from slots, in ByteTrack's words (`New`, `Tracked`, `Lost`, `Removed`). InsPro needs no
 //! association: slot i is object i. This only decides when a slot holds an object worth
-//! reporting, gives it a per-stream id, and ends it; a slot that is reused by a new object gets a
-//! new id. Removed tracks are forgotten, so memory stays bounded on endless streams.
+//! reporting, gives it a per-stream id, and ends it (saying why, [`EndReason`]); a slot that is
+//! reused by a new object gets a new id; two live slots that converge on one object become one
+//! track. Removed tracks are forgotten, so memory stays bounded on endless streams.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,13 @@ pub struct TrackerConfig {
     /// than this IoU (a second slot on one object). 1 (the default) births every slot, as the
     /// paper does: its box deduplication loss is what keeps slots apart.
     pub birth_nms_iou: f32,
+    /// One slot per object: two live tracks whose masks overlap by at least this IoU on
+    /// `merge_frames` consecutive frames on which both are seen are one object twice; the younger
+    /// ends (reason `merged`, naming the older) and its slot is held back while it stays on the
+    /// survivor. 1 turns merging off.
+    pub merge_iou: f32,
+    /// ... on this many consecutive frames.
+    pub merge_frames: u32,
 }
 
 impl Default for TrackerConfig {
@@ -39,6 +47,8 @@ impl Default for TrackerConfig {
             max_lost_frames: 30,
             reuse_iou: 0.1,
             birth_nms_iou: 1.0,
+            merge_iou: 0.7,
+            merge_frames: 5,
         }
     }
 }
@@ -88,7 +98,15 @@ impl TrackerConfig {
             return Err(TrackerConfigError::new("min_frames", "must be at least 1"));
         }
         prob("reuse_iou", self.reuse_iou)?;
-        prob("birth_nms_iou", self.birth_nms_iou)
+        prob("birth_nms_iou", self.birth_nms_iou)?;
+        prob("merge_iou", self.merge_iou)?;
+        if self.merge_frames == 0 {
+            return Err(TrackerConfigError::new(
+                "merge_frames",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -129,20 +147,86 @@ pub struct Track {
     prob_sum: Vec<f64>,
 }
 
+/// Why a track ended: the tracker's own reasons (the object left, its slot was reused, it was
+/// merged), and the ones a stream's owner gives when it ends every track at once
+/// ([`Tracker::end_all`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// Not seen for `max_lost_frames`: the object left the view (or stayed hidden too long).
+    Removed,
+    /// Its slot came back on another object (`reuse_iou`).
+    Replaced,
+    /// The same object as the older track `into` (`merge_iou`): one slot per object.
+    Merged { into: u64 },
+    /// The stream ended (end of a file or a finite source).
+    EndOfStream,
+    /// The process is stopping.
+    Shutdown,
+    /// The stream started again (a file looped, a timestamp jump, new caps, a seek).
+    StreamRestart,
+    /// The source failed, stalled or disconnected: the camera was lost.
+    CameraLost,
+    /// Detection was switched off for the stream (its frames no longer reach the engine).
+    DetectOff,
+    /// The camera was disabled (its pipeline stopped).
+    Disabled,
+    /// The camera was removed from the configuration.
+    CameraRemoved,
+    /// The camera's settings changed (SIGHUP): its pipeline restarted.
+    Reconfigured,
+}
+
+impl EndReason {
+    /// The reason as events carry it (`"reason"` of an `end`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EndReason::Removed => "removed",
+            EndReason::Replaced => "replaced",
+            EndReason::Merged { .. } => "merged",
+            EndReason::EndOfStream => "end_of_stream",
+            EndReason::Shutdown => "shutdown",
+            EndReason::StreamRestart => "stream_restart",
+            EndReason::CameraLost => "camera_lost",
+            EndReason::DetectOff => "detect_off",
+            EndReason::Disabled => "disabled",
+            EndReason::CameraRemoved => "camera_removed",
+            EndReason::Reconfigured => "reconfigured",
+        }
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndReason::Merged { into } => write!(f, "merged into {into}"),
+            r => f.write_str(r.as_str()),
+        }
+    }
+}
+
 /// What happened to a track on a frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrackEvent {
     New(Track),
     /// Seen again (Tracked) or still Lost; the publisher decides what is worth sending.
     Update(Track),
-    /// Removed: lost for too long, reused by another object, or the stream ended.
-    End(Track),
+    /// Removed, and why.
+    End(Track, EndReason),
 }
 
 impl TrackEvent {
     pub fn track(&self) -> &Track {
         match self {
-            TrackEvent::New(t) | TrackEvent::Update(t) | TrackEvent::End(t) => t,
+            TrackEvent::New(t) | TrackEvent::Update(t) | TrackEvent::End(t, _) => t,
+        }
+    }
+
+    /// Why the track ended (`None` unless this is an `End`).
+    pub fn end_reason(&self) -> Option<EndReason> {
+        match self {
+            TrackEvent::End(_, r) => Some(*r),
+            _ => None,
         }
     }
 }
@@ -156,6 +240,12 @@ enum Slot {
         prob_sum: Vec<f64>,
     },
     Active(Track),
+    /// Its track was merged into track `into` (in slot `slot`): held back while it stays on that
+    /// object (seen, its box overlapping the survivor's by more than `reuse_iou`).
+    Absorbed {
+        into: u64,
+        slot: usize,
+    },
 }
 
 /// The lifecycle of every slot of one stream.
@@ -164,6 +254,9 @@ pub struct Tracker {
     cfg: TrackerConfig,
     next_id: u64,
     slots: Vec<Slot>,
+    /// Consecutive frames on which two live tracks' masks overlapped by `merge_iou` or more,
+    /// by (older id, younger id).
+    overlaps: std::collections::BTreeMap<(u64, u64), u32>,
 }
 
 fn argmax(v: &[f64]) -> (usize, f64) {
@@ -179,6 +272,7 @@ impl Tracker {
             cfg,
             next_id: 1,
             slots: Vec::new(),
+            overlaps: Default::default(),
         }
     }
 
@@ -218,7 +312,7 @@ impl Tracker {
                     {
                         // Another object took the slot: end this track, judge the newcomer afresh.
                         t.state = TrackState::Removed;
-                        events.push(TrackEvent::End(t));
+                        events.push(TrackEvent::End(t, EndReason::Replaced));
                         self.candidate(probs, p, Vec::new(), 0)
                     } else if p >= self.cfg.keep_score {
                         for (s, v) in t.prob_sum.iter_mut().zip(probs) {
@@ -240,7 +334,7 @@ impl Tracker {
                         t.frame_score = p;
                         if t.lost_frames > self.cfg.max_lost_frames {
                             t.state = TrackState::Removed;
-                            events.push(TrackEvent::End(t));
+                            events.push(TrackEvent::End(t, EndReason::Removed));
                             Slot::Empty
                         } else {
                             t.state = TrackState::Lost;
@@ -250,9 +344,24 @@ impl Tracker {
                     }
                 }
                 Slot::Candidate { frames, prob_sum } => self.candidate(probs, p, prob_sum, frames),
+                Slot::Absorbed { into, slot: s } => {
+                    let on_survivor = match self.slots.get(s) {
+                        Some(Slot::Active(sv)) if sv.id == into => {
+                            iou(&sv.box_xyxy, &bx) > self.cfg.reuse_iou
+                        }
+                        _ => false,
+                    };
+                    if p >= self.cfg.keep_score && on_survivor {
+                        Slot::Absorbed { into, slot: s }
+                    } else {
+                        // Let go of the object (or the survivor ended): judged afresh.
+                        self.candidate(probs, p, Vec::new(), 0)
+                    }
+                }
                 Slot::Empty => self.candidate(probs, p, Vec::new(), 0),
             };
         }
+        events.extend(self.merges(out));
         for slot in self.births(out) {
             events.extend(self.birth(slot, out));
         }
@@ -343,18 +452,127 @@ impl Tracker {
         Some(TrackEvent::New(t))
     }
 
-    /// End every open track (end of stream, shutdown, stream restart). Ids keep counting.
-    pub fn end_all(&mut self) -> Vec<TrackEvent> {
+    /// Two live tracks seen on this frame whose masks overlapped by `merge_iou` or more on
+    /// `merge_frames` consecutive such frames: the younger ends, merged into the older, and its
+    /// slot is held back while it stays on the survivor. Pairs not both seen keep their count;
+    /// pairs seen apart start again.
+    fn merges(&mut self, out: &FrameOutput) -> Vec<TrackEvent> {
+        if self.cfg.merge_iou >= 1.0 {
+            return Vec::new();
+        }
+        let seen: Vec<(usize, u64, [f32; 4])> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Slot::Active(t)
+                    if t.state == TrackState::Tracked && t.last_seen_frame == out.frame_index =>
+                {
+                    Some((i, t.id, t.box_xyxy))
+                }
+                _ => None,
+            })
+            .collect();
+        let live: std::collections::BTreeSet<u64> = self.active().map(|t| t.id).collect();
+        self.overlaps
+            .retain(|(a, b), _| live.contains(a) && live.contains(b));
+        let mut masks: std::collections::BTreeMap<usize, Vec<bool>> = Default::default();
+        let mut merged = Vec::new();
+        for (x, &(si, ida, ba)) in seen.iter().enumerate() {
+            for &(sj, idb, bb) in &seen[x + 1..] {
+                // Ids grow with age: the smaller id is the older track.
+                let (older, younger) = if ida < idb { (ida, idb) } else { (idb, ida) };
+                let key = (older, younger);
+                if iou(&ba, &bb) <= 0.0 {
+                    self.overlaps.remove(&key);
+                    continue;
+                }
+                let mi = mask_iou(out, &mut masks, si, sj);
+                if mi < self.cfg.merge_iou {
+                    self.overlaps.remove(&key);
+                    continue;
+                }
+                let n = self.overlaps.entry(key).or_insert(0);
+                *n += 1;
+                if *n >= self.cfg.merge_frames {
+                    merged.push(key);
+                }
+            }
+        }
+        let mut events = Vec::new();
+        for (older, younger) in merged {
+            let survivor_slot = self.slot_of(older);
+            let Some(ys) = self.slot_of(younger) else {
+                continue;
+            };
+            let Some(ss) = survivor_slot else {
+                continue;
+            };
+            self.overlaps
+                .retain(|(a, b), _| *a != younger && *b != younger);
+            let absorbed = Slot::Absorbed {
+                into: older,
+                slot: ss,
+            };
+            if let Slot::Active(mut t) = std::mem::replace(&mut self.slots[ys], absorbed) {
+                t.state = TrackState::Removed;
+                events.push(TrackEvent::End(t, EndReason::Merged { into: older }));
+            }
+        }
+        events
+    }
+
+    /// The slot holding live track `id`.
+    fn slot_of(&self, id: u64) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| matches!(s, Slot::Active(t) if t.id == id))
+    }
+
+    /// End every open track, for `reason` (end of stream, shutdown, stream restart, camera
+    /// lost, ...). Ids keep counting.
+    pub fn end_all(&mut self, reason: EndReason) -> Vec<TrackEvent> {
         let mut events = Vec::new();
         for s in &mut self.slots {
             if let Slot::Active(mut t) = std::mem::replace(s, Slot::Empty) {
                 t.state = TrackState::Removed;
-                events.push(TrackEvent::End(t));
-            } else {
-                *s = Slot::Empty;
+                events.push(TrackEvent::End(t, reason));
             }
         }
+        self.overlaps.clear();
         events
+    }
+}
+
+/// The IoU of two slots' masks on the network's mask grid (logit > 0), each mask thresholded once
+/// per frame (`cache`).
+fn mask_iou(
+    out: &FrameOutput,
+    cache: &mut std::collections::BTreeMap<usize, Vec<bool>>,
+    a: usize,
+    b: usize,
+) -> f32 {
+    let area = out.mask_h * out.mask_w;
+    let mut get = |s: usize| -> Vec<bool> {
+        cache
+            .entry(s)
+            .or_insert_with(|| {
+                out.mask_logits
+                    .get(s * area..(s + 1) * area)
+                    .map_or_else(Vec::new, |m| m.iter().map(|v| *v > 0.0).collect())
+            })
+            .clone()
+    };
+    let (ma, mb) = (get(a), get(b));
+    let (mut inter, mut union) = (0usize, 0usize);
+    for (x, y) in ma.iter().zip(&mb) {
+        inter += usize::from(*x && *y);
+        union += usize::from(*x || *y);
+    }
+    if union == 0 {
+        0.0
+    } else {
+        inter as f32 / union as f32
     }
 }
 

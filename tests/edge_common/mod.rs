@@ -56,6 +56,11 @@ impl Mosquitto {
     /// Start on a free port; `persistent` keeps sessions and queued messages on disk (saved on
     /// SIGTERM and every second).
     pub fn start(dir: &Path, persistent: bool) -> Self {
+        Self::start_with(dir, persistent, "")
+    }
+
+    /// `start` with more lines of mosquitto.conf (e.g. `max_packet_size 900`).
+    pub fn start_with(dir: &Path, persistent: bool, extra: &str) -> Self {
         let mut m = Self {
             port: free_port(),
             dir: dir.to_path_buf(),
@@ -79,6 +84,7 @@ impl Mosquitto {
         if unsafe_is_root() {
             conf += "user root\n";
         }
+        conf += extra;
         std::fs::write(dir.join("mosquitto.conf"), conf).expect("mosquitto.conf");
         m.spawn();
         m
@@ -194,6 +200,8 @@ birth_score = 0.0
 min_frames = 1
 keep_score = 0.0
 max_lost_frames = 5
+# Random weights: slots share masks; merging them is tested on its own (edge_tracking).
+merge_iou = 1.0
 
 [mqtt]
 url = "{broker}"
@@ -538,4 +546,126 @@ pub fn score_tracks(msgs: &[Msg], camera: &str, clip: &Path) -> TrackScore {
     }
     s.mean_best_iou = sum / s.objects.max(1) as f64;
     s
+}
+
+/// The RTSP camera of the tests: `examples/rtsp_server.rs` (GStreamer's RTSP server) as a child
+/// process on a loopback port, killed on drop. Build it first (`make test` does):
+/// `cargo build --features edge --example rtsp_server`; or set `INSPRO_RTSP_SERVER`.
+pub struct RtspServer {
+    pub child: Child,
+    pub port: u16,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl RtspServer {
+    fn exe() -> PathBuf {
+        if let Some(p) = std::env::var_os("INSPRO_RTSP_SERVER") {
+            return PathBuf::from(p);
+        }
+        // target/<profile>/deps/<test> -> target/<profile>/examples/rtsp_server
+        let me = std::env::current_exe().expect("current exe");
+        let profile = me
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let exe = profile.join("examples").join("rtsp_server");
+        assert!(
+            exe.exists(),
+            "{} is missing: run `cargo build --features edge --example rtsp_server` first",
+            exe.display()
+        );
+        exe
+    }
+
+    /// Start serving on `port` with these extra arguments (see the example's header).
+    pub fn start(dir: &Path, port: u16, args: &[&str]) -> Self {
+        let mut s = Self {
+            child: Command::new("true").spawn().expect("spawn"),
+            port,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            log: dir.join(format!("rtsp-{port}.log")),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("rtsp server log");
+        let mut child = Command::new(Self::exe())
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn the rtsp server");
+        // It prints `ready <url>` once it listens.
+        let out = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        let mut reader = std::io::BufReader::new(out);
+        std::io::BufRead::read_line(&mut reader, &mut line).expect("read rtsp server stdout");
+        assert!(
+            line.starts_with("ready "),
+            "rtsp server did not start: {line:?}; log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+        self.child = child;
+    }
+
+    /// `rtsp://[user@]127.0.0.1:PORT/cam`
+    pub fn url(&self, user: Option<&str>) -> String {
+        match user {
+            Some(u) => format!("rtsp://{u}@127.0.0.1:{}/cam", self.port),
+            None => format!("rtsp://127.0.0.1:{}/cam", self.port),
+        }
+    }
+
+    /// SIGKILL, as a camera that loses power.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start again on the same port with the same arguments.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Publish one message with mosquitto_pub (QoS 1), as a user or Home Assistant would.
+pub fn publish(port: u16, topic: &str, payload: &str, retain: bool) {
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-q",
+        "1",
+        "-t",
+        topic,
+    ]);
+    if payload.is_empty() {
+        cmd.arg("-n");
+    } else {
+        cmd.args(["-m", payload]);
+    }
+    if retain {
+        cmd.arg("-r");
+    }
+    let st = cmd.status().expect("mosquitto_pub (mosquitto-clients)");
+    assert!(st.success(), "mosquitto_pub {topic} failed");
 }

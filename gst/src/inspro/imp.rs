@@ -17,7 +17,7 @@ use inspro::frame::FrameRef;
 use inspro::render::{self, Mark};
 use inspro::runtime::{build_engine, BuiltEngine, EngineSpec, OrtOptions, Provider};
 use inspro::tracking::rules::{RuleState, Rules};
-use inspro::tracking::{ProcessedFrame, StreamProcessor, TrackerConfig};
+use inspro::tracking::{EndReason, ProcessedFrame, StreamProcessor, TrackerConfig};
 
 use super::meta::{FrameTracks, LineCrossing};
 use super::pixels::{self, Canvas, Layout, Planes, Yuv};
@@ -117,7 +117,7 @@ struct State {
 
 impl State {
     fn reset(&mut self) {
-        let events = self.processor.reset();
+        let events = self.processor.reset(EndReason::StreamRestart);
         self.ended.extend(events.iter().map(|e| e.track().id));
     }
 }

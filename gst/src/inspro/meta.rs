@@ -67,7 +67,7 @@ impl FrameTracks {
                 TrackEvent::New(t) => t,
                 TrackEvent::Update(t) if t.state == TrackState::Tracked => t,
                 TrackEvent::Update(_) => continue,
-                TrackEvent::End(t) => {
+                TrackEvent::End(t, _) => {
                     ended.push(t.id);
                     continue;
                 }

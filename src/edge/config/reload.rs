@@ -12,11 +12,8 @@ impl EdgeConfig {
         if self.engine != new.engine {
             v.push("engine");
         }
-        // Zones, lines, filters and tracking overrides are hot; the rest of a camera is not.
-        let cold = |c: &[super::CameraConfig]| c.iter().map(|c| c.cold()).collect::<Vec<_>>();
-        if cold(&self.cameras) != cold(&new.cameras) {
-            v.push("camera");
-        }
+        // Cameras are not here: SIGHUP starts, stops or restarts the ones that changed
+        // (`CameraConfig::cold`), and gives the others their new rules and tracking overrides.
         if self.mqtt != new.mqtt {
             v.push("mqtt");
         }

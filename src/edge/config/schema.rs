@@ -100,6 +100,30 @@ pub enum Pace {
     Block,
 }
 
+/// How an RTSP camera's media travels (rtspsrc's `protocols`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    /// UDP, then TCP when UDP gets nothing (rtspsrc's default).
+    #[default]
+    Auto,
+    /// RTP interleaved in the RTSP TCP connection: through NAT and firewalls, no loss.
+    Tcp,
+    /// RTP over UDP only: the lowest latency on a clean LAN.
+    Udp,
+}
+
+impl RtspTransport {
+    /// rtspsrc's `protocols` flags.
+    pub fn protocols(&self) -> &'static str {
+        match self {
+            RtspTransport::Auto => "udp+udp-mcast+tcp",
+            RtspTransport::Tcp => "tcp",
+            RtspTransport::Udp => "udp",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CameraConfig {
@@ -123,6 +147,12 @@ pub struct CameraConfig {
     pub jump_threshold_s: f64,
     /// RTSP jitter-buffer latency, ms.
     pub rtsp_latency_ms: u32,
+    /// RTSP transport: `auto`, `tcp` or `udp`.
+    pub rtsp_transport: RtspTransport,
+    /// File holding the camera's password (RTSP basic or digest authentication); the user is
+    /// the URI's (`rtsp://user@host/path`). Also: the systemd credential
+    /// `camera-<name>-password` (`LoadCredential=`). Never logged or published.
+    pub password_file: Option<PathBuf>,
     /// Restart a file source at end of stream instead of ending the camera.
     pub loop_file: bool,
     /// `[[camera.zone]]`: polygons in camera pixels (Frigate's `coordinates`); events carry
@@ -177,6 +207,8 @@ pub struct TrackingOverride {
     pub max_lost_frames: Option<u32>,
     pub reuse_iou: Option<f32>,
     pub birth_nms_iou: Option<f32>,
+    pub merge_iou: Option<f32>,
+    pub merge_frames: Option<u32>,
 }
 
 impl TrackingOverride {
@@ -189,6 +221,8 @@ impl TrackingOverride {
             max_lost_frames: self.max_lost_frames.unwrap_or(global.max_lost_frames),
             reuse_iou: self.reuse_iou.unwrap_or(global.reuse_iou),
             birth_nms_iou: self.birth_nms_iou.unwrap_or(global.birth_nms_iou),
+            merge_iou: self.merge_iou.unwrap_or(global.merge_iou),
+            merge_frames: self.merge_frames.unwrap_or(global.merge_frames),
         }
     }
 }
@@ -229,6 +263,8 @@ impl Default for CameraConfig {
             stall_timeout_s: 10.0,
             jump_threshold_s: 5.0,
             rtsp_latency_ms: 200,
+            rtsp_transport: RtspTransport::Auto,
+            password_file: None,
             loop_file: false,
             zone: Vec::new(),
             line: Vec::new(),
@@ -326,6 +362,11 @@ pub struct MqttConfig {
     /// QoS 1 messages in flight at once.
     pub inflight: u16,
     pub backoff: BackoffConfig,
+    /// Home Assistant MQTT discovery: retained entity configs for each camera's connectivity,
+    /// switches and per-label counts under `discovery_prefix`.
+    pub home_assistant: bool,
+    /// Home Assistant's discovery prefix.
+    pub discovery_prefix: String,
 }
 
 impl Default for MqttConfig {
@@ -343,6 +384,8 @@ impl Default for MqttConfig {
             max_packet_size: 256 * 1024,
             inflight: 32,
             backoff: BackoffConfig::default(),
+            home_assistant: false,
+            discovery_prefix: "homeassistant".into(),
         }
     }
 }

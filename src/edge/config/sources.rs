@@ -142,6 +142,87 @@ impl SourceUri {
     }
 }
 
+/// An `rtsp://` URI split for rtspsrc: the location without credentials, and the user and
+/// password that were in it (percent-decoded). The credentials go to rtspsrc's `user-id` and
+/// `user-pw`, so no URL that GStreamer prints or reports carries them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RtspUrl {
+    pub location: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for RtspUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RtspUrl")
+            .field("location", &self.location)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl RtspUrl {
+    pub fn parse(uri: &str) -> Self {
+        let (scheme, rest) = uri.split_once("://").unwrap_or(("rtsp", uri));
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(authority_end);
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let (user, password) = match userinfo.split_once(':') {
+                    Some((u, p)) => (u, Some(percent_decode(p))),
+                    None => (userinfo, None),
+                };
+                Self {
+                    location: format!("{scheme}://{host}{path}"),
+                    user: (!user.is_empty()).then(|| percent_decode(user)),
+                    password,
+                }
+            }
+            None => Self {
+                location: uri.to_string(),
+                user: None,
+                password: None,
+            },
+        }
+    }
+
+    /// The URI as it may be shown: the user kept, a password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        match &self.user {
+            Some(u) => {
+                let (scheme, rest) = self
+                    .location
+                    .split_once("://")
+                    .unwrap_or(("rtsp", &self.location));
+                let pw = if self.password.is_some() { ":***" } else { "" };
+                format!("{scheme}://{u}{pw}@{rest}")
+            }
+            None => self.location.clone(),
+        }
+    }
+}
+
+/// `%XX` escapes decoded (a malformed escape is kept as written).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 impl CameraConfig {
     pub fn source(&self) -> Result<SourceUri, String> {
         SourceUri::parse(&self.uri)

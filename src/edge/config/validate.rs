@@ -201,6 +201,18 @@ fn validate_camera(
             format!("{}x{} must be even and at least 16x16", c.width, c.height),
         );
     }
+    if let Some(p) = &c.password_file {
+        if c.source()
+            .is_ok_and(|s| !matches!(s, super::SourceUri::Rtsp(_)))
+        {
+            out.fail(
+                f("password_file"),
+                "a password is only used by rtsp:// cameras",
+            );
+        } else {
+            out.check(readable(&f("password_file"), p));
+        }
+    }
     if c.rtsp_latency_ms > 60_000 {
         out.fail(
             f("rtsp_latency_ms"),
@@ -298,6 +310,19 @@ fn validate_mqtt_session(m: &MqttConfig, out: &mut Findings) {
             format!(
                 "`{}` must be non-empty, without '#', '+' or a leading/trailing '/'",
                 m.topic_prefix
+            ),
+        );
+    }
+    if m.discovery_prefix.is_empty()
+        || m.discovery_prefix.starts_with('/')
+        || m.discovery_prefix.ends_with('/')
+        || m.discovery_prefix.contains(['#', '+', '\0'])
+    {
+        out.fail(
+            "mqtt.discovery_prefix",
+            format!(
+                "`{}` must be non-empty, without '#', '+' or a leading/trailing '/'",
+                m.discovery_prefix
             ),
         );
     }

@@ -80,6 +80,8 @@ pub(super) enum LinkEvent {
     Down { resume: oneshot::Sender<()> },
     /// Our DISCONNECT went out.
     Closed,
+    /// A message on a subscribed (control) topic.
+    Command(crate::edge::control::Command),
 }
 
 /// The task that owns rumqttc's `EventLoop`.
@@ -139,6 +141,16 @@ impl Link {
                 }
                 Ok(Event::Incoming(Packet::PubComp(a))) => {
                     if self.tx.send(LinkEvent::Acked(a.pkid)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let cmd = crate::edge::control::Command {
+                        topic: p.topic.to_string(),
+                        payload: p.payload.to_vec(),
+                        retained: p.retain,
+                    };
+                    if self.tx.send(LinkEvent::Command(cmd)).await.is_err() {
                         return;
                     }
                 }

@@ -10,15 +10,18 @@
 //! [`Spool`] (the unacknowledged ones too, so a crash during an outage loses nothing) and are
 //! replayed in order after the next ConnAck; a replayed spool segment is deleted only once every
 //! message in it was acknowledged. QoS 0 ones are dropped and counted. Retained state
-//! (`available`, camera `status`) is republished on every ConnAck.
+//! (`available`, camera `status`, switch states) is republished on every ConnAck, and the control
+//! topics are subscribed to again. A message the broker refuses (its `max_packet_size` below
+//! ours) is shrunk or set aside so that the ones behind it flow (`oversize`).
 //!
 //! `outbox` holds the camera threads' queue, `backoff` the reconnect waits, `link` the link task,
-//! `options` rumqttc's options and `task` the publisher task.
+//! `options` rumqttc's options, `oversize` the refused-size guard and `task` the publisher task.
 
 mod backoff;
 mod link;
 mod options;
 mod outbox;
+pub mod oversize;
 mod task;
 
 pub use backoff::Backoff;

@@ -15,6 +15,7 @@ use super::backoff::Backoff;
 use super::link::{Link, LinkEvent};
 use super::options::mqtt_options;
 use super::outbox::Outbox;
+use super::oversize::{packet_len, shrink, DeadLetters, SizeGuard};
 use crate::edge::config::{ConfigError, MqttConfig, Secret};
 use crate::edge::events::{wall_time_now, OutMsg};
 use crate::edge::metrics::{Metrics, Snapshot, SourceStatus};
@@ -40,17 +41,26 @@ pub struct MqttTaskOptions {
     /// Retained status topics of cameras that the last run had and this one has not: set to
     /// `ended` on connect (a crash left them `online`).
     pub gone_status_topics: Vec<String>,
+    /// Where messages on the control topics go (subscribed on every connect); `None`: no
+    /// subscriptions.
+    pub commands: Option<mpsc::Sender<crate::edge::control::Command>>,
 }
 
 /// A message in memory, and the spool segment it was read from (its file stays until the ack).
 struct Queued {
     msg: OutMsg,
     seg: Option<u64>,
+    /// Its send number on the current connection ([`SizeGuard::handed`]).
+    handed: u64,
 }
 
 impl Queued {
     fn fresh(msg: OutMsg) -> Self {
-        Self { msg, seg: None }
+        Self {
+            msg,
+            seg: None,
+            handed: 0,
+        }
     }
 }
 
@@ -77,6 +87,11 @@ pub struct MqttTask {
     stats_interval: Duration,
     /// Rate limit of the "spool dropped" line.
     spool_logged: Option<(Instant, u64)>,
+    /// The broker's packet size limit as learned from dropped connections.
+    size_guard: SizeGuard,
+    dead_letters: DeadLetters,
+    /// Rate limit of the "set aside" line.
+    dead_logged: Option<Instant>,
 }
 
 /// Messages kept in memory before newer ones go to the spool.
@@ -142,6 +157,7 @@ impl MqttTask {
             });
         }
         let stats_interval = opts.stats_interval;
+        let dead_letters = DeadLetters::new(spool.dir());
         Ok(Self {
             stats_topic: topics.stats(),
             opts,
@@ -161,6 +177,9 @@ impl MqttTask {
             stats_prev: Snapshot::default(),
             stats_interval,
             spool_logged: None,
+            size_guard: SizeGuard::default(),
+            dead_letters,
+            dead_logged: None,
         })
     }
 
@@ -235,7 +254,7 @@ impl MqttTask {
     fn check_status(&mut self) {
         let topics = Topics::new(self.opts.cfg.topic_prefix.as_str());
         let q = self.opts.cfg.qos.stats;
-        let cams: Vec<_> = self.metrics.cameras.to_vec();
+        let cams = self.metrics.cameras();
         for c in cams {
             if c.status_changed.swap(false, Relaxed) {
                 let s = c.status();
@@ -261,6 +280,7 @@ impl MqttTask {
                     self.queue.extend(msgs.into_iter().map(|msg| Queued {
                         msg,
                         seg: Some(seg),
+                        handed: 0,
                     }));
                 }
                 Ok(None) => break,
@@ -276,15 +296,29 @@ impl MqttTask {
     fn feed(&mut self) {
         let window = usize::from(self.opts.cfg.inflight) + PIPELINE / 2;
         while self.connected && self.submitted.len() + self.ledger.len() < window {
-            let Some(q) = self.queue.pop_front() else {
+            let Some(mut q) = self.queue.pop_front() else {
                 break;
             };
+            let limit = self.size_guard.limit(self.opts.cfg.max_packet_size);
+            if packet_len(&q.msg) > limit {
+                match shrink(&q.msg, limit) {
+                    Some(small) => {
+                        self.metrics.mqtt.masks_stripped.fetch_add(1, Relaxed);
+                        q.msg = small;
+                    }
+                    None => {
+                        self.set_aside(q, limit);
+                        continue;
+                    }
+                }
+            }
             let m = &q.msg;
             match self
                 .client
                 .try_publish(m.topic.clone(), qos(m.qos), m.retain, m.wire_bytes())
             {
                 Ok(()) => {
+                    q.handed = self.size_guard.handed(&q.msg);
                     self.submitted.push_back(q);
                     self.metrics.mqtt.published.fetch_add(1, Relaxed);
                 }
@@ -310,6 +344,7 @@ impl MqttTask {
 
     fn acked(&mut self, pkid: u16) {
         if let Some((_, q)) = self.ledger.remove(&pkid) {
+            self.size_guard.accepted_through(q.handed);
             self.metrics.mqtt.acked.fetch_add(1, Relaxed);
             if let Some(seg) = q.seg {
                 if let Err(e) = self.spool.ack(seg) {
@@ -364,6 +399,16 @@ impl MqttTask {
     fn on_up(&mut self, session_present: bool, quiet: bool) {
         self.connected = true;
         self.metrics.mqtt.connects.fetch_add(1, Relaxed);
+        // Subscribed again on every connect: a broker restart forgets a clean session's
+        // subscriptions.
+        if self.opts.commands.is_some() {
+            let topics = Topics::new(self.opts.cfg.topic_prefix.as_str());
+            for filter in topics.control_filters() {
+                if let Err(e) = self.client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                    tracing::warn!(topic = %filter, error = %e, "cannot subscribe to a control topic");
+                }
+            }
+        }
         // Retained state first: `online`, then camera status.
         let retained: Vec<OutMsg> = self.retained.values().cloned().collect();
         for m in retained.into_iter().rev() {
@@ -383,8 +428,54 @@ impl MqttTask {
         }
     }
 
+    /// A control message: to the supervisor (a full channel drops it, counted).
+    fn command(&mut self, cmd: crate::edge::control::Command) {
+        if let Some(tx) = &self.opts.commands {
+            if tx.try_send(cmd).is_err() {
+                self.metrics.mqtt.commands_rejected.fetch_add(1, Relaxed);
+                tracing::warn!("control command dropped: too many at once");
+            }
+        }
+    }
+
+    /// A message larger than the broker takes, even shrunk: to the dead-letter file, counted,
+    /// with an ERROR (at most one a minute); the messages behind it go on.
+    fn set_aside(&mut self, q: Queued, limit: usize) {
+        let m = &q.msg;
+        let size = packet_len(m);
+        self.metrics.mqtt.too_large.fetch_add(1, Relaxed);
+        let saved = self.dead_letters.put(m, limit);
+        if self
+            .dead_logged
+            .is_none_or(|t| t.elapsed() >= SPOOL_LOG_EVERY)
+        {
+            self.dead_logged = Some(Instant::now());
+            tracing::error!(
+                topic = %m.topic,
+                bytes = size,
+                limit,
+                file = %self.dead_letters.path().display(),
+                saved = saved.is_ok(),
+                total = self.metrics.mqtt.too_large.load(Relaxed),
+                "message larger than the broker accepts, even without its mask: set aside; the messages after it go on"
+            );
+        }
+        if let Some(seg) = q.seg {
+            if let Err(e) = self.spool.ack(seg) {
+                tracing::warn!(error = %e, "cannot release a spool segment");
+            }
+        }
+    }
+
     fn on_down(&mut self) {
         self.connected = false;
+        if let Some(limit) = self.size_guard.dropped() {
+            tracing::error!(
+                limit,
+                configured = self.opts.cfg.max_packet_size,
+                "the MQTT broker dropped the connection twice on the same message: it takes no packet above {limit} bytes; larger messages are sent without their mask or set aside (set mqtt.max_packet_size, and the broker's max_packet_size, to agree)"
+            );
+        }
         self.persist_unacked();
         if let Err(e) = self.spool.sync() {
             tracing::warn!(error = %e, "cannot sync the spool");
@@ -456,6 +547,7 @@ impl MqttTask {
                             self.on_down();
                             let _ = resume.send(());
                         }
+                        Some(LinkEvent::Command(cmd)) => self.command(cmd),
                         Some(LinkEvent::Closed) | None => {
                             self.connected = false;
                             if drain_until.is_none() {
