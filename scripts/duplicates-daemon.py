@@ -83,6 +83,8 @@ metrics_listen = ""
     done = threading.Event()
 
     def on_message(_c, _u, m):
+        if not m.topic.endswith(("/tracks", "/events")):
+            return
         v = json.loads(m.payload)
         if m.topic == "dup/cam/tracks":
             frames[v["frame"]["index"]] = v["tracks"]
