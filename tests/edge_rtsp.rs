@@ -9,7 +9,6 @@
 mod edge_common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use edge_common::*;
@@ -32,14 +31,6 @@ fn every_track_ended(events: &[Value]) -> BTreeMap<u64, String> {
         assert_eq!(evs.last().map(|e| &e["type"]), Some(&Value::from("end")));
         out.insert(id, ends[0]["reason"].as_str().unwrap_or("").to_string());
     }
-    out
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
     out
 }
 

@@ -5,7 +5,6 @@
 
 mod edge_common;
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -14,15 +13,6 @@ use edge_common::*;
 
 fn live_camera() -> &'static str {
     "[[camera]]\nname = \"live\"\nuri = \"test:ball?live=true&width=160&height=96&fps=10\"\nwidth = 160\nheight = 96\n"
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
 }
 
 #[test]

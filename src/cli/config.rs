@@ -45,7 +45,11 @@ pub fn run(cmd: ConfigCmd) -> anyhow::Result<()> {
             match checked {
                 Ok(c) => {
                     if print {
-                        print!("{}", toml::to_string_pretty(&c)?);
+                        let mut shown = c.clone();
+                        if shown.http.token.is_some() {
+                            shown.http.token = Some("***".into());
+                        }
+                        print!("{}", toml::to_string_pretty(&shown)?);
                     }
                     eprintln!(
                         "{}: ok ({} camera{}, broker {}, prefix {})",

@@ -149,6 +149,20 @@ impl SwitchStore {
     }
 }
 
+/// What the supervisor is asked to do by a front-end.
+#[derive(Debug)]
+pub enum Request {
+    /// A message on a control topic (MQTT).
+    Mqtt(Command),
+    /// Switch a camera (the HTTP API); the answer says whether the camera exists.
+    Switch {
+        camera: String,
+        switch: crate::edge::topics::Switch,
+        on: bool,
+        reply: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    },
+}
+
 /// A message that arrived on a control topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {

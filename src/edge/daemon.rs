@@ -144,6 +144,21 @@ pub fn preflight(
         ));
     }
     crate::edge::mqtt::mqtt_options(&cfg.mqtt, password.as_ref().map(|(p, _)| p))?;
+    let listen = cfg.http_listen();
+    if !listen.is_empty() {
+        let loopback = listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback());
+        if !loopback && config::http_token(&cfg.http, env)?.is_none() {
+            return Err(ConfigError::new(
+                "http.token",
+                format!(
+                    "the HTTP server listens on {listen}, beyond loopback: set [http] token (or \
+                     token_file, env INSPRO_HTTP_TOKEN, the credential http-token)"
+                ),
+            ));
+        }
+    }
     if let (config::EngineKind::Onnxruntime, Some(cache)) = (cfg.engine.kind, &cfg.engine.cache_dir)
     {
         if cfg.engine.provider.parse() == Ok(crate::runtime::Provider::Tensorrt) {
@@ -458,6 +473,17 @@ impl EngineThread {
         self.persist(&info);
         st.last_info = info;
         let now = Instant::now();
+        if let Some(prev) = st.last_done {
+            // A moving average of the processed rate (the API's `fps`).
+            let dt = (now - prev).as_secs_f64().max(1e-6);
+            let old = self.cam.fps_milli.load(Relaxed) as f64 / 1000.0;
+            let fps = if old == 0.0 {
+                1.0 / dt
+            } else {
+                0.8 * old + 0.2 / dt
+            };
+            self.cam.fps_milli.store((fps * 1000.0) as u64, Relaxed);
+        }
         st.first_done.get_or_insert(now);
         st.last_done = Some(now);
     }

@@ -1,14 +1,11 @@
-//! Counters shared by the camera threads and the IO tasks, the `<prefix>/stats` payload, and a
-//! small Prometheus text endpoint (HTTP/1.1 `GET /metrics`) on tokio.
+//! Counters shared by the camera threads and the IO tasks, the `<prefix>/stats` payload, and the
+//! Prometheus text the HTTP server's `/metrics` serves (`edge/http.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
+use std::time::Instant;
 
 /// Where a camera's source is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +78,8 @@ pub struct CameraMetrics {
     pub snapshots_on: AtomicBool,
     /// Frames not given to the engine because detection was off.
     pub frames_skipped: AtomicU64,
+    /// Processed frames per second (moving average), x1000.
+    pub fps_milli: AtomicU64,
 }
 
 impl CameraMetrics {
@@ -602,68 +601,6 @@ pub fn rss_bytes() -> u64 {
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |pages| pages * 4096)
-}
-
-/// Serve `GET /metrics` until cancelled.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    token: CancellationToken,
-) {
-    loop {
-        let conn = tokio::select! {
-            _ = token.cancelled() => return,
-            c = listener.accept() => c,
-        };
-        let Ok((mut sock, _)) = conn else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let mut n = 0;
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while n < buf.len() {
-                    let k = sock.read(&mut buf[n..]).await?;
-                    if k == 0 {
-                        break;
-                    }
-                    n += k;
-                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                Ok::<_, std::io::Error>(())
-            })
-            .await;
-            if !matches!(read, Ok(Ok(()))) {
-                return;
-            }
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let path = req.split_whitespace().nth(1).unwrap_or("");
-            let (status, body, ctype) = if req.starts_with("GET ") && path == "/metrics" {
-                (
-                    "200 OK",
-                    metrics.render_prometheus(),
-                    "text/plain; version=0.0.4; charset=utf-8",
-                )
-            } else {
-                (
-                    "404 Not Found",
-                    "GET /metrics\n".to_string(),
-                    "text/plain; charset=utf-8",
-                )
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = sock.write_all(head.as_bytes()).await;
-            let _ = sock.write_all(body.as_bytes()).await;
-            let _ = sock.shutdown().await;
-        });
-    }
 }
 
 /// A Prometheus label value: backslash, double quote and newline escaped.

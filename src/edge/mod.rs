@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod discovery;
 pub mod engine;
 pub mod events;
+pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod mqtt;

@@ -669,3 +669,18 @@ pub fn publish(port: u16, topic: &str, payload: &str, retain: bool) {
     let st = cmd.status().expect("mosquitto_pub (mosquitto-clients)");
     assert!(st.success(), "mosquitto_pub {topic} failed");
 }
+
+/// `GET path` on a fresh loopback connection (HTTP/1.1, `Connection: close`): the whole answer.
+pub fn http_get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the HTTP server");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut out = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut out);
+    out
+}

@@ -17,11 +17,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub use schema::{
-    BackoffConfig, CameraConfig, EdgeConfig, EngineKind, EngineSection, MaskFormat, MaskRegion,
-    ModelSection, MqttConfig, Pace, PublishConfig, QosConfig, RtspTransport, ServiceConfig,
-    SnapshotConfig, TlsConfig, MAX_DURATION_S, MAX_SHUTDOWN_S, MAX_SIDE,
+    BackoffConfig, CameraConfig, EdgeConfig, EngineKind, EngineSection, HttpConfig, MaskFormat,
+    MaskRegion, ModelSection, MqttConfig, Pace, PublishConfig, QosConfig, RtspTransport,
+    ServiceConfig, SnapshotConfig, TlsConfig, MAX_DURATION_S, MAX_SHUTDOWN_S, MAX_SIDE,
 };
-pub use secrets::{camera_password, mqtt_password, Secret};
+pub use secrets::{camera_password, http_token, mqtt_password, Secret};
 pub use sources::{BrokerAddr, RtspUrl, SourceUri, TestSource, VIDEOTESTSRC_PATTERNS};
 
 /// The commented default configuration (`inspro config default`).
@@ -147,6 +147,7 @@ fn section_errors(value: &serde_json::Value) -> Vec<ConfigError> {
             "mqtt" => read_as::<MqttConfig>(key, v).map(|_| ()),
             "publish" => read_as::<PublishConfig>(key, v).map(|_| ()),
             "service" => read_as::<ServiceConfig>(key, v).map(|_| ()),
+            "http" => read_as::<HttpConfig>(key, v).map(|_| ()),
             "camera" => match v {
                 serde_json::Value::Array(cameras) => {
                     for (i, c) in cameras.into_iter().enumerate() {

@@ -20,6 +20,9 @@ impl EdgeConfig {
         if self.service.metrics_listen != new.service.metrics_listen {
             v.push("service.metrics_listen");
         }
+        if self.http != new.http {
+            v.push("http");
+        }
         if self.service.spool_dir != new.service.spool_dir
             || self.service.spool_max_bytes != new.service.spool_max_bytes
         {

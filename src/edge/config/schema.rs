@@ -20,6 +20,31 @@ pub struct EdgeConfig {
     pub mqtt: MqttConfig,
     pub publish: PublishConfig,
     pub service: ServiceConfig,
+    pub http: HttpConfig,
+}
+
+/// `[http]`: the daemon's HTTP server (`/metrics` and the JSON API).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `host:port`; empty: `service.metrics_listen` (default `127.0.0.1:9464`). Beyond loopback
+    /// it needs a token.
+    pub listen: String,
+    /// The token every request must carry (`Authorization: Bearer <token>` or `?token=`). Also:
+    /// `token_file`, env `INSPRO_HTTP_TOKEN`, or the systemd credential `http-token`.
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+impl EdgeConfig {
+    /// Where the HTTP server listens (`""`: nowhere).
+    pub fn http_listen(&self) -> &str {
+        if self.http.listen.is_empty() {
+            &self.service.metrics_listen
+        } else {
+            &self.http.listen
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

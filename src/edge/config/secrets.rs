@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use super::schema::{CameraConfig, MqttConfig};
+use super::schema::{CameraConfig, HttpConfig, MqttConfig};
 use super::ConfigError;
 
 /// A secret that never prints.
@@ -93,6 +93,36 @@ pub fn mqtt_password(
             return Ok(Some((
                 read(&path, "$CREDENTIALS_DIRECTORY/mqtt-password")?,
                 "systemd credential mqtt-password".into(),
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// The HTTP API's token, and where it came from: `[http] token`, `token_file`, env
+/// `INSPRO_HTTP_TOKEN`, or the systemd credential `http-token`.
+pub fn http_token(
+    cfg: &HttpConfig,
+    env: &BTreeMap<String, String>,
+) -> Result<Option<(Secret, String)>, ConfigError> {
+    if let Some(t) = &cfg.token {
+        return Ok(Some((Secret(t.clone()), "http.token".into())));
+    }
+    if let Some(path) = &cfg.token_file {
+        return Ok(Some((
+            read_secret(path, "http.token_file")?,
+            format!("file {}", path.display()),
+        )));
+    }
+    if let Some(t) = env.get("INSPRO_HTTP_TOKEN") {
+        return Ok(Some((Secret(t.clone()), "env INSPRO_HTTP_TOKEN".into())));
+    }
+    if let Some(dir) = env.get("CREDENTIALS_DIRECTORY") {
+        let path = Path::new(dir).join("http-token");
+        if path.exists() {
+            return Ok(Some((
+                read_secret(&path, "$CREDENTIALS_DIRECTORY/http-token")?,
+                "systemd credential http-token".into(),
             )));
         }
     }

@@ -115,6 +115,7 @@ impl EdgeConfig {
         validate_mqtt(&self.mqtt, &mut out);
         validate_publish(&self.publish, &mut out);
         validate_service(&self.service, &mut out);
+        validate_http(&self.http, &mut out);
         out.0
     }
 }
@@ -300,32 +301,8 @@ fn validate_mqtt_session(m: &MqttConfig, out: &mut Findings) {
             ),
         );
     }
-    if m.topic_prefix.is_empty()
-        || m.topic_prefix.starts_with('/')
-        || m.topic_prefix.ends_with('/')
-        || m.topic_prefix.contains(['#', '+', '\0'])
-    {
-        out.fail(
-            "mqtt.topic_prefix",
-            format!(
-                "`{}` must be non-empty, without '#', '+' or a leading/trailing '/'",
-                m.topic_prefix
-            ),
-        );
-    }
-    if m.discovery_prefix.is_empty()
-        || m.discovery_prefix.starts_with('/')
-        || m.discovery_prefix.ends_with('/')
-        || m.discovery_prefix.contains(['#', '+', '\0'])
-    {
-        out.fail(
-            "mqtt.discovery_prefix",
-            format!(
-                "`{}` must be non-empty, without '#', '+' or a leading/trailing '/'",
-                m.discovery_prefix
-            ),
-        );
-    }
+    topic_prefix_ok("mqtt.topic_prefix", &m.topic_prefix, out);
+    topic_prefix_ok("mqtt.discovery_prefix", &m.discovery_prefix, out);
     for (k, q) in [
         ("lifecycle", m.qos.lifecycle),
         ("update", m.qos.update),
@@ -494,4 +471,30 @@ fn validate_service(s: &ServiceConfig, out: &mut Findings) {
         64 * 1024,
         1 << 40,
     ));
+}
+
+/// `[http]`: `listen` is ip:port; a `token_file` is readable. (Whether a token is needed, and
+/// found, is `preflight`'s: it can come from the environment.)
+fn validate_http(h: &super::HttpConfig, out: &mut Findings) {
+    if !h.listen.is_empty() {
+        if let Err(e) = h.listen.parse::<SocketAddr>() {
+            out.fail("http.listen", format!("`{}`: {e} (use ip:port)", h.listen));
+        }
+    }
+    if let Some(p) = &h.token_file {
+        out.check(readable("http.token_file", p));
+    }
+    if h.token.as_deref().is_some_and(str::is_empty) {
+        out.fail("http.token", "empty");
+    }
+}
+
+/// A topic prefix: non-empty, no wildcard, no leading or trailing `/`.
+fn topic_prefix_ok(field: &str, p: &str, out: &mut Findings) {
+    if p.is_empty() || p.starts_with('/') || p.ends_with('/') || p.contains(['#', '+', '\0']) {
+        out.fail(
+            field,
+            format!("`{p}` must be non-empty, without '#', '+' or a leading/trailing '/'"),
+        );
+    }
 }

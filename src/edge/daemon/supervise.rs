@@ -13,7 +13,7 @@ use super::{
     load_config, notify, run_id, DaemonError, Exit, HotSettings, RunOptions, JOIN_TIMEOUT,
 };
 use crate::edge::config::{self, CameraConfig, EdgeConfig};
-use crate::edge::control::{self, Command, SwitchStore};
+use crate::edge::control::{self, Command, Request, SwitchStore};
 use crate::edge::discovery::Discovery;
 use crate::edge::events::OutMsg;
 use crate::edge::metrics::{Metrics, SourceStatus};
@@ -58,15 +58,15 @@ pub(super) async fn async_main(parts: DaemonParts) -> Result<Exit, DaemonError> 
     // Signals first, so that none is lost while starting.
     let mut signals = Signals::install()?;
 
-    let (commands_tx, commands_rx) = tokio::sync::mpsc::channel(64);
+    let (commands_tx, commands_rx) = tokio::sync::mpsc::channel::<Request>(64);
     let mqtt = MqttTask::new(
-        mqtt_task_options(&cfg, password, gone_status_topics, commands_tx),
+        mqtt_task_options(&cfg, password, gone_status_topics, commands_tx.clone()),
         outbox.clone(),
         spool,
         metrics.clone(),
     )?;
     let mqtt_handle = tracker.spawn(mqtt.run(mqtt_stop.clone(), stats_rx));
-    serve_metrics(&cfg, &tracker, &metrics, &root).await?;
+    serve_http(&cfg, &tracker, &metrics, commands_tx, &root).await?;
 
     if let Some(dir) = &opts.overlay_dir {
         std::fs::create_dir_all(dir)
@@ -189,7 +189,7 @@ fn mqtt_task_options(
     cfg: &EdgeConfig,
     password: Option<config::Secret>,
     gone_status_topics: Vec<String>,
-    commands: tokio::sync::mpsc::Sender<Command>,
+    commands: tokio::sync::mpsc::Sender<Request>,
 ) -> MqttTaskOptions {
     MqttTaskOptions {
         cfg: cfg.mqtt.clone(),
@@ -222,26 +222,33 @@ impl Signals {
     }
 }
 
-/// The Prometheus endpoint, when `service.metrics_listen` is set.
-async fn serve_metrics(
+/// The HTTP server (`/metrics` and the API), unless its address is `""`.
+async fn serve_http(
     cfg: &EdgeConfig,
     tracker: &TaskTracker,
     metrics: &Arc<Metrics>,
+    requests: tokio::sync::mpsc::Sender<Request>,
     root: &CancellationToken,
 ) -> Result<(), DaemonError> {
-    if !cfg.service.metrics_listen.is_empty() {
-        let listener = tokio::net::TcpListener::bind(&cfg.service.metrics_listen)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("service.metrics_listen {}: {e}", cfg.service.metrics_listen)
-            })?;
-        tracing::info!(addr = %cfg.service.metrics_listen, "metrics at /metrics");
-        tracker.spawn(crate::edge::metrics::serve(
-            listener,
-            metrics.clone(),
-            root.clone(),
-        ));
+    let listen = cfg.http_listen();
+    if listen.is_empty() {
+        return Ok(());
     }
+    let token = config::http_token(&cfg.http, &config::process_env())?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("http.listen {listen}: {e}"))?;
+    tracing::info!(
+        addr = %listen,
+        token = token.as_ref().map_or("none", |(_, from)| from.as_str()),
+        "HTTP server: /metrics and /api"
+    );
+    let state = crate::edge::http::HttpState {
+        metrics: metrics.clone(),
+        requests,
+        token: token.map(|(t, _)| t),
+    };
+    tracker.spawn(crate::edge::http::serve(listener, state, root.clone()));
     Ok(())
 }
 
@@ -260,8 +267,8 @@ struct Supervisor {
     switches: SwitchStore,
     topics: Topics,
     outbox: Arc<Outbox>,
-    /// Messages on the control topics.
-    commands: tokio::sync::mpsc::Receiver<Command>,
+    /// What the front-ends ask: MQTT control messages, HTTP switch requests.
+    commands: tokio::sync::mpsc::Receiver<Request>,
 }
 
 impl Supervisor {
@@ -281,12 +288,26 @@ impl Supervisor {
             tokio::select! {
                 _ = signals.term.recv() => { tracing::info!("SIGTERM: shutting down"); return Exit::Stopped; }
                 _ = signals.int.recv() => { tracing::info!("SIGINT: shutting down"); return Exit::Stopped; }
-                Some(cmd) = self.commands.recv() => {
-                    if self.command(cmd).await {
-                        tracing::info!("restart requested over MQTT: shutting down (exit 75; systemd starts the daemon again)");
-                        return Exit::Restart;
+                Some(req) = self.commands.recv() => match req {
+                    Request::Mqtt(cmd) => {
+                        if self.command(cmd).await {
+                            tracing::info!("restart requested over MQTT: shutting down (exit 75; systemd starts the daemon again)");
+                            return Exit::Restart;
+                        }
                     }
-                }
+                    Request::Switch { camera, switch, on, reply } => {
+                        let answer = match self.cur.cameras.iter().position(|c| c.name == camera) {
+                            Some(index) => {
+                                self.set_switch(index, switch, on).await;
+                                Ok(())
+                            }
+                            None => Err(format!("no camera `{camera}`")),
+                        };
+                        if let Some(r) = reply {
+                            let _ = r.send(answer);
+                        }
+                    }
+                },
                 _ = engines_done.notified() => {
                     if opts.exit_on_eos {
                         tracing::info!("every camera reached end of stream: shutting down (--exit-on-eos)");

@@ -43,7 +43,7 @@ pub struct MqttTaskOptions {
     pub gone_status_topics: Vec<String>,
     /// Where messages on the control topics go (subscribed on every connect); `None`: no
     /// subscriptions.
-    pub commands: Option<mpsc::Sender<crate::edge::control::Command>>,
+    pub commands: Option<mpsc::Sender<crate::edge::control::Request>>,
 }
 
 /// A message in memory, and the spool segment it was read from (its file stays until the ack).
@@ -431,7 +431,10 @@ impl MqttTask {
     /// A control message: to the supervisor (a full channel drops it, counted).
     fn command(&mut self, cmd: crate::edge::control::Command) {
         if let Some(tx) = &self.opts.commands {
-            if tx.try_send(cmd).is_err() {
+            if tx
+                .try_send(crate::edge::control::Request::Mqtt(cmd))
+                .is_err()
+            {
                 self.metrics.mqtt.commands_rejected.fetch_add(1, Relaxed);
                 tracing::warn!("control command dropped: too many at once");
             }

@@ -1,0 +1,237 @@
+//! The daemon's one HTTP server (axum on its tokio runtime): Prometheus `/metrics` and the JSON
+//! API (docs/api.md). It listens on `[http] listen` (loopback by default); anywhere else it needs
+//! `[http] token` (`config check` refuses the config otherwise), sent as `Authorization: Bearer
+//! <token>` or `?token=`; requests without it get 401.
+//!
+//! A camera's switches are changed here the same way the MQTT control topics change them: a
+//! [`Request::Switch`] to the supervisor, which owns the cameras and answers.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use axum::extract::{Path, Request as HttpRequest, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::edge::config::Secret;
+use crate::edge::control::{parse_on_off, Request};
+use crate::edge::metrics::{CameraMetrics, Metrics, SourceStatus};
+use crate::edge::topics::Switch;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct HttpState {
+    pub metrics: Arc<Metrics>,
+    /// To the supervisor: switch a camera.
+    pub requests: mpsc::Sender<Request>,
+    /// Required on every request when set.
+    pub token: Option<Secret>,
+}
+
+/// A JSON error: `{"error": message}` with its status.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// The router of every endpoint.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(prometheus))
+        .route("/api/health", get(health))
+        .route("/api/cameras", get(cameras))
+        .route("/api/cameras/{camera}/{switch}", post(set_switch))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint (docs/api.md)") })
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
+}
+
+/// Serve until `stop` is cancelled.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let app = router(state);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+    {
+        tracing::error!(error = %e, "the HTTP server stopped");
+    }
+}
+
+/// Equal in time independent of where they differ (a token compare).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// The token from `Authorization: Bearer <token>` or the `token` query parameter.
+fn presented<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    bearer.or_else(|| query?.split('&').find_map(|kv| kv.strip_prefix("token=")))
+}
+
+async fn authorize(State(st): State<HttpState>, req: HttpRequest, next: Next) -> Response {
+    if let Some(token) = &st.token {
+        let ok = presented(req.headers(), req.uri().query())
+            .is_some_and(|t| same(t.as_bytes(), token.expose().as_bytes()));
+        if !ok {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "a token is required: Authorization: Bearer <token>",
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+async fn prometheus(State(st): State<HttpState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.metrics.render_prometheus(),
+    )
+        .into_response()
+}
+
+async fn health(State(st): State<HttpState>) -> Json<Value> {
+    let m = &st.metrics;
+    let cams = m.cameras();
+    let online = cams
+        .iter()
+        .filter(|c| c.status() == SourceStatus::Online)
+        .count();
+    Json(json!({
+        "status": "ok",
+        "uptime_s": m.start.elapsed().as_secs_f64(),
+        "model": m.model,
+        "engine": m.engine,
+        "mqtt_connected": m.mqtt.connected.load(Relaxed),
+        "cameras": cams.len(),
+        "cameras_online": online,
+    }))
+}
+
+/// One camera as the API shows it.
+pub fn camera_json(m: &Metrics, c: &CameraMetrics) -> Value {
+    let now_ms = m.now_ms();
+    let last = c.last_frame_ms.load(Relaxed);
+    let got_frame = c.frames_in.load(Relaxed) > 0;
+    let last_frame_time = got_frame.then(|| {
+        let ago = std::time::Duration::from_millis(now_ms.saturating_sub(last));
+        crate::edge::events::rfc3339(std::time::SystemTime::now() - ago)
+    });
+    json!({
+        "name": c.name,
+        "status": c.status().as_str(),
+        "enabled": c.status() != SourceStatus::Disabled,
+        "detect": c.detect.load(Relaxed),
+        "snapshots": c.snapshots_on.load(Relaxed),
+        "fps": (c.fps_milli.load(Relaxed) as f64 / 1000.0),
+        "frames_in": c.frames_in.load(Relaxed),
+        "frames_processed": c.frames_processed.load(Relaxed),
+        "frames_dropped": c.frames_dropped.load(Relaxed),
+        "frames_skipped": c.frames_skipped.load(Relaxed),
+        "tracks_active": c.tracks_active.load(Relaxed),
+        "source_restarts": c.source_restarts.load(Relaxed),
+        "last_frame_time": last_frame_time,
+    })
+}
+
+async fn cameras(State(st): State<HttpState>) -> Json<Value> {
+    let m = &st.metrics;
+    Json(Value::Array(
+        m.cameras().iter().map(|c| camera_json(m, c)).collect(),
+    ))
+}
+
+/// `ON`/`OFF` as text, or JSON `true`/`false`, `{"on": bool}` or `{"<switch>": bool}`.
+fn parse_switch_body(switch: Switch, body: &[u8]) -> Option<bool> {
+    if let Some(on) = parse_on_off(body) {
+        return Some(on);
+    }
+    match serde_json::from_slice::<Value>(body).ok()? {
+        Value::Bool(b) => Some(b),
+        Value::Object(o) => o
+            .get("on")
+            .or_else(|| o.get(switch.as_str()))
+            .and_then(Value::as_bool),
+        _ => None,
+    }
+}
+
+/// `POST /api/cameras/<camera>/<switch>` (`detect`, `enabled`, `snapshots`).
+async fn set_switch(
+    State(st): State<HttpState>,
+    Path((camera, switch)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(sw) = Switch::ALL.into_iter().find(|s| s.as_str() == switch) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("switch `{switch}`: one of enabled, detect, snapshots"),
+        );
+    };
+    let Some(on) = parse_switch_body(sw, &body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "body: ON or OFF (or JSON true / false / {\"on\": bool})",
+        );
+    };
+    let (reply, answer) = oneshot::channel();
+    let req = Request::Switch {
+        camera: camera.clone(),
+        switch: sw,
+        on,
+        reply: Some(reply),
+    };
+    if st.requests.send(req).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping");
+    }
+    match answer.await {
+        Ok(Ok(())) => Json(json!({ "camera": camera, sw.as_str(): on })).into_response(),
+        Ok(Err(e)) => error(StatusCode::NOT_FOUND, e),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_and_bodies() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented(&h, Some("a=1&token=xyz")), Some("xyz"));
+        h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert_eq!(presented(&h, None), Some("abc"));
+        assert!(same(b"abc", b"abc") && !same(b"abc", b"abd") && !same(b"abc", b"ab"));
+        assert_eq!(parse_switch_body(Switch::Detect, b"off"), Some(false));
+        assert_eq!(parse_switch_body(Switch::Detect, b"true"), Some(true));
+        assert_eq!(
+            parse_switch_body(Switch::Detect, br#"{"detect": false}"#),
+            Some(false)
+        );
+        assert_eq!(
+            parse_switch_body(Switch::Detect, br#"{"on": true}"#),
+            Some(true)
+        );
+        assert_eq!(parse_switch_body(Switch::Detect, b"maybe"), None);
+        assert_eq!(parse_switch_body(Switch::Detect, br#"{"x": 1}"#), None);
+    }
+}
