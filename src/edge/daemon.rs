@@ -231,6 +231,9 @@ struct EngineThread {
     topic_prefix: String,
     /// The counts last published on `<prefix>/<camera>/<label>`.
     counts: std::collections::BTreeMap<String, u64>,
+    /// The event store, and this camera's events topic (what it records).
+    store: Option<crate::edge::store::Store>,
+    events_topic: String,
 }
 
 impl EngineThread {
@@ -603,6 +606,15 @@ impl EngineThread {
         for m in &msgs {
             tracing::debug!(topic = %m.topic, bytes = m.payload.len(), "event");
         }
+        if let Some(store) = &self.store {
+            // In the store before any `new` among them is handed to MQTT.
+            let events: Vec<String> = msgs
+                .iter()
+                .filter(|m| m.topic == self.events_topic && m.bytes.is_none())
+                .map(|m| m.payload.clone())
+                .collect();
+            store.record(events, born > 0);
+        }
         self.outbox.push(msgs);
     }
 }
@@ -633,6 +645,22 @@ pub fn run(opts: RunOptions) -> Result<Exit, DaemonError> {
             "the last run did not stop cleanly: its open tracks end now (reason restart)"
         );
     }
+    // The event store; the tracks a crash left open end there too.
+    let store = match cfg.store_path() {
+        Some(path) => {
+            let retention = crate::edge::store::Retention {
+                max_age: Duration::from_secs_f64(cfg.store.max_age_days * 86_400.0),
+                max_bytes: cfg.store.max_bytes,
+                snapshots_dir: spool_dir.join("snapshots"),
+            };
+            let (store, worker) = crate::edge::store::Store::open(&path, retention)
+                .map_err(|e| ConfigError::new("store.path", e.to_string()))?;
+            store.record(recovered.payloads.clone(), true);
+            tracing::info!(file = %path.display(), "event store");
+            Some((store, worker))
+        }
+        None => None,
+    };
     let gone_status_topics: Vec<String> = recovered
         .cameras
         .iter()
@@ -664,5 +692,6 @@ pub fn run(opts: RunOptions) -> Result<Exit, DaemonError> {
         spool,
         gone_status_topics,
         metrics,
+        store,
     }))
 }

@@ -165,6 +165,13 @@ fn round4(v: f32) -> f64 {
 }
 
 /// Unix time in seconds (float) and RFC 3339 UTC with milliseconds.
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 pub fn wall_time_now() -> String {
     rfc3339(SystemTime::now())
 }

@@ -9,7 +9,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use axum::extract::{Path, Request as HttpRequest, State};
+use axum::extract::{Path, Query, Request as HttpRequest, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::edge::config::Secret;
 use crate::edge::control::{parse_on_off, Request};
 use crate::edge::metrics::{CameraMetrics, Metrics, SourceStatus};
+use crate::edge::store::{self, Filter, StoreError};
 use crate::edge::topics::Switch;
 
 /// What every handler shares.
@@ -31,6 +32,10 @@ pub struct HttpState {
     pub requests: mpsc::Sender<Request>,
     /// Required on every request when set.
     pub token: Option<Secret>,
+    /// The event store's file (`None`: no store).
+    pub store: Option<std::path::PathBuf>,
+    /// Where snapshots are; a snapshot is served only from below it.
+    pub snapshots_dir: std::path::PathBuf,
 }
 
 /// A JSON error: `{"error": message}` with its status.
@@ -45,6 +50,9 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/health", get(health))
         .route("/api/cameras", get(cameras))
         .route("/api/cameras/{camera}/{switch}", post(set_switch))
+        .route("/api/events", get(events))
+        .route("/api/events/{id}", get(event))
+        .route("/api/events/{id}/snapshot.jpg", get(snapshot))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint (docs/api.md)") })
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
@@ -207,6 +215,144 @@ async fn set_switch(
         Ok(Ok(())) => Json(json!({ "camera": camera, sw.as_str(): on })).into_response(),
         Ok(Err(e)) => error(StatusCode::NOT_FOUND, e),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"),
+    }
+}
+
+/// `GET /api/events` parameters, checked: a bad one is named.
+fn filter_of(q: &std::collections::HashMap<String, String>) -> Result<Filter, Response> {
+    let bad = |k: &str, why: &str| error(StatusCode::BAD_REQUEST, format!("{k}: {why}"));
+    let time = |k: &str| -> Result<Option<f64>, Response> {
+        match q.get(k) {
+            None => Ok(None),
+            Some(v) => match v.parse::<f64>() {
+                Ok(t) if t.is_finite() && t >= 0.0 => Ok(Some(t)),
+                _ => Err(bad(k, "a Unix time in seconds (e.g. 1765000000.5)")),
+            },
+        }
+    };
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => return Err(bad("limit", "a whole number from 1 to 1000")),
+        },
+    };
+    for k in q.keys() {
+        if ![
+            "camera", "label", "zone", "after", "before", "limit", "token",
+        ]
+        .contains(&k.as_str())
+        {
+            return Err(bad(
+                k,
+                "unknown parameter (camera, label, zone, after, before, limit)",
+            ));
+        }
+    }
+    Ok(Filter {
+        camera: q.get("camera").cloned(),
+        label: q.get("label").cloned(),
+        zone: q.get("zone").cloned(),
+        after: time("after")?,
+        before: time("before")?,
+        limit,
+    })
+}
+
+/// Run a store read off the async threads.
+async fn read_store<T: Send + 'static>(
+    st: &HttpState,
+    f: impl FnOnce(&std::path::Path) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    let Some(path) = st.store.clone() else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "the event store is off ([store] enabled = false)",
+        ));
+    };
+    match tokio::task::spawn_blocking(move || f(&path)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "event store read failed");
+            Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the event store cannot be read",
+            ))
+        }
+        Err(_) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store read failed",
+        )),
+    }
+}
+
+async fn events(
+    State(st): State<HttpState>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let f = match filter_of(&q) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    match read_store(&st, move |p| store::query(p, &f)).await {
+        Ok(rows) => Json(Value::Array(rows)).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// An `event_id` as the daemon makes them (`<run>-<camera>-<id>`): letters, digits, `-`, `_`.
+fn event_id_ok(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 200
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+async fn event(State(st): State<HttpState>, Path(id): Path<String>) -> Response {
+    if !event_id_ok(&id) {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no event `{}`", id.escape_debug()),
+        );
+    }
+    let key = id.clone();
+    match read_store(&st, move |p| store::get(p, &key)).await {
+        Ok(Some(row)) => Json(row).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no event `{id}`")),
+        Err(r) => r,
+    }
+}
+
+async fn snapshot(State(st): State<HttpState>, Path(id): Path<String>) -> Response {
+    if !event_id_ok(&id) {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no event `{}`", id.escape_debug()),
+        );
+    }
+    let key = id.clone();
+    let row = match read_store(&st, move |p| store::get(p, &key)).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no event `{id}`")),
+        Err(r) => return r,
+    };
+    // The stored name is checked again: a path that would leave the folder is never read.
+    let file = row["snapshot"]
+        .as_str()
+        .and_then(|name| store::snapshot_path(&st.snapshots_dir, name));
+    let Some(file) = file else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("event `{id}` has no snapshot"),
+        );
+    };
+    match tokio::task::spawn_blocking(move || std::fs::read(file)).await {
+        Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, "image/jpeg")], bytes).into_response(),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("event `{id}` has no snapshot (snapshots off, or past retention)"),
+        ),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod queue;
 pub mod snapshots;
 pub mod spool;
 pub mod state;
+pub mod store;
 pub mod tls;
 pub mod topics;
 

@@ -227,6 +227,8 @@ pub struct Recovered {
     pub ended: usize,
     /// Cameras with a state file, and their status topic.
     pub cameras: Vec<(String, String)>,
+    /// The `end` events' payloads (for the event store).
+    pub payloads: Vec<String>,
 }
 
 /// The `end` event of a track left open by a crash.
@@ -283,14 +285,15 @@ pub fn recover(dir: &Path, spool: &mut Spool, qos: u8) -> io::Result<Recovered> 
         let mut seq = state.seq;
         for after in &state.tracks {
             seq += 1;
-            let body = restart_end(&state, seq, after, now);
+            let body = restart_end(&state, seq, after, now).to_string();
             spool.push(&OutMsg {
                 topic: topic.clone(),
-                payload: body.to_string(),
+                payload: body.clone(),
                 qos,
                 retain: false,
                 bytes: None,
             })?;
+            out.payloads.push(body);
             out.ended += 1;
         }
         out.cameras

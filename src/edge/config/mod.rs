@@ -19,7 +19,8 @@ use std::path::Path;
 pub use schema::{
     BackoffConfig, CameraConfig, EdgeConfig, EngineKind, EngineSection, HttpConfig, MaskFormat,
     MaskRegion, ModelSection, MqttConfig, Pace, PublishConfig, QosConfig, RtspTransport,
-    ServiceConfig, SnapshotConfig, TlsConfig, MAX_DURATION_S, MAX_SHUTDOWN_S, MAX_SIDE,
+    ServiceConfig, SnapshotConfig, StoreConfig, TlsConfig, MAX_DURATION_S, MAX_SHUTDOWN_S,
+    MAX_SIDE,
 };
 pub use secrets::{camera_password, http_token, mqtt_password, Secret};
 pub use sources::{BrokerAddr, RtspUrl, SourceUri, TestSource, VIDEOTESTSRC_PATTERNS};
@@ -148,6 +149,7 @@ fn section_errors(value: &serde_json::Value) -> Vec<ConfigError> {
             "publish" => read_as::<PublishConfig>(key, v).map(|_| ()),
             "service" => read_as::<ServiceConfig>(key, v).map(|_| ()),
             "http" => read_as::<HttpConfig>(key, v).map(|_| ()),
+            "store" => read_as::<StoreConfig>(key, v).map(|_| ()),
             "camera" => match v {
                 serde_json::Value::Array(cameras) => {
                     for (i, c) in cameras.into_iter().enumerate() {

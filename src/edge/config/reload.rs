@@ -23,6 +23,9 @@ impl EdgeConfig {
         if self.http != new.http {
             v.push("http");
         }
+        if self.store != new.store {
+            v.push("store");
+        }
         if self.service.spool_dir != new.service.spool_dir
             || self.service.spool_max_bytes != new.service.spool_max_bytes
         {

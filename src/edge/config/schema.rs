@@ -21,6 +21,43 @@ pub struct EdgeConfig {
     pub publish: PublishConfig,
     pub service: ServiceConfig,
     pub http: HttpConfig,
+    pub store: StoreConfig,
+}
+
+/// `[store]`: the event store (an embedded SQLite database) and its retention.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub enabled: bool,
+    /// The database file; unset: `<spool_dir>/events.db`.
+    pub path: Option<PathBuf>,
+    /// Tracks (and their snapshots) older than this go.
+    pub max_age_days: f64,
+    /// The database is kept under this size, the oldest tracks going first.
+    pub max_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: None,
+            max_age_days: 10.0,
+            max_bytes: 1 << 30,
+        }
+    }
+}
+
+impl EdgeConfig {
+    /// The event store's file (`None`: no store).
+    pub fn store_path(&self) -> Option<PathBuf> {
+        self.store.enabled.then(|| {
+            self.store
+                .path
+                .clone()
+                .unwrap_or_else(|| self.service.spool_path().join("events.db"))
+        })
+    }
 }
 
 /// `[http]`: the daemon's HTTP server (`/metrics` and the JSON API).

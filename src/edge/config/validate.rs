@@ -116,6 +116,18 @@ impl EdgeConfig {
         validate_publish(&self.publish, &mut out);
         validate_service(&self.service, &mut out);
         validate_http(&self.http, &mut out);
+        out.check(within(
+            "store.max_age_days",
+            self.store.max_age_days,
+            0.001,
+            36_500.0,
+        ));
+        out.check(int_within(
+            "store.max_bytes",
+            self.store.max_bytes,
+            1 << 20,
+            1 << 40,
+        ));
         out.0
     }
 }

@@ -38,6 +38,7 @@ pub(super) struct CameraShared {
     /// `engines_done`.
     pub(super) live: Arc<AtomicUsize>,
     pub(super) engines_done: Arc<tokio::sync::Notify>,
+    pub(super) store: Option<crate::edge::store::Store>,
 }
 
 /// Why a camera's engine thread stopped, when something stopped it (else shutdown or end of
@@ -137,6 +138,10 @@ impl CameraSet {
             state: StateFile::new(&sh.cfg.service.spool_path(), &cam_cfg.name),
             topic_prefix: sh.cfg.mqtt.topic_prefix.clone(),
             counts: Default::default(),
+            store: sh.store.clone(),
+            events_topic: crate::edge::topics::Topics::new(sh.cfg.mqtt.topic_prefix.as_str())
+                .camera(&cam_cfg.name)
+                .events(),
         };
         let live = sh.live.clone();
         let done = sh.engines_done.clone();

@@ -33,6 +33,7 @@ pub(super) struct DaemonParts {
     pub(super) spool: Spool,
     pub(super) gone_status_topics: Vec<String>,
     pub(super) metrics: Arc<Metrics>,
+    pub(super) store: Option<(crate::edge::store::Store, std::thread::JoinHandle<()>)>,
 }
 
 pub(super) async fn async_main(parts: DaemonParts) -> Result<Exit, DaemonError> {
@@ -45,7 +46,12 @@ pub(super) async fn async_main(parts: DaemonParts) -> Result<Exit, DaemonError> 
         spool,
         gone_status_topics,
         metrics,
+        store,
     } = parts;
+    let (store, store_worker) = match store {
+        Some((s, w)) => (Some(s), Some(w)),
+        None => (None, None),
+    };
     let root = CancellationToken::new();
     let mqtt_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -66,7 +72,15 @@ pub(super) async fn async_main(parts: DaemonParts) -> Result<Exit, DaemonError> 
         metrics.clone(),
     )?;
     let mqtt_handle = tracker.spawn(mqtt.run(mqtt_stop.clone(), stats_rx));
-    serve_http(&cfg, &tracker, &metrics, commands_tx, &root).await?;
+    serve_http(
+        &cfg,
+        &tracker,
+        &metrics,
+        commands_tx,
+        store.as_ref().map(|s| s.path().to_path_buf()),
+        &root,
+    )
+    .await?;
 
     if let Some(dir) = &opts.overlay_dir {
         std::fs::create_dir_all(dir)
@@ -86,6 +100,7 @@ pub(super) async fn async_main(parts: DaemonParts) -> Result<Exit, DaemonError> 
         root: root.clone(),
         live: Arc::default(),
         engines_done: engines_done.clone(),
+        store,
     });
     let switches = SwitchStore::open(&cfg.service.spool_path());
     let topics = Topics::new(cfg.mqtt.topic_prefix.as_str());
@@ -124,6 +139,14 @@ pub(super) async fn async_main(parts: DaemonParts) -> Result<Exit, DaemonError> 
         .await;
     let threads = supervisor.cameras.take_threads();
     shutdown(root, threads, mqtt_stop, tracker, mqtt_handle).await;
+    // The store's last writes (the ends of shutdown) are committed before exit.
+    drop(supervisor);
+    if let Some(w) = store_worker {
+        let joined = tokio::task::spawn_blocking(move || w.join());
+        if tokio::time::timeout(JOIN_TIMEOUT, joined).await.is_err() {
+            tracing::error!("the event store did not finish in time");
+        }
+    }
     Ok(exit)
 }
 
@@ -228,6 +251,7 @@ async fn serve_http(
     tracker: &TaskTracker,
     metrics: &Arc<Metrics>,
     requests: tokio::sync::mpsc::Sender<Request>,
+    store: Option<std::path::PathBuf>,
     root: &CancellationToken,
 ) -> Result<(), DaemonError> {
     let listen = cfg.http_listen();
@@ -247,6 +271,8 @@ async fn serve_http(
         metrics: metrics.clone(),
         requests,
         token: token.map(|(t, _)| t),
+        store,
+        snapshots_dir: cfg.service.spool_path().join("snapshots"),
     };
     tracker.spawn(crate::edge::http::serve(listener, state, root.clone()));
     Ok(())
