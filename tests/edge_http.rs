@@ -38,6 +38,49 @@ fn request(port: u16, method: &str, path: &str, token: Option<&str>, body: &str)
     (status, body)
 }
 
+/// `GET path`: (status, body bytes).
+fn get_bytes(port: u16, path: &str) -> (u16, Vec<u8>) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(raw.len());
+    let status = String::from_utf8_lossy(&raw[..split])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, raw.get(split + 4..).unwrap_or_default().to_vec())
+}
+
+/// How many MJPEG parts `path` sends in `d`.
+fn mjpeg_parts(port: u16, path: &str, d: Duration) -> usize {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let end = std::time::Instant::now() + d;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    while std::time::Instant::now() < end {
+        if let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+        }
+    }
+    raw.windows(8).filter(|w| w == b"--inspro").count()
+}
+
 fn with_http(cfg: &std::path::Path, section: &str) {
     let text = std::fs::read_to_string(cfg).unwrap() + "\n" + section;
     std::fs::write(cfg, text).unwrap();
@@ -139,6 +182,28 @@ fn api_health_cameras_switches_metrics_and_the_token() {
         "{body}"
     );
     assert!(body.contains("inspro_detect{camera=\"door\"} 0"), "{body}");
+
+    // The live view: the newest frame with its tracks drawn, a JPEG of the camera's size, newer
+    // on each request; MJPEG keeps parts coming.
+    let first = get_bytes(port, "/api/door/latest.jpg?token=t0ken-abc");
+    std::thread::sleep(Duration::from_millis(600));
+    let second = get_bytes(port, "/api/door/latest.jpg?token=t0ken-abc");
+    for (st, body) in [&first, &second] {
+        assert_eq!(*st, 200);
+        let img = image::load_from_memory(body).expect("a JPEG");
+        assert_eq!((img.width(), img.height()), (160, 96));
+    }
+    assert_ne!(first.1, second.1, "the live image did not change");
+    assert_eq!(
+        get_bytes(port, "/api/attic/latest.jpg?token=t0ken-abc").0,
+        404
+    );
+    let parts = mjpeg_parts(
+        port,
+        "/api/door/live?token=t0ken-abc",
+        Duration::from_millis(1500),
+    );
+    assert!(parts >= 3, "{parts} MJPEG parts in 1.5 s");
 
     d.signal("TERM");
     assert!(d.wait(Duration::from_secs(30)).success());

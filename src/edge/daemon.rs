@@ -234,6 +234,9 @@ struct EngineThread {
     /// The event store, and this camera's events topic (what it records).
     store: Option<crate::edge::store::Store>,
     events_topic: String,
+    /// The live view's encoder, and the class names it labels with.
+    live: Option<crate::edge::live::LiveSender>,
+    class_names: Vec<String>,
 }
 
 impl EngineThread {
@@ -299,8 +302,9 @@ impl EngineThread {
                     self.log_end(&st);
                     break;
                 }
-                Item::Frame(_) if st.detect_off => {
+                Item::Frame(frame) if st.detect_off => {
                     self.cam.frames_skipped.fetch_add(1, Relaxed);
+                    self.live_without_engine(&frame, st.frame_index);
                 }
                 Item::Frame(frame) => self.on_frame(&mut st, frame),
             }
@@ -335,6 +339,24 @@ impl EngineThread {
             self.outbox.push(changed);
         }
         self.counts = now;
+    }
+
+    /// Detection off: the live view still shows the camera (the frame as it is, no tracks).
+    fn live_without_engine(&self, frame: &Frame, index: u64) {
+        let Some(live) = &self.live else {
+            return;
+        };
+        if !self.cam.live.due() {
+            return;
+        }
+        if let Ok((rgb, w, h)) = frame.with_rgb(|fr| (fr.to_packed(), fr.width, fr.height)) {
+            live.offer(crate::edge::live::Drawn {
+                rgb,
+                width: w,
+                height: h,
+                index,
+            });
+        }
     }
 
     /// `detect` switched off: end the open tracks (reason `detect_off`) and skip frames until
@@ -394,7 +416,10 @@ impl EngineThread {
             .fetch_add(frame.arrived.elapsed().as_micros() as u64, Relaxed);
         self.reset_on_jump(st, frame.pts_ns);
         let t0 = Instant::now();
-        let overlay = self.overlay.as_ref();
+        let overlay = self.overlay.is_some();
+        // Someone watches the live view (and it is due): the same drawing as the overlay.
+        let live_due = self.live.is_some() && self.cam.live.due();
+        let names = &self.class_names;
         // `snapshots` switched off: no views kept (and none published, `emit`).
         let snapshots_on = self.cam.snapshots_on.load(Relaxed);
         let snapshots = self
@@ -409,10 +434,12 @@ impl EngineThread {
                 let seen: Vec<_> = proc.tracker().active().collect();
                 snaps.observe(&fr, &p.output, &seen);
             }
-            let drawn = match (&r, overlay) {
-                (Ok(p), Some(ov)) => {
+            let drawn = match &r {
+                Ok(p) if overlay || live_due => {
                     let open: Vec<_> = proc.tracker().active().collect();
-                    Some(ov.draw(&fr, &p.output, &open))
+                    Some(crate::edge::overlay::draw_tracks(
+                        &fr, &p.output, &open, names,
+                    ))
                 }
                 _ => None,
             };
@@ -467,6 +494,14 @@ impl EngineThread {
         self.cam
             .encode_us
             .fetch_add(t1.elapsed().as_micros() as u64, Relaxed);
+        if let (true, Some(live), Some(rgb)) = (live_due, &self.live, &drawn) {
+            live.offer(crate::edge::live::Drawn {
+                rgb: rgb.clone(),
+                width: w,
+                height: h,
+                index: info.index,
+            });
+        }
         if let (Some(ov), Some(rgb)) = (self.overlay.as_mut(), drawn) {
             if let Err(e) = ov.push(info.index, rgb, w, h) {
                 tracing::warn!(error = %e, "overlay video failed; no more overlay");

@@ -36,6 +36,8 @@ pub struct HttpState {
     pub store: Option<std::path::PathBuf>,
     /// Where snapshots are; a snapshot is served only from below it.
     pub snapshots_dir: std::path::PathBuf,
+    /// Ends the live streams at shutdown.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 /// A JSON error: `{"error": message}` with its status.
@@ -53,6 +55,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/events", get(events))
         .route("/api/events/{id}", get(event))
         .route("/api/events/{id}/snapshot.jpg", get(snapshot))
+        .route("/api/{camera}/latest.jpg", get(latest))
+        .route("/api/{camera}/live", get(live))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint (docs/api.md)") })
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
@@ -354,6 +358,104 @@ async fn snapshot(State(st): State<HttpState>, Path(id): Path<String>) -> Respon
             format!("event `{id}` has no snapshot (snapshots off, or past retention)"),
         ),
     }
+}
+
+fn jpeg(bytes: Arc<[u8]>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        axum::body::Bytes::from_owner(bytes),
+    )
+        .into_response()
+}
+
+fn camera_of(st: &HttpState, camera: &str) -> Result<Arc<CameraMetrics>, Response> {
+    st.metrics.camera(camera).ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("no camera `{}`", camera.escape_debug()),
+        )
+    })
+}
+
+/// `GET /api/<camera>/latest.jpg`: the newest frame with its tracks drawn (waiting up to 2 s for
+/// one made now, else the last one).
+async fn latest(State(st): State<HttpState>, Path(camera): Path<String>) -> Response {
+    let cam = match camera_of(&st, &camera) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    cam.live.want();
+    let mut rx = cam.live.subscribe();
+    rx.mark_unchanged();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), rx.changed()).await;
+    let frame = rx.borrow().clone();
+    match frame {
+        Some(f) => jpeg(f.jpeg),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "camera `{camera}` has no frame yet (status {})",
+                cam.status().as_str()
+            ),
+        ),
+    }
+}
+
+/// `GET /api/<camera>/live`: MJPEG (`multipart/x-mixed-replace`), a part per live frame (at most
+/// `live::MAX_FPS` a second) until the client goes or the daemon stops.
+async fn live(State(st): State<HttpState>, Path(camera): Path<String>) -> Response {
+    use tokio::io::AsyncWriteExt;
+    let cam = match camera_of(&st, &camera) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    cam.live.want();
+    let mut rx = cam.live.subscribe();
+    let (mut w, r) = tokio::io::duplex(1 << 16);
+    let stop = st.stop.clone();
+    tokio::spawn(async move {
+        loop {
+            cam.live.want();
+            let next = tokio::select! {
+                _ = stop.cancelled() => break,
+                n = tokio::time::timeout(std::time::Duration::from_secs(5), rx.changed()) => n,
+            };
+            match next {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break,
+                Err(_) => continue,
+            }
+            let Some(f) = rx.borrow_and_update().clone() else {
+                continue;
+            };
+            let head = format!(
+                "--inspro\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+                f.jpeg.len()
+            );
+            let sent = async {
+                w.write_all(head.as_bytes()).await?;
+                w.write_all(&f.jpeg).await?;
+                w.write_all(b"\r\n").await
+            };
+            if sent.await.is_err() {
+                break; // the client went
+            }
+        }
+    });
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "multipart/x-mixed-replace; boundary=inspro",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(r)),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

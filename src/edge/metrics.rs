@@ -80,6 +80,8 @@ pub struct CameraMetrics {
     pub frames_skipped: AtomicU64,
     /// Processed frames per second (moving average), x1000.
     pub fps_milli: AtomicU64,
+    /// The live view the HTTP API serves.
+    pub live: Arc<crate::edge::live::LiveView>,
 }
 
 impl CameraMetrics {

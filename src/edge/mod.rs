@@ -9,6 +9,7 @@ pub mod engine;
 pub mod events;
 pub mod http;
 pub mod ingest;
+pub mod live;
 pub mod metrics;
 pub mod mqtt;
 pub mod overlay;

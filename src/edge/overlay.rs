@@ -10,6 +10,21 @@ use crate::runtime::FrameOutput;
 use crate::tracking::Track;
 use crate::video::{VideoWriter, WriterOptions};
 
+/// The tracks drawn by the one renderer onto a packed RGB copy of `frame`, labelled with their
+/// class names (the class index where a name is missing): the overlay video's frames and the
+/// HTTP API's live view.
+pub fn draw_tracks(
+    frame: &FrameRef<'_>,
+    out: &FrameOutput,
+    tracks: &[&Track],
+    class_names: &[String],
+) -> Vec<u8> {
+    let marks = render::track_marks(out, tracks, |c| {
+        class_names.get(c).cloned().unwrap_or_else(|| c.to_string())
+    });
+    render::draw_rgb(frame.to_packed(), frame.width, frame.height, &marks)
+}
+
 /// Overlay video + contact sheet for one camera.
 pub struct OverlayWriter {
     video: PathBuf,
@@ -30,14 +45,9 @@ impl OverlayWriter {
         }
     }
 
-    /// The tracks seen on this frame drawn onto a packed RGB copy of it, labelled with their
-    /// class names (the class index where a name is missing).
+    /// The tracks seen on this frame drawn onto a packed RGB copy of it ([`draw_tracks`]).
     pub fn draw(&self, frame: &FrameRef<'_>, out: &FrameOutput, tracks: &[&Track]) -> Vec<u8> {
-        let names = &self.class_names;
-        let marks = render::track_marks(out, tracks, |c| {
-            names.get(c).cloned().unwrap_or_else(|| c.to_string())
-        });
-        render::draw_rgb(frame.to_packed(), frame.width, frame.height, &marks)
+        draw_tracks(frame, out, tracks, &self.class_names)
     }
 
     /// Add frame `index` (packed RGB, `w` x `h`); the video keeps the first frame's size.

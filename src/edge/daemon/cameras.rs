@@ -139,6 +139,14 @@ impl CameraSet {
             topic_prefix: sh.cfg.mqtt.topic_prefix.clone(),
             counts: Default::default(),
             store: sh.store.clone(),
+            live: match crate::edge::live::start(&cam_cfg.name, cam.live.clone(), 80) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::warn!(camera = %cam_cfg.name, error = %e, "no live view: cannot start its encoder");
+                    None
+                }
+            },
+            class_names: sh.class_names.clone(),
             events_topic: crate::edge::topics::Topics::new(sh.cfg.mqtt.topic_prefix.as_str())
                 .camera(&cam_cfg.name)
                 .events(),
