@@ -25,7 +25,7 @@ test: setup
 	$(CARGO) test --workspace
 	$(CARGO) test --features edge --lib edge::
 	$(CARGO) build --features edge --example rtsp_server
-	$(CARGO) test --features edge --test edge_rtsp --test edge_control --test edge_http --test edge_store
+	$(CARGO) test --features edge --test edge_rtsp --test edge_control --test edge_http --test edge_store --test edge_page
 	$(CARGO) test --features edge --test edge_service --test edge_mqtt --test edge_unit --test edge_soak --test edge_geometry --test edge_rules --test edge_snapshots --test edge_cameras --test edge_tracking
 	$(CARGO) test --features edge --test edge_faults --test edge_tls --test fuzz_parsers -- --nocapture
 

@@ -25,6 +25,7 @@ apt_packages=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   mosquitto mosquitto-clients
   curl
+  chromium chromium-driver
   ca-certificates
   systemd procps
   python3-venv

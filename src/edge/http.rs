@@ -48,6 +48,15 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 /// The router of every endpoint.
 pub fn router(state: HttpState) -> Router {
     Router::new()
+        .route("/", get(|| page("text/html; charset=utf-8", PAGE_HTML)))
+        .route(
+            "/app.js",
+            get(|| page("text/javascript; charset=utf-8", PAGE_JS)),
+        )
+        .route(
+            "/app.css",
+            get(|| page("text/css; charset=utf-8", PAGE_CSS)),
+        )
         .route("/metrics", get(prometheus))
         .route("/api/health", get(health))
         .route("/api/cameras", get(cameras))
@@ -60,6 +69,20 @@ pub fn router(state: HttpState) -> Router {
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint (docs/api.md)") })
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
+}
+
+/// The page (no build step: plain files, in the binary).
+const PAGE_HTML: &str = include_str!("page/index.html");
+const PAGE_JS: &str = include_str!("page/app.js");
+const PAGE_CSS: &str = include_str!("page/app.css");
+
+/// The page's files need no token: they hold no data, and the page asks for the token.
+fn public(path: &str) -> bool {
+    matches!(path, "/" | "/app.js" | "/app.css")
+}
+
+async fn page(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// Serve until `stop` is cancelled.
@@ -92,7 +115,7 @@ fn presented<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a s
 }
 
 async fn authorize(State(st): State<HttpState>, req: HttpRequest, next: Next) -> Response {
-    if let Some(token) = &st.token {
+    if let Some(token) = st.token.as_ref().filter(|_| !public(req.uri().path())) {
         let ok = presented(req.headers(), req.uri().query())
             .is_some_and(|t| same(t.as_bytes(), token.expose().as_bytes()));
         if !ok {
