@@ -38,29 +38,6 @@ fn request(port: u16, method: &str, path: &str, token: Option<&str>, body: &str)
     (status, body)
 }
 
-/// `GET path`: (status, body bytes).
-fn get_bytes(port: u16, path: &str) -> (u16, Vec<u8>) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(raw.len());
-    let status = String::from_utf8_lossy(&raw[..split])
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, raw.get(split + 4..).unwrap_or_default().to_vec())
-}
-
 /// How many MJPEG parts `path` sends in `d`.
 fn mjpeg_parts(port: u16, path: &str, d: Duration) -> usize {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -81,6 +58,25 @@ fn mjpeg_parts(port: u16, path: &str, d: Duration) -> usize {
     raw.windows(8).filter(|w| w == b"--inspro").count()
 }
 
+/// A daemon with one live camera, `door`, and its HTTP server on a free port wanting `token`;
+/// returned once `door` has events.
+fn daemon_with_token(dir: &std::path::Path, token: &str) -> (Mosquitto, Subscriber, u16, Daemon) {
+    let broker = Mosquitto::start(dir, false);
+    let sub = Subscriber::start(broker.port, "t/#", false);
+    let port = free_port();
+    let cams = camera("door", "test:ball?live=true&fps=10", "");
+    let cfg = test_config(dir, &broker.url(), &cams, "");
+    with_http(
+        &cfg,
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{token}\"\n"),
+    );
+    let d = Daemon::spawn(&cfg, &[], &[]);
+    sub.wait_for(Duration::from_secs(30), "events", |_| {
+        !sub.events("door").is_empty()
+    });
+    (broker, sub, port, d)
+}
+
 fn with_http(cfg: &std::path::Path, section: &str) {
     let text = std::fs::read_to_string(cfg).unwrap() + "\n" + section;
     std::fs::write(cfg, text).unwrap();
@@ -89,19 +85,7 @@ fn with_http(cfg: &std::path::Path, section: &str) {
 #[test]
 fn api_health_cameras_switches_metrics_and_the_token() {
     let dir = tempfile::tempdir().unwrap();
-    let mut broker = Mosquitto::start(dir.path(), false);
-    let sub = Subscriber::start(broker.port, "t/#", false);
-    let port = free_port();
-    let cams = camera("door", "test:ball?live=true&fps=10", "");
-    let cfg = test_config(dir.path(), &broker.url(), &cams, "");
-    with_http(
-        &cfg,
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"t0ken-abc\"\n"),
-    );
-    let mut d = Daemon::spawn(&cfg, &[], &[]);
-    sub.wait_for(Duration::from_secs(30), "events", |_| {
-        !sub.events("door").is_empty()
-    });
+    let (mut broker, sub, port, mut d) = daemon_with_token(dir.path(), "t0ken-abc");
     let tok = Some("t0ken-abc");
 
     // No token, a wrong one: 401.
@@ -185,9 +169,9 @@ fn api_health_cameras_switches_metrics_and_the_token() {
 
     // The live view: the newest frame with its tracks drawn, a JPEG of the camera's size, newer
     // on each request; MJPEG keeps parts coming.
-    let first = get_bytes(port, "/api/door/latest.jpg?token=t0ken-abc");
+    let first = http_get_bytes(port, "/api/door/latest.jpg?token=t0ken-abc");
     std::thread::sleep(Duration::from_millis(600));
-    let second = get_bytes(port, "/api/door/latest.jpg?token=t0ken-abc");
+    let second = http_get_bytes(port, "/api/door/latest.jpg?token=t0ken-abc");
     for (st, body) in [&first, &second] {
         assert_eq!(*st, 200);
         let img = image::load_from_memory(body).expect("a JPEG");
@@ -195,7 +179,7 @@ fn api_health_cameras_switches_metrics_and_the_token() {
     }
     assert_ne!(first.1, second.1, "the live image did not change");
     assert_eq!(
-        get_bytes(port, "/api/attic/latest.jpg?token=t0ken-abc").0,
+        http_get_bytes(port, "/api/attic/latest.jpg?token=t0ken-abc").0,
         404
     );
     let parts = mjpeg_parts(
@@ -251,19 +235,7 @@ fn the_curl_examples_of_docs_api_md_run() {
         .collect();
     assert!(blocks.len() >= 4, "{} examples", blocks.len());
     let dir = tempfile::tempdir().unwrap();
-    let mut broker = Mosquitto::start(dir.path(), false);
-    let sub = Subscriber::start(broker.port, "t/#", false);
-    let port = free_port();
-    let cams = camera("door", "test:ball?live=true&fps=10", "");
-    let cfg = test_config(dir.path(), &broker.url(), &cams, "");
-    with_http(
-        &cfg,
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"doc-token\"\n"),
-    );
-    let mut d = Daemon::spawn(&cfg, &[], &[]);
-    sub.wait_for(Duration::from_secs(30), "events", |_| {
-        !sub.events("door").is_empty()
-    });
+    let (mut broker, _sub, port, mut d) = daemon_with_token(dir.path(), "doc-token");
     for b in blocks {
         let out = Command::new("bash")
             .args(["-euo", "pipefail", "-c", b])

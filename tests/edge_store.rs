@@ -13,32 +13,8 @@ use std::time::Duration;
 use edge_common::*;
 use serde_json::Value;
 
-fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(raw.len());
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, raw.get(split + 4..).unwrap_or_default().to_vec())
-}
-
 fn json_of(port: u16, path: &str) -> (u16, Value) {
-    let (st, body) = get(port, path);
+    let (st, body) = http_get_bytes(port, path);
     (st, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
@@ -63,8 +39,8 @@ fn kill_9_during_writes_keeps_every_published_track_and_a_whole_file() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = Mosquitto::start(dir.path(), false);
     let sub = Subscriber::start(broker.port, "t/#", false);
-    // A 3-frame clip looped: every loop ends every track and starts new ones (many writes).
-    let clip = synth_clip(dir.path(), "clip.mkv", 3, "160x96", 4);
+    // A 20-frame clip looped: every loop ends every track and starts new ones (many writes).
+    let clip = synth_clip(dir.path(), "clip.mkv", 20, "160x96", 4);
     let cams = camera(
         "door",
         &format!("file://{}", clip.display()),
@@ -73,8 +49,10 @@ fn kill_9_during_writes_keeps_every_published_track_and_a_whole_file() {
     let cfg = test_config(dir.path(), &broker.url(), &cams, "");
     let db = dir.path().join("spool").join("events.db");
     let mut d = Daemon::spawn(&cfg, &[], &[]);
-    sub.wait_for(Duration::from_secs(60), "many births", |_| {
-        published(&sub, "door").len() > 200
+    // Killed while tracks are open (the last event is not an end).
+    sub.wait_for(Duration::from_secs(120), "many births, tracks open", |_| {
+        let events = sub.events("door");
+        published(&sub, "door").len() > 200 && events.last().is_some_and(|e| e["type"] != "end")
     });
     d.signal("KILL");
     let _ = d.wait(Duration::from_secs(10));
@@ -208,7 +186,7 @@ fn the_events_api_reads_the_store() {
     assert_eq!(st, 200, "{one}");
     assert_eq!(one["end_reason"], ended["reason"]);
     assert!(one["end_time"].as_f64().is_some());
-    let (st, jpeg) = get(port, &format!("/api/events/{id}/snapshot.jpg"));
+    let (st, jpeg) = http_get_bytes(port, &format!("/api/events/{id}/snapshot.jpg"));
     assert_eq!(st, 200);
     assert_eq!(&jpeg[..2], &[0xff, 0xd8], "not a JPEG");
 
@@ -233,7 +211,7 @@ fn the_events_api_reads_the_store() {
         "/api/events/../../etc/passwd/snapshot.jpg",
         "/api/events/..%252F..%252Fetc%252Fpasswd/snapshot.jpg",
     ] {
-        let (st, body) = get(port, evil);
+        let (st, body) = http_get_bytes(port, evil);
         assert!(st == 404 || st == 400, "{evil}: {st}");
         assert!(
             !String::from_utf8_lossy(&body).contains("root:"),

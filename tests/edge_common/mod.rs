@@ -684,3 +684,27 @@ pub fn http_get(port: u16, path: &str) -> String {
     let _ = std::io::Read::read_to_string(&mut s, &mut out);
     out
 }
+
+/// `GET path` on a fresh loopback connection: (status, body bytes) (binary bodies: JPEG).
+pub fn http_get_bytes(port: u16, path: &str) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the HTTP server");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut raw = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(raw.len());
+    let status = String::from_utf8_lossy(&raw[..split])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, raw.get(split + 4..).unwrap_or_default().to_vec())
+}
