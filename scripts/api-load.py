@@ -46,8 +46,19 @@ def wait_port(port, seconds=30):
     return False
 
 
+NICE_CLIENTS = False
+
+
+def lowest_priority():
+    """The viewers would be other machines: here they share the daemon's cores, so each load
+    thread runs at the lowest priority (Linux: per thread) and takes what the daemon leaves."""
+    if NICE_CLIENTS:
+        os.setpriority(os.PRIO_PROCESS, 0, 19)
+
+
 def viewer(port, stop, counts):
     """Read /api/cam/live until told to stop (or the daemon goes)."""
+    lowest_priority()
     while not stop.is_set():
         try:
             s = socket.create_connection(("127.0.0.1", port), timeout=2)
@@ -63,6 +74,7 @@ def viewer(port, stop, counts):
 
 
 def requester(port, stop, rps, counts):
+    lowest_priority()
     paths = ["/api/cameras", "/api/events?limit=50", "/api/health", "/metrics"]
     period = 1.0 / rps
     i = 0
@@ -145,7 +157,12 @@ def main():
     ap.add_argument("--viewers", type=int, default=10)
     ap.add_argument("--rps", type=float, default=100)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--nice-clients", action="store_true",
+                    help="run the load threads at the lowest priority (on a 2-core box they then "
+                         "cannot keep up 100 requests/s)")
     args = ap.parse_args()
+    global NICE_CLIENTS
+    NICE_CLIENTS = args.nice_clients
     work = tempfile.mkdtemp(prefix="inspro-api-load-")
     clip = os.path.join(work, "clip.mkv")
     subprocess.run([args.bin, "synth", "--clip", clip, "--frames", str(args.frames), "--size",
