@@ -670,23 +670,14 @@ pub fn publish(port: u16, topic: &str, payload: &str, retain: bool) {
     assert!(st.success(), "mosquitto_pub {topic} failed");
 }
 
-/// `GET path` on a fresh loopback connection (HTTP/1.1, `Connection: close`): the whole answer.
+/// `GET path` on a fresh loopback connection (HTTP/1.1, `Connection: close`): the whole answer
+/// as text (status line, headers, body).
 pub fn http_get(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the HTTP server");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut out = String::new();
-    let _ = std::io::Read::read_to_string(&mut s, &mut out);
-    out
+    String::from_utf8_lossy(&http_get_raw(port, path)).into_owned()
 }
 
-/// `GET path` on a fresh loopback connection: (status, body bytes) (binary bodies: JPEG).
-pub fn http_get_bytes(port: u16, path: &str) -> (u16, Vec<u8>) {
+/// The raw answer to `GET path` (`Connection: close`, read to the end).
+fn http_get_raw(port: u16, path: &str) -> Vec<u8> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the HTTP server");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -697,6 +688,12 @@ pub fn http_get_bytes(port: u16, path: &str) -> (u16, Vec<u8>) {
     .expect("write");
     let mut raw = Vec::new();
     let _ = std::io::Read::read_to_end(&mut s, &mut raw);
+    raw
+}
+
+/// `GET path` on a fresh loopback connection: (status, body bytes) (binary bodies: JPEG).
+pub fn http_get_bytes(port: u16, path: &str) -> (u16, Vec<u8>) {
+    let raw = http_get_raw(port, path);
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

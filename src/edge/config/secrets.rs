@@ -32,6 +32,25 @@ impl Secret {
     }
 }
 
+/// The systemd credential `name` (`$CREDENTIALS_DIRECTORY/<name>`, `LoadCredential=`), when
+/// there is one, and where it came from.
+fn credential(
+    env: &BTreeMap<String, String>,
+    name: &str,
+) -> Result<Option<(Secret, String)>, ConfigError> {
+    let Some(dir) = env.get("CREDENTIALS_DIRECTORY") else {
+        return Ok(None);
+    };
+    let path = Path::new(dir).join(name);
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some((
+        read_secret(&path, &format!("$CREDENTIALS_DIRECTORY/{name}"))?,
+        format!("systemd credential {name}"),
+    )))
+}
+
 fn read_secret(path: &Path, field: &str) -> Result<Secret, ConfigError> {
     let s = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(field, format!("cannot read {}: {e}", path.display())))?;
@@ -53,17 +72,7 @@ pub fn camera_password(
             format!("file {}", path.display()),
         )));
     }
-    if let Some(dir) = env.get("CREDENTIALS_DIRECTORY") {
-        let name = format!("camera-{}-password", cam.name);
-        let path = Path::new(dir).join(&name);
-        if path.exists() {
-            return Ok(Some((
-                read_secret(&path, &format!("$CREDENTIALS_DIRECTORY/{name}"))?,
-                format!("systemd credential {name}"),
-            )));
-        }
-    }
-    Ok(None)
+    credential(env, &format!("camera-{}-password", cam.name))
 }
 
 impl fmt::Debug for Secret {
@@ -87,16 +96,7 @@ pub fn mqtt_password(
             format!("file {}", path.display()),
         )));
     }
-    if let Some(dir) = env.get("CREDENTIALS_DIRECTORY") {
-        let path = Path::new(dir).join("mqtt-password");
-        if path.exists() {
-            return Ok(Some((
-                read(&path, "$CREDENTIALS_DIRECTORY/mqtt-password")?,
-                "systemd credential mqtt-password".into(),
-            )));
-        }
-    }
-    Ok(None)
+    credential(env, "mqtt-password")
 }
 
 /// The HTTP API's token, and where it came from: `[http] token`, `token_file`, env
@@ -117,14 +117,5 @@ pub fn http_token(
     if let Some(t) = env.get("INSPRO_HTTP_TOKEN") {
         return Ok(Some((Secret(t.clone()), "env INSPRO_HTTP_TOKEN".into())));
     }
-    if let Some(dir) = env.get("CREDENTIALS_DIRECTORY") {
-        let path = Path::new(dir).join("http-token");
-        if path.exists() {
-            return Ok(Some((
-                read_secret(&path, "$CREDENTIALS_DIRECTORY/http-token")?,
-                "systemd credential http-token".into(),
-            )));
-        }
-    }
-    Ok(None)
+    credential(env, "http-token")
 }
