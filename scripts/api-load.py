@@ -6,6 +6,7 @@ script (alternating, `--rounds` each), on loopback only.
 The camera is a synthetic clip read under `pace = "block"`, so its frames/s is the engine's
 throughput; each daemon run logs it at the end of the stream ("end of stream ... fps=").
 
+  cargo build --release --features edge --example http_load
   .venv/bin/python scripts/api-load.py [--bin target/release/inspro] [--frames 300]
       [--size 320x192] [--viewers 10] [--rps 100] [--rounds 2]
 
@@ -22,9 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,49 +45,36 @@ def wait_port(port, seconds=30):
     return False
 
 
-NICE_CLIENTS = False
-
-
-def lowest_priority():
-    """The viewers would be other machines: here they share the daemon's cores, so each load
-    thread runs at the lowest priority (Linux: per thread) and takes what the daemon leaves."""
-    if NICE_CLIENTS:
-        os.setpriority(os.PRIO_PROCESS, 0, 19)
-
-
-def viewer(port, stop, counts):
-    """Read /api/cam/live until told to stop (or the daemon goes)."""
-    lowest_priority()
-    while not stop.is_set():
+def thread_cpu(pid):
+    """CPU seconds of each of the daemon's threads, grouped by what they do (thread names)."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
         try:
-            s = socket.create_connection(("127.0.0.1", port), timeout=2)
-            s.sendall(b"GET /api/cam/live HTTP/1.1\r\nHost: x\r\n\r\n")
-            while not stop.is_set():
-                data = s.recv(65536)
-                if not data:
-                    break
-                counts["live_bytes"] += len(data)
-            s.close()
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                comm = f.read().strip()
         except OSError:
-            time.sleep(0.1)
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        out[tid] = (comm, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    return out
 
 
-def requester(port, stop, rps, counts):
-    lowest_priority()
-    paths = ["/api/cameras", "/api/events?limit=50", "/api/health", "/metrics"]
-    period = 1.0 / rps
-    i = 0
-    nxt = time.time()
-    while not stop.is_set():
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{paths[i % len(paths)]}", timeout=2) as r:
-                r.read()
-            counts["requests"] += 1
-        except OSError:
-            counts["errors"] += 1
-        i += 1
-        nxt += period
-        time.sleep(max(0.0, nxt - time.time()))
+def group(comm):
+    """infer: the engine thread and ONNX Runtime's pool; http: the IO runtime and its blocking
+    threads (axum, SQLite reads); live: the MJPEG encoder; the rest: GStreamer, MQTT, store."""
+    if comm.startswith("infer-") or comm in ("inspro",):
+        return "infer"
+    if comm.startswith("inspro-io") or comm.startswith("tokio"):
+        return "http"
+    if comm.startswith("live-"):
+        return "live"
+    return "other"
 
 
 def run(args, work, clip, broker_port, loaded):
@@ -127,21 +113,24 @@ listen = "127.0.0.1:{port}"
     with open(log, "w") as lf:
         d = subprocess.Popen([args.bin, "run", "--config", cfg, "--exit-on-eos"], env=env,
                              stdout=lf, stderr=lf)
-        stop = threading.Event()
-        counts = {"live_bytes": 0, "requests": 0, "errors": 0}
-        threads = []
+        client = None
         if loaded:
             wait_port(port)
-            threads = [threading.Thread(target=viewer, args=(port, stop, counts), daemon=True)
-                       for _ in range(args.viewers)]
-            threads.append(threading.Thread(target=requester, args=(port, stop, args.rps, counts),
-                                            daemon=True))
-            for t in threads:
-                t.start()
+            client = subprocess.Popen([args.client, str(port), "cam", str(args.viewers),
+                                       str(args.rps), "1e9"], stdout=subprocess.PIPE, text=True)
         t0 = time.time()
-        d.wait(timeout=1200)
-        stop.set()
+        last = {}
+        while d.poll() is None:
+            last.update(thread_cpu(d.pid))
+            time.sleep(0.25)
         took = time.time() - t0
+        counts = {"requests": 0, "errors": 0, "live_bytes": 0, "cpu_s": 0.0}
+        if client is not None:
+            counts = json.loads(client.communicate(timeout=30)[0].strip().splitlines()[-1])
+    cpu = {}
+    for comm, sec in last.values():
+        cpu[group(comm)] = cpu.get(group(comm), 0.0) + sec
+    counts["daemon_cpu"] = cpu
     text = open(log).read()
     m = re.search(r'end of stream frames=(\d+) fps="([\d.]+)"', text)
     if not m:
@@ -157,12 +146,9 @@ def main():
     ap.add_argument("--viewers", type=int, default=10)
     ap.add_argument("--rps", type=float, default=100)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--nice-clients", action="store_true",
-                    help="run the load threads at the lowest priority (on a 2-core box they then "
-                         "cannot keep up 100 requests/s)")
+    ap.add_argument("--client", default=os.path.join(HERE, "target/release/examples/http_load"),
+                    help="the load client (cargo build --release --example http_load)")
     args = ap.parse_args()
-    global NICE_CLIENTS
-    NICE_CLIENTS = args.nice_clients
     work = tempfile.mkdtemp(prefix="inspro-api-load-")
     clip = os.path.join(work, "clip.mkv")
     subprocess.run([args.bin, "synth", "--clip", clip, "--frames", str(args.frames), "--size",
@@ -177,21 +163,27 @@ def main():
     broker = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     wait_port(broker_port)
-    base, loaded = [], []
+    base, loaded, costs = [], [], []
     try:
         for r in range(args.rounds):
-            fps, _, _ = run(args, work, clip, broker_port, False)
+            fps, c0, _ = run(args, work, clip, broker_port, False)
             base.append(fps)
             fps_l, counts, took = run(args, work, clip, broker_port, True)
             loaded.append(fps_l)
-            print(f"round {r + 1}: none {fps:.2f} fps; {args.viewers} viewers + {args.rps:.0f} req/s "
-                  f"{fps_l:.2f} fps ({counts['requests'] / took:.0f} req/s served, "
-                  f"{counts['errors']} errors, {counts['live_bytes'] / took / 1e6:.2f} MB/s of MJPEG)",
+            cpu0 = " ".join(f"{k} {v:.1f}" for k, v in sorted(c0["daemon_cpu"].items()))
+            cpu1 = " ".join(f"{k} {v:.1f}" for k, v in sorted(counts["daemon_cpu"].items()))
+            print(f"round {r + 1}: none {fps:.2f} fps (daemon CPU s: {cpu0}); {args.viewers} viewers "
+                  f"+ {args.rps:.0f} req/s {fps_l:.2f} fps ({counts['requests'] / took:.0f} req/s "
+                  f"served, {counts['errors']} errors, {counts['live_bytes'] / took / 1e6:.2f} MB/s "
+                  f"of MJPEG; daemon CPU s: {cpu1}; client CPU {counts['cpu_s']:.1f} s in {took:.1f} s)",
                   flush=True)
+            costs.append((counts["daemon_cpu"].get("http", 0) + counts["daemon_cpu"].get("live", 0))
+                         / max(counts["daemon_cpu"].get("infer", 0), 1e-9))
     finally:
         broker.terminate()
     b, l = statistics.median(base), statistics.median(loaded)
     print(json.dumps({"engine_fps_none": b, "engine_fps_loaded": l, "kept": l / b,
+                      "http_and_live_cpu_per_engine_cpu": statistics.median(costs),
                       "viewers": args.viewers, "rps": args.rps, "frames": args.frames,
                       "size": args.size, "load_avg": os.getloadavg()[0]}))
 

@@ -61,10 +61,19 @@ fn mjpeg_parts(port: u16, path: &str, d: Duration) -> usize {
 /// A daemon with one live camera, `door`, and its HTTP server on a free port wanting `token`;
 /// returned once `door` has events.
 fn daemon_with_token(dir: &std::path::Path, token: &str) -> (Mosquitto, Subscriber, u16, Daemon) {
+    daemon_with_cameras(dir, token, "")
+}
+
+/// `door` (a live test pattern) and `more` cameras.
+fn daemon_with_cameras(
+    dir: &std::path::Path,
+    token: &str,
+    more: &str,
+) -> (Mosquitto, Subscriber, u16, Daemon) {
     let broker = Mosquitto::start(dir, false);
     let sub = Subscriber::start(broker.port, "t/#", false);
     let port = free_port();
-    let cams = camera("door", "test:ball?live=true&fps=10", "");
+    let cams = camera("door", "test:ball?live=true&fps=10", "") + more;
     let cfg = test_config(dir, &broker.url(), &cams, "");
     with_http(
         &cfg,
@@ -235,7 +244,28 @@ fn the_curl_examples_of_docs_api_md_run() {
         .collect();
     assert!(blocks.len() >= 4, "{} examples", blocks.len());
     let dir = tempfile::tempdir().unwrap();
-    let (mut broker, _sub, port, mut d) = daemon_with_token(dir.path(), "doc-token");
+    // `porch` plays an H.264 file in a loop (each loop ends its tracks): its clips.
+    let clip = synth_clip(dir.path(), "clip.mkv", 15, "160x96", 5);
+    let porch = camera(
+        "porch",
+        &format!("file://{}", clip.display()),
+        "loop_file = true\npace = \"drop\"\n[camera.clips]\nenabled = true\npre_s = 0.5\npost_s = 0.2\n",
+    );
+    let (mut broker, _sub, port, mut d) = daemon_with_cameras(dir.path(), "doc-token", &porch);
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    while !request(
+        port,
+        "GET",
+        "/api/events?camera=porch&limit=1000",
+        Some("doc-token"),
+        "",
+    )
+    .1
+    .contains("\"has_clip\":true")
+    {
+        assert!(std::time::Instant::now() < end, "no clip of porch");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     for b in blocks {
         let out = Command::new("bash")
             .args(["-euo", "pipefail", "-c", b])

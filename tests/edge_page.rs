@@ -194,7 +194,7 @@ fn the_page_in_chromium_shows_live_cameras_events_snapshots_and_switches_detecti
         camera(
             "door",
             &format!("file://{}", clip.display()),
-            "loop_file = true\npace = \"drop\"\n[camera.snapshots]\nenabled = true\n",
+            "loop_file = true\npace = \"drop\"\n[camera.snapshots]\nenabled = true\n[camera.clips]\nenabled = true\npre_s = 0.5\npost_s = 0.2\n",
         ),
         camera("yard", "test:ball?live=true&fps=10", ""),
     ]
@@ -328,6 +328,18 @@ fn the_page_in_chromium_shows_live_cameras_events_snapshots_and_switches_detecti
     b.wait_js(
         "the snapshot",
         "const i = document.querySelector('#detail img.snapshot'); return !document.getElementById('detail').hidden && i.complete && i.naturalWidth > 0;",
+        Duration::from_secs(10),
+    );
+    // Its clip plays (the detail follows the track until the clip is written).
+    let clip = b.wait_js(
+        "the clip plays",
+        "const v = document.querySelector('#detail video.clip'); if (v.hidden || v.readyState < 2 || !v.videoWidth) return null; if (v.paused) v.play(); return [v.videoWidth, v.videoHeight, v.duration];",
+        Duration::from_secs(20),
+    );
+    eprintln!("clip in the page: {clip}");
+    b.wait_js(
+        "the clip advances",
+        "const v = document.querySelector('#detail video.clip'); return v.currentTime > 0;",
         Duration::from_secs(10),
     );
     std::fs::create_dir_all(repo().join("target")).unwrap();

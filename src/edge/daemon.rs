@@ -237,6 +237,8 @@ struct EngineThread {
     /// The live view's encoder, and the class names it labels with.
     live: Option<crate::edge::live::LiveSender>,
     class_names: Vec<String>,
+    /// `[camera.clips]`: the camera's ring of encoded frames.
+    clips: Option<Arc<crate::edge::clips::ClipRing>>,
 }
 
 impl EngineThread {
@@ -562,6 +564,10 @@ impl EngineThread {
         self.publish_counts(std::iter::empty());
         self.state.remove();
         self.cam.tracks_active.store(0, Relaxed);
+        if let Some(clips) = self.clips.take() {
+            // The open recordings are written with what the stream gave.
+            clips.flush();
+        }
         if let Some((snaps, worker)) = self.snapshots.take() {
             // The last views are queued; the worker ends when its queue does.
             drop(snaps);
@@ -598,6 +604,15 @@ impl EngineThread {
         // Births are the `new` messages that went out (a filtered track is born when it passes).
         let born = self.builder.born().len();
         self.cam.tracks_total.fetch_add(born as u64, Relaxed);
+        if let Some(clips) = &self.clips {
+            // A published track's clip opens at its birth and closes after its end.
+            for &id in self.builder.born() {
+                clips.open(self.builder.run(), id, info.pts_ns);
+            }
+            for &id in &ending {
+                clips.close_at(id, info.pts_ns);
+            }
+        }
         let snapshots_on = self.cam.snapshots_on.load(Relaxed);
         if let Some((snaps, _)) = self.snapshots.as_mut() {
             for e in events {
@@ -687,6 +702,7 @@ pub fn run(opts: RunOptions) -> Result<Exit, DaemonError> {
                 max_age: Duration::from_secs_f64(cfg.store.max_age_days * 86_400.0),
                 max_bytes: cfg.store.max_bytes,
                 snapshots_dir: spool_dir.join("snapshots"),
+                clips_dir: spool_dir.join("clips"),
             };
             let (store, worker) = crate::edge::store::Store::open(&path, retention)
                 .map_err(|e| ConfigError::new("store.path", e.to_string()))?;

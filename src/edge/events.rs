@@ -273,6 +273,11 @@ impl EventBuilder {
 
     /// The tracks the last [`EventBuilder::on_events`] published as `new` (a filtered track is
     /// born when it first passes).
+    /// This run's id (the first part of every `event_id`).
+    pub fn run(&self) -> &str {
+        &self.run
+    }
+
     pub fn born(&self) -> &[u64] {
         &self.born
     }

@@ -36,6 +36,8 @@ pub struct HttpState {
     pub store: Option<std::path::PathBuf>,
     /// Where snapshots are; a snapshot is served only from below it.
     pub snapshots_dir: std::path::PathBuf,
+    /// Where clips are; likewise.
+    pub clips_dir: std::path::PathBuf,
     /// Ends the live streams at shutdown.
     pub stop: tokio_util::sync::CancellationToken,
 }
@@ -64,6 +66,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/events", get(events))
         .route("/api/events/{id}", get(event))
         .route("/api/events/{id}/snapshot.jpg", get(snapshot))
+        .route("/api/events/{id}/clip", get(clip))
         .route("/api/{camera}/latest.jpg", get(latest))
         .route("/api/{camera}/live", get(live))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint (docs/api.md)") })
@@ -321,7 +324,13 @@ async fn events(
         Ok(f) => f,
         Err(r) => return r,
     };
-    match read_store(&st, move |p| store::query(p, &f)).await {
+    let clips = st.clips_dir.clone();
+    let read = move |p: &std::path::Path| {
+        let mut rows = store::query(p, &f)?;
+        rows.iter_mut().for_each(|r| mark_clip(&clips, r));
+        Ok(rows)
+    };
+    match read_store(&st, read).await {
         Ok(rows) => Json(Value::Array(rows)).into_response(),
         Err(r) => r,
     }
@@ -344,7 +353,15 @@ async fn event(State(st): State<HttpState>, Path(id): Path<String>) -> Response 
         );
     }
     let key = id.clone();
-    match read_store(&st, move |p| store::get(p, &key)).await {
+    let clips = st.clips_dir.clone();
+    let read = move |p: &std::path::Path| {
+        let mut row = store::get(p, &key)?;
+        if let Some(r) = row.as_mut() {
+            mark_clip(&clips, r);
+        }
+        Ok(row)
+    };
+    match read_store(&st, read).await {
         Ok(Some(row)) => Json(row).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no event `{id}`")),
         Err(r) => r,
@@ -380,6 +397,132 @@ async fn snapshot(State(st): State<HttpState>, Path(id): Path<String>) -> Respon
             StatusCode::NOT_FOUND,
             format!("event `{id}` has no snapshot (snapshots off, or past retention)"),
         ),
+    }
+}
+
+/// A stored track's clip file, when its name stays inside the clips folder.
+fn clip_file(dir: &std::path::Path, row: &Value) -> Option<std::path::PathBuf> {
+    let name = crate::edge::clips::clip_name(
+        row["camera"].as_str()?,
+        row["run"].as_str()?,
+        row["track_id"].as_u64()?,
+    );
+    store::snapshot_path(dir, &name)
+}
+
+/// `has_clip`: whether the track's clip is written (it is, once its track ended and `post_s`
+/// passed, on a camera with `[camera.clips]` and an H.264 / H.265 stream).
+fn mark_clip(dir: &std::path::Path, row: &mut Value) {
+    let has = clip_file(dir, row).is_some_and(|f| f.is_file());
+    row["has_clip"] = Value::Bool(has);
+}
+
+/// A `Range: bytes=...` header against a file of `len` bytes: the first and last byte, `None`
+/// for the whole file, `Err` when it cannot be met.
+fn byte_range(header: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(h) = header else { return Ok(None) };
+    let spec = h.trim().strip_prefix("bytes=").ok_or(())?;
+    // One range only; a list falls back to the whole file, as RFC 9110 allows.
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = (a.trim(), b.trim());
+    let (first, last) = if a.is_empty() {
+        let n: u64 = b.parse().map_err(|_| ())?;
+        if n == 0 {
+            return Err(());
+        }
+        (len.saturating_sub(n), len.saturating_sub(1))
+    } else {
+        let first: u64 = a.parse().map_err(|_| ())?;
+        let last = if b.is_empty() {
+            len.saturating_sub(1)
+        } else {
+            b.parse::<u64>().map_err(|_| ())?.min(len.saturating_sub(1))
+        };
+        (first, last)
+    };
+    if len == 0 || first > last || first >= len {
+        return Err(());
+    }
+    Ok(Some((first, last)))
+}
+
+/// `GET /api/events/<id>/clip`: the track's MP4, whole or by byte range (a browser's video
+/// element asks for ranges to seek).
+async fn clip(State(st): State<HttpState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if !event_id_ok(&id) {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no event `{}`", id.escape_debug()),
+        );
+    }
+    let key = id.clone();
+    let row = match read_store(&st, move |p| store::get(p, &key)).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no event `{id}`")),
+        Err(r) => return r,
+    };
+    let missing = || {
+        error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "event `{id}` has no clip (clips off for its camera, a stream that is not H.264 or \
+                 H.265, its track not ended yet, or past retention)"
+            ),
+        )
+    };
+    let Some(file) = clip_file(&st.clips_dir, &row) else {
+        return missing();
+    };
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<Result<_, u64>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&file)?;
+        let len = f.metadata()?.len();
+        let Ok(part) = byte_range(range.as_deref(), len) else {
+            return Ok(Err(len));
+        };
+        let (first, last) = part.unwrap_or((0, len.saturating_sub(1)));
+        f.seek(SeekFrom::Start(first))?;
+        let mut body = Vec::new();
+        f.take(last + 1 - first).read_to_end(&mut body)?;
+        Ok(Ok((part, len, body)))
+    })
+    .await;
+    match read {
+        Ok(Ok(Ok((part, len, body)))) => {
+            let mut resp = (
+                [
+                    (header::CONTENT_TYPE, "video/mp4"),
+                    (header::ACCEPT_RANGES, "bytes"),
+                ],
+                body,
+            )
+                .into_response();
+            if let Some((first, last)) = part {
+                *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+                if let Ok(v) = format!("bytes {first}-{last}/{len}").parse() {
+                    resp.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+            }
+            resp
+        }
+        Ok(Ok(Err(len))) => {
+            let mut resp = error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                format!("the Range header cannot be met by a clip of {len} bytes"),
+            );
+            if let Ok(v) = format!("bytes */{len}").parse() {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            resp
+        }
+        _ => missing(),
     }
 }
 
@@ -504,5 +647,27 @@ mod tests {
         );
         assert_eq!(parse_switch_body(Switch::Detect, b"maybe"), None);
         assert_eq!(parse_switch_body(Switch::Detect, br#"{"x": 1}"#), None);
+    }
+
+    #[test]
+    fn byte_ranges_as_rfc_9110_reads_them() {
+        assert_eq!(byte_range(None, 100), Ok(None));
+        assert_eq!(byte_range(Some("bytes=0-9"), 100), Ok(Some((0, 9))));
+        assert_eq!(byte_range(Some("bytes=90-"), 100), Ok(Some((90, 99))));
+        assert_eq!(byte_range(Some("bytes=-10"), 100), Ok(Some((90, 99))));
+        assert_eq!(byte_range(Some("bytes=-500"), 100), Ok(Some((0, 99))));
+        assert_eq!(byte_range(Some("bytes=50-500"), 100), Ok(Some((50, 99))));
+        assert_eq!(byte_range(Some("bytes=0-1,5-9"), 100), Ok(None));
+        for bad in [
+            "bytes=100-",
+            "bytes=9-1",
+            "bytes=-0",
+            "items=0-1",
+            "bytes=a-b",
+            "bytes=5",
+        ] {
+            assert_eq!(byte_range(Some(bad), 100), Err(()), "{bad}");
+        }
+        assert_eq!(byte_range(Some("bytes=0-"), 0), Err(()));
     }
 }

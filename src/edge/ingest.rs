@@ -99,6 +99,8 @@ pub struct SourceOptions {
     pub width: u32,
     pub height: u32,
     pub backoff: BackoffConfig,
+    /// `[camera.clips]`: the ring the stream's encoded frames go to.
+    pub clips: Option<Arc<crate::edge::clips::ClipRing>>,
 }
 
 /// The gst-launch description of a camera's pipeline; the source element is named `src` (its
@@ -280,6 +282,11 @@ fn run_once(
             el.set_property("max-threads", 1i32);
         }
     });
+    if let Some(clips) = &opts.clips {
+        // A new stream: the last one's recordings are written, its frames go.
+        clips.reset();
+        clips.attach(&pipeline);
+    }
     if let Some(el) = pipeline.by_name("src") {
         match src {
             SourceUri::File(p) => el.set_property("location", p.to_string_lossy().to_string()),
@@ -606,6 +613,7 @@ mod tests {
             width: 0,
             height: 0,
             backoff: BackoffConfig::default(),
+            clips: None,
         };
         assert_eq!(
             scrub.scrub("auth hunter2 failed for filepw"),

@@ -68,6 +68,8 @@ pub struct CameraMetrics {
     pub status_changed: AtomicBool,
     /// Snapshots not queued because the encoder was behind.
     pub snapshots_dropped: AtomicU64,
+    /// `[camera.clips]`: clips written, dropped, failed, and their CPU time.
+    pub clips: Arc<crate::edge::clips::ClipStats>,
     /// Track events held back by the camera's label filters.
     pub events_filtered: AtomicU64,
     /// Line crossings by (line, label, direction) since start.
@@ -362,6 +364,30 @@ impl Metrics {
             cam(&|c| l(&c.snapshots_dropped)),
         );
         metric(
+            "clips_written_total",
+            "counter",
+            "Event clips written ([camera.clips]).",
+            cam(&|c| l(&c.clips.written)),
+        );
+        metric(
+            "clips_dropped_total",
+            "counter",
+            "Event clips not written because the writer was behind.",
+            cam(&|c| l(&c.clips.dropped)),
+        );
+        metric(
+            "clips_failed_total",
+            "counter",
+            "Event clips that could not be written (the log says why).",
+            cam(&|c| l(&c.clips.failed)),
+        );
+        metric(
+            "clip_cpu_seconds_total",
+            "counter",
+            "Time spent on clips: keeping encoded frames and muxing them.",
+            cam(&|c| l(&c.clips.cpu_us) / 1e6),
+        );
+        metric(
             "detect",
             "gauge",
             "1 while detection is on (frames reach the engine), 0 while it is switched off.",
@@ -564,6 +590,7 @@ impl Metrics {
                     "line_crossings": c.line_crossings_json(),
                     "events_filtered": c.events_filtered.load(Relaxed),
                     "snapshots_dropped": c.snapshots_dropped.load(Relaxed),
+                    "clips_written": c.clips.written.load(Relaxed),
                     "detect": c.detect.load(Relaxed),
                     "frames_skipped": c.frames_skipped.load(Relaxed),
                 }),

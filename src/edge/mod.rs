@@ -1,6 +1,7 @@
 //! The edge daemon (`inspro run`): GStreamer ingest, an engine thread per camera, tracks, MQTT
 //! publishing with a spool, sd_notify and Prometheus metrics. docs/edge.md describes it.
 
+pub mod clips;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -1,5 +1,6 @@
 //! The event store: every track the daemon published, in an embedded SQLite database (WAL) with
-//! retention by age and by size (`[store]`), snapshots beside it under the same retention.
+//! retention by age and by size (`[store]`), snapshots and clips beside it under the same
+//! retention.
 //!
 //! The engine threads hand it their `new` / `update` / `end` events (the JSON they publish); a
 //! writer thread applies them in transactions. A `new` is committed before it is handed to MQTT
@@ -33,6 +34,8 @@ pub struct Retention {
     pub max_bytes: u64,
     /// Where snapshots are (files named in the `snapshot` column are relative to it).
     pub snapshots_dir: PathBuf,
+    /// Where clips are (`clips::clip_name` of a row's camera, run and track id).
+    pub clips_dir: PathBuf,
 }
 
 const SCHEMA: &str = "
@@ -245,16 +248,34 @@ fn snapshot_name(v: &Value) -> String {
     )
 }
 
+/// A deleted track's files: its snapshot and its clip, relative to their folders.
+struct Files {
+    snapshot: Option<String>,
+    clip: String,
+}
+
+fn files_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<Files> {
+    Ok(Files {
+        snapshot: row.get("snapshot")?,
+        clip: crate::edge::clips::clip_name(
+            &row.get::<_, String>("camera")?,
+            &row.get::<_, String>("run")?,
+            row.get::<_, i64>("track_id")?.max(0) as u64,
+        ),
+    })
+}
+
 /// Delete tracks older than `max_age`, then the oldest until the file is within `max_bytes`;
-/// their snapshots go with them.
+/// their snapshots and clips go with them.
 fn retain(conn: &Connection, r: &Retention) -> rusqlite::Result<()> {
     let now = crate::edge::events::unix_now();
     let cutoff = now - r.max_age.as_secs_f64();
-    let mut gone: Vec<String> = Vec::new();
+    let mut gone: Vec<Files> = Vec::new();
     {
-        let mut st = conn.prepare("SELECT snapshot FROM tracks WHERE start_time < ?1")?;
-        let rows = st.query_map([cutoff], |row| row.get::<_, Option<String>>(0))?;
-        gone.extend(rows.flatten().flatten());
+        let mut st = conn
+            .prepare("SELECT snapshot, camera, run, track_id FROM tracks WHERE start_time < ?1")?;
+        let rows = st.query_map([cutoff], files_of)?;
+        gone.extend(rows.flatten());
     }
     conn.execute("DELETE FROM tracks WHERE start_time < ?1", [cutoff])?;
     let size = |c: &Connection| -> rusqlite::Result<u64> {
@@ -271,10 +292,11 @@ fn retain(conn: &Connection, r: &Retention) -> rusqlite::Result<()> {
         }
         let k = (n / 10).max(1);
         {
-            let mut st =
-                conn.prepare("SELECT snapshot FROM tracks ORDER BY start_time LIMIT ?1")?;
-            let rows = st.query_map([k], |row| row.get::<_, Option<String>>(0))?;
-            gone.extend(rows.flatten().flatten());
+            let mut st = conn.prepare(
+                "SELECT snapshot, camera, run, track_id FROM tracks ORDER BY start_time LIMIT ?1",
+            )?;
+            let rows = st.query_map([k], files_of)?;
+            gone.extend(rows.flatten());
         }
         conn.execute(
             "DELETE FROM tracks WHERE event_id IN \
@@ -283,8 +305,12 @@ fn retain(conn: &Connection, r: &Retention) -> rusqlite::Result<()> {
         )?;
         conn.execute_batch("VACUUM")?;
     }
-    for name in gone {
-        if let Some(p) = snapshot_path(&r.snapshots_dir, &name) {
+    for f in gone {
+        let snapshot = f
+            .snapshot
+            .and_then(|name| snapshot_path(&r.snapshots_dir, &name));
+        let clip = snapshot_path(&r.clips_dir, &f.clip);
+        for p in snapshot.into_iter().chain(clip) {
             let _ = std::fs::remove_file(p);
         }
     }
@@ -386,6 +412,46 @@ mod tests {
     }
 
     #[test]
+    fn retention_removes_old_tracks_with_their_snapshots_and_clips() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("events.db");
+        let retention = Retention {
+            max_age: Duration::from_secs(3600),
+            max_bytes: 1 << 30,
+            snapshots_dir: dir.path().join("snapshots"),
+            clips_dir: dir.path().join("clips"),
+        };
+        let (store, worker) = Store::open(&db, retention.clone()).unwrap();
+        let files = |id: u64| {
+            [
+                retention
+                    .snapshots_dir
+                    .join(format!("door/r1-{id}-person.jpg")),
+                retention
+                    .clips_dir
+                    .join(crate::edge::clips::clip_name("door", "r1", id)),
+            ]
+        };
+        for f in files(1).iter().chain(&files(2)) {
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, b"x").unwrap();
+        }
+        let now = crate::edge::events::unix_now();
+        // Track 1 started two hours ago, track 2 now (the writer may apply retention itself).
+        store.record(
+            vec![ev("new", 1, now - 7200.0, &[]), ev("new", 2, now, &[])],
+            true,
+        );
+        retain(&Connection::open(&db).unwrap(), &retention).unwrap();
+        assert!(files(1).iter().all(|f| !f.exists()), "track 1's files stay");
+        assert!(files(2).iter().all(|f| f.exists()), "track 2's files went");
+        assert!(get(&db, "r1-door-1").unwrap().is_none());
+        assert!(get(&db, "r1-door-2").unwrap().is_some());
+        drop(store);
+        worker.join().unwrap();
+    }
+
+    #[test]
     fn records_filters_and_keeps_out_of_the_snapshot_folder() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("events.db");
@@ -393,6 +459,7 @@ mod tests {
             max_age: Duration::from_secs(3600),
             max_bytes: 1 << 30,
             snapshots_dir: dir.path().join("snapshots"),
+            clips_dir: dir.path().join("clips"),
         };
         let (store, worker) = Store::open(&db, retention).unwrap();
         let now = crate::edge::events::unix_now();

@@ -17,10 +17,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub use schema::{
-    BackoffConfig, CameraConfig, EdgeConfig, EngineKind, EngineSection, HttpConfig, MaskFormat,
-    MaskRegion, ModelSection, MqttConfig, Pace, PublishConfig, QosConfig, RtspTransport,
-    ServiceConfig, SnapshotConfig, StoreConfig, TlsConfig, MAX_DURATION_S, MAX_SHUTDOWN_S,
-    MAX_SIDE,
+    BackoffConfig, CameraConfig, ClipConfig, EdgeConfig, EngineKind, EngineSection, HttpConfig,
+    MaskFormat, MaskRegion, ModelSection, MqttConfig, Pace, PublishConfig, QosConfig,
+    RtspTransport, ServiceConfig, SnapshotConfig, StoreConfig, TlsConfig, MAX_DURATION_S,
+    MAX_SHUTDOWN_S, MAX_SIDE,
 };
 pub use secrets::{camera_password, http_token, mqtt_password, Secret};
 pub use sources::{BrokerAddr, RtspUrl, SourceUri, TestSource, VIDEOTESTSRC_PATTERNS};

@@ -230,6 +230,34 @@ pub struct CameraConfig {
     pub tracking: TrackingOverride,
     /// `[camera.snapshots]`: a JPEG of each track's best frame.
     pub snapshots: SnapshotConfig,
+    /// `[camera.clips]`: each track's clip, cut from the camera's encoded stream.
+    pub clips: ClipConfig,
+}
+
+/// Event clips: per track an MP4 from `pre_s` before its birth to `post_s` after its end, cut
+/// from the camera's H.264 / H.265 stream without re-encoding, under
+/// `<spool_dir>/clips/<camera>/`, kept as long as the track is in the event store.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClipConfig {
+    pub enabled: bool,
+    /// Seconds before the track's birth (back to the keyframe at or before it).
+    pub pre_s: f64,
+    /// Seconds after its end.
+    pub post_s: f64,
+    /// A clip ends this long after it began even if its track goes on.
+    pub max_s: f64,
+}
+
+impl Default for ClipConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            pre_s: 3.0,
+            post_s: 2.0,
+            max_s: 120.0,
+        }
+    }
 }
 
 /// Snapshots, Frigate's way: per track the frame with the highest score (the larger box on a
@@ -333,6 +361,7 @@ impl Default for CameraConfig {
             filters: BTreeMap::new(),
             tracking: TrackingOverride::default(),
             snapshots: SnapshotConfig::default(),
+            clips: ClipConfig::default(),
         }
     }
 }

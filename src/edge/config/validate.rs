@@ -128,6 +128,15 @@ impl EdgeConfig {
             1 << 20,
             1 << 40,
         ));
+        // Clips live as long as their tracks in the store: without it nothing would remove them.
+        for (i, c) in self.cameras.iter().enumerate() {
+            if c.clips.enabled && !self.store.enabled {
+                out.fail(
+                    format!("camera[{i}].clips.enabled"),
+                    "clips need the event store ([store] enabled = true), which keeps and removes them",
+                );
+            }
+        }
         out.0
     }
 }
@@ -262,6 +271,10 @@ fn validate_camera(
         0.0,
         2.0,
     ));
+    let clips = &c.clips;
+    out.check(within(&f("clips.pre_s"), clips.pre_s, 0.0, 60.0));
+    out.check(within(&f("clips.post_s"), clips.post_s, 0.0, 60.0));
+    out.check(positive_upto(&f("clips.max_s"), clips.max_s, 3600.0));
     out.check(
         c.rules()
             .validate()

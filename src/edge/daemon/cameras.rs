@@ -92,6 +92,7 @@ impl CameraSet {
             }
         };
         // The camera's own size unless the config scales it: events are in the camera's pixels.
+        let (clips, clip_writer) = self.start_clips(cam_cfg, &cam)?;
         let queue = Arc::new(FrameQueue::new(cam_cfg.queue));
         cam.queue_capacity.store(cam_cfg.queue as u64, Relaxed);
         let src = spawn_source(
@@ -101,6 +102,7 @@ impl CameraSet {
                 width: cam_cfg.width,
                 height: cam_cfg.height,
                 backoff: sh.cfg.mqtt.backoff.clone(),
+                clips: clips.clone(),
             },
             queue.clone(),
             cam.clone(),
@@ -147,6 +149,7 @@ impl CameraSet {
                 }
             },
             class_names: sh.class_names.clone(),
+            clips,
             events_topic: crate::edge::topics::Topics::new(sh.cfg.mqtt.topic_prefix.as_str())
                 .camera(&cam_cfg.name)
                 .events(),
@@ -171,10 +174,41 @@ impl CameraSet {
             Running {
                 token,
                 stop_reason,
-                threads: vec![src, engine],
+                // The clip writer last: it ends once the source and engine threads let go.
+                threads: [Some(src), Some(engine), clip_writer]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
             },
         );
         Ok(())
+    }
+
+    /// The camera's clip ring and writer, when `[camera.clips]` is enabled.
+    #[allow(clippy::type_complexity)]
+    fn start_clips(
+        &self,
+        cam_cfg: &CameraConfig,
+        cam: &Arc<CameraMetrics>,
+    ) -> Result<
+        (
+            Option<Arc<crate::edge::clips::ClipRing>>,
+            Option<std::thread::JoinHandle<()>>,
+        ),
+        DaemonError,
+    > {
+        if !cam_cfg.clips.enabled {
+            return Ok((None, None));
+        }
+        let dir = self.shared.cfg.service.spool_path().join("clips");
+        let (ring, worker) = crate::edge::clips::ClipRing::start(
+            cam_cfg.clips,
+            &dir,
+            &cam_cfg.name,
+            cam.clips.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("clips of camera {}: {}: {e}", cam_cfg.name, dir.display()))?;
+        Ok((Some(ring), Some(worker)))
     }
 
     /// The camera's snapshot worker, when `[camera.snapshots]` is enabled.

@@ -273,6 +273,7 @@ async fn serve_http(
         token: token.map(|(t, _)| t),
         store,
         snapshots_dir: cfg.service.spool_path().join("snapshots"),
+        clips_dir: cfg.service.spool_path().join("clips"),
         stop: root.clone(),
     };
     tracker.spawn(crate::edge::http::serve(listener, state, root.clone()));

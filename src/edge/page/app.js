@@ -93,6 +93,8 @@ async function refreshEvents() {
     tr.addEventListener("click", () => showDetail(r.id));
     return tr;
   }));
+  // The open detail follows its track (its end, then its clip).
+  if (selected && !document.getElementById("detail").hidden) showDetail(selected);
 }
 
 async function showDetail(id) {
@@ -101,7 +103,21 @@ async function showDetail(id) {
   try { r = await api("/api/events/" + encodeURIComponent(id)); } catch (e) { return; }
   document.getElementById("detail").hidden = false;
   document.getElementById("detail-title").textContent = r.camera + " · " + r.label + " #" + r.track_id;
-  document.querySelector("#detail img.snapshot").src = withToken("/api/events/" + encodeURIComponent(id) + "/snapshot.jpg");
+  const base = "/api/events/" + encodeURIComponent(id);
+  const img = document.querySelector("#detail img.snapshot");
+  if (img.dataset.id !== id) {
+    img.dataset.id = id;
+    // A track born a moment ago may not have its snapshot on disk yet: one more try.
+    img.onerror = () => { img.onerror = null; setTimeout(() => { if (selected === id) img.src = withToken(base + "/snapshot.jpg?retry=1"); }, 1500); };
+    img.src = withToken(base + "/snapshot.jpg");
+  }
+  // The clip, once its track ended and it is written.
+  const video = document.querySelector("#detail video.clip");
+  video.hidden = !r.has_clip;
+  if (r.has_clip) {
+    const src = withToken(base + "/clip");
+    if (video.dataset.src !== src) { video.dataset.src = src; video.src = src; }
+  } else if (video.dataset.src) { video.removeAttribute("src"); delete video.dataset.src; video.load(); }
   const facts = [["id", r.id], ["score", r.score.toFixed(3) + " (top " + r.top_score.toFixed(3) + ")"],
     ["zones", (r.zones || []).join(", ") || "none"], ["start", time(r.start_time)],
     ["end", r.end_time ? time(r.end_time) + " (" + r.end_reason + ")" : "live"]];
