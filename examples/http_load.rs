@@ -108,6 +108,14 @@ fn main() {
     let mut buf = Vec::new();
     let mut i = 0usize;
     while t0.elapsed().as_secs_f64() < seconds {
+        if rps <= 0.0 {
+            // Viewers only: watch that the daemon is still there, once a second.
+            std::thread::sleep(Duration::from_secs(1));
+            if TcpStream::connect(("127.0.0.1", port)).is_err() {
+                break;
+            }
+            continue;
+        }
         if request(port, paths[i % paths.len()], &mut buf) {
             ok += 1;
             misses = 0;
@@ -116,6 +124,7 @@ fn main() {
             misses += 1;
             // The daemon is gone (its stream ended): stop with it.
             if misses >= 20 {
+                errors -= u64::from(misses);
                 break;
             }
         }

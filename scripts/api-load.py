@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
 """What the HTTP API and the page cost the engine: the daemon's engine frames/s on one camera with
 no viewer, and with 10 live viewers (MJPEG) plus 100 API requests a second, in one run of this
-script (alternating, `--rounds` each), on loopback only.
+script (alternating, `--rounds` each), on loopback only. The load comes from a small Rust client
+(examples/http_load.rs), and the daemon's CPU time is read per thread (/proc/<pid>/task), so the
+server's own share (its IO threads and the live encoder) is seen apart from the engine's.
+
+With `--clips` it measures event clips instead: the same clip with `[camera.clips]` off and on,
+the daemon's CPU seconds per frame either way and those of its clip writer thread.
 
 The camera is a synthetic clip read under `pace = "block"`, so its frames/s is the engine's
 throughput; each daemon run logs it at the end of the stream ("end of stream ... fps=").
@@ -9,6 +14,7 @@ throughput; each daemon run logs it at the end of the stream ("end of stream ...
   cargo build --release --features edge --example http_load
   .venv/bin/python scripts/api-load.py [--bin target/release/inspro] [--frames 300]
       [--size 320x192] [--viewers 10] [--rps 100] [--rounds 2]
+  .venv/bin/python scripts/api-load.py --clips --camera-size 1280x720 [--frames 300]
 
 Benchmarks want a quiet machine (no build, no training beside them): the numbers go in
 docs/perf.md with the machine, the date and the load average.
@@ -18,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -66,19 +73,25 @@ def thread_cpu(pid):
 
 
 def group(comm):
-    """infer: the engine thread and ONNX Runtime's pool; http: the IO runtime and its blocking
-    threads (axum, SQLite reads); live: the MJPEG encoder; the rest: GStreamer, MQTT, store."""
+    """infer: the engine thread and ONNX Runtime's pool; http: the HTTP server's thread and its
+    blocking threads (axum, SQLite reads); live: the MJPEG encoder; io: the IO runtime (MQTT,
+    signals); the rest: GStreamer, the store's writer."""
     if comm.startswith("infer-") or comm in ("inspro",):
         return "infer"
-    if comm.startswith("inspro-io") or comm.startswith("tokio"):
+    if comm.startswith("http"):
         return "http"
+    if comm.startswith("inspro-io") or comm.startswith("tokio"):
+        return "io"
     if comm.startswith("live-"):
         return "live"
+    if comm.startswith("clip-"):
+        return "clip"
     return "other"
 
 
-def run(args, work, clip, broker_port, loaded):
+def run(args, work, clip, broker_port, loaded, clips=False):
     port = free_port()
+    shutil.rmtree(os.path.join(work, "spool"), ignore_errors=True)
     w, h = args.size.split("x")
     cfg = os.path.join(work, "edge.toml")
     with open(cfg, "w") as f:
@@ -91,6 +104,7 @@ uri = "file://{clip}"
 width = {w}
 height = {h}
 pace = "block"
+{"[camera.clips]" + chr(10) + "enabled = true" if clips else ""}
 
 [tracking]
 birth_score = 0.15
@@ -107,6 +121,7 @@ spool_dir = "{work}/spool"
 
 [http]
 listen = "127.0.0.1:{port}"
+nice = {args.http_nice}
 """)
     log = os.path.join(work, "daemon.log")
     env = dict(os.environ, RUST_LOG="info")
@@ -135,7 +150,32 @@ listen = "127.0.0.1:{port}"
     m = re.search(r'end of stream frames=(\d+) fps="([\d.]+)"', text)
     if not m:
         sys.exit(f"no 'end of stream' line in {log}:\n{text[-2000:]}")
+    c = re.search(r'clip writer ended .*clips=(\d+) bytes=(\d+) cpu_ms="([\d.]+)"', text)
+    counts["clips"] = (int(c.group(1)), int(c.group(2)), float(c.group(3))) if c else (0, 0, 0.0)
     return float(m.group(2)), counts, took
+
+
+def clip_rounds(args, work, clip, broker_port):
+    """`[camera.clips]` off and on, alternating: CPU ms per frame of the whole daemon, and the
+    time the daemon itself counts on clips (the probe's pushes and the muxing)."""
+    rows = {False: [], True: []}
+    for r in range(args.rounds):
+        for on in (False, True):
+            fps, counts, took = run(args, work, clip, broker_port, False, clips=on)
+            cpu = counts["daemon_cpu"]
+            per_frame = sum(cpu.values()) / args.frames * 1e3
+            n, size, clip_ms = counts["clips"]
+            rows[on].append((fps, per_frame, clip_ms / args.frames))
+            print(f"round {r + 1}: clips {'on ' if on else 'off'} {fps:.1f} fps, daemon CPU "
+                  f"{per_frame:.2f} ms/frame; clips: {n} written, {size / 1e6:.2f} MB, "
+                  f"{clip_ms:.1f} ms of CPU (probe and muxing) = {clip_ms / args.frames:.3f} "
+                  f"ms/frame", flush=True)
+    med = lambda on, i: statistics.median(x[i] for x in rows[on])
+    print(json.dumps({"fps_off": med(False, 0), "fps_on": med(True, 0),
+                      "cpu_ms_per_frame_off": med(False, 1), "cpu_ms_per_frame_on": med(True, 1),
+                      "clip_ms_per_frame": med(True, 2),
+                      "camera_size": args.camera_size, "size": args.size, "frames": args.frames,
+                      "load_avg": os.getloadavg()[0]}))
 
 
 def main():
@@ -146,13 +186,20 @@ def main():
     ap.add_argument("--viewers", type=int, default=10)
     ap.add_argument("--rps", type=float, default=100)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--http-nice", type=int, default=10,
+                    help="[http] nice: the server's and live encoders' nice value (0: the engine's)")
+    ap.add_argument("--clips", action="store_true",
+                    help="measure event clips (off against on) instead of the HTTP load")
+    ap.add_argument("--camera-size", default=None,
+                    help="the synthetic camera's own size (default: --size); the engine gets --size")
     ap.add_argument("--client", default=os.path.join(HERE, "target/release/examples/http_load"),
                     help="the load client (cargo build --release --example http_load)")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="inspro-api-load-")
     clip = os.path.join(work, "clip.mkv")
+    args.camera_size = args.camera_size or args.size
     subprocess.run([args.bin, "synth", "--clip", clip, "--frames", str(args.frames), "--size",
-                    args.size, "--seed", "4711"], check=True, stdout=subprocess.DEVNULL,
+                    args.camera_size, "--seed", "4711"], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     broker_port = free_port()
     conf = os.path.join(work, "mosquitto.conf")
@@ -163,6 +210,12 @@ def main():
     broker = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     wait_port(broker_port)
+    if args.clips:
+        try:
+            clip_rounds(args, work, clip, broker_port)
+        finally:
+            broker.terminate()
+        return 0
     base, loaded, costs = [], [], []
     try:
         for r in range(args.rounds):
@@ -184,7 +237,7 @@ def main():
     b, l = statistics.median(base), statistics.median(loaded)
     print(json.dumps({"engine_fps_none": b, "engine_fps_loaded": l, "kept": l / b,
                       "http_and_live_cpu_per_engine_cpu": statistics.median(costs),
-                      "viewers": args.viewers, "rps": args.rps, "frames": args.frames,
+                      "viewers": args.viewers, "rps": args.rps, "http_nice": args.http_nice, "frames": args.frames,
                       "size": args.size, "load_avg": os.getloadavg()[0]}))
 
 

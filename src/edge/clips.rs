@@ -353,6 +353,14 @@ fn writer(rx: Receiver<Job>, stats: Arc<ClipStats>, camera: &str) {
             .cpu_us
             .fetch_add(t0.elapsed().as_micros() as u64, Relaxed);
     }
+    // What clips cost this camera (`scripts/api-load.py --clips` reads it).
+    tracing::info!(
+        camera,
+        clips = stats.written.load(Relaxed),
+        bytes = stats.bytes.load(Relaxed),
+        cpu_ms = format!("{:.1}", stats.cpu_us.load(Relaxed) as f64 / 1e3),
+        "clip writer ended"
+    );
 }
 
 /// The clip's presentation and decode times, from its first decode time on. Demuxers of

@@ -545,6 +545,8 @@ impl EngineThread {
             events_ms = format!("{:.3}", per(&self.cam.encode_us)),
             queue_wait_ms = format!("{:.3}", per(&self.cam.wait_us)),
             dropped = self.cam.frames_dropped.load(Relaxed),
+            clips = self.cam.clips.written.load(Relaxed),
+            clip_cpu_ms = format!("{:.1}", self.cam.clips.cpu_us.load(Relaxed) as f64 / 1e3),
             "end of stream"
         );
     }

@@ -88,6 +88,59 @@ async fn page(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
+/// Lower the calling thread's priority to `nice` (Linux: nice values are per thread, and threads
+/// it starts inherit it). 0 leaves it; a failure is logged once and changes nothing.
+pub fn yield_to_engine(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: setpriority(2) on this thread's own id; no memory is passed.
+    let rc = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+    };
+    if rc != 0 {
+        tracing::warn!(nice, error = %std::io::Error::last_os_error(), "cannot lower the thread's priority");
+    }
+}
+
+/// Serve on a thread of its own at `nice` (its own runtime: its IO, its blocking reads and its
+/// live streams all run at that priority) until `stop` is cancelled; the returned receiver
+/// completes when it has stopped.
+pub fn spawn(
+    listener: std::net::TcpListener,
+    state: HttpState,
+    stop: tokio_util::sync::CancellationToken,
+    nice: i32,
+) -> std::io::Result<oneshot::Receiver<()>> {
+    let (done, stopped) = oneshot::channel();
+    listener.set_nonblocking(true)?;
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            yield_to_engine(nice);
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .thread_name("http-blocking")
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "the HTTP server cannot start its runtime");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => serve(l, state, stop).await,
+                    Err(e) => tracing::error!(error = %e, "the HTTP server cannot listen"),
+                }
+            });
+            let _ = done.send(());
+        })?;
+    Ok(stopped)
+}
+
 /// Serve until `stop` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -289,31 +342,27 @@ fn filter_of(q: &std::collections::HashMap<String, String>) -> Result<Filter, Re
     })
 }
 
-/// Run a store read off the async threads.
-async fn read_store<T: Send + 'static>(
+/// Run a store read, here: the server has a thread of its own ([`spawn`]), a read is a query on
+/// the thread's cached connection (WAL: readers never wait for the writer), and handing it to a
+/// blocking thread cost more than the query (docs/perf.md, "The page and the API against the
+/// engine").
+async fn read_store<T>(
     st: &HttpState,
-    f: impl FnOnce(&std::path::Path) -> Result<T, StoreError> + Send + 'static,
+    f: impl FnOnce(&std::path::Path) -> Result<T, StoreError>,
 ) -> Result<T, Response> {
-    let Some(path) = st.store.clone() else {
+    let Some(path) = st.store.as_deref() else {
         return Err(error(
             StatusCode::NOT_FOUND,
             "the event store is off ([store] enabled = false)",
         ));
     };
-    match tokio::task::spawn_blocking(move || f(&path)).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "event store read failed");
-            Err(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the event store cannot be read",
-            ))
-        }
-        Err(_) => Err(error(
+    f(path).map_err(|e| {
+        tracing::warn!(error = %e, "event store read failed");
+        error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "store read failed",
-        )),
-    }
+            "the event store cannot be read",
+        )
+    })
 }
 
 async fn events(

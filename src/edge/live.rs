@@ -101,10 +101,17 @@ impl LiveSender {
 }
 
 /// Start camera `name`'s encoder thread; it ends when the sender is dropped.
-pub fn start(name: &str, view: Arc<LiveView>, quality: u8) -> std::io::Result<LiveSender> {
+/// It runs at `nice` (`[http] nice`), as the server does.
+pub fn start(
+    name: &str,
+    view: Arc<LiveView>,
+    quality: u8,
+    nice: i32,
+) -> std::io::Result<LiveSender> {
     let (tx, rx) = mpsc::sync_channel::<Drawn>(1);
     let thread: String = format!("live-{name}").chars().take(15).collect();
     std::thread::Builder::new().name(thread).spawn(move || {
+        crate::edge::http::yield_to_engine(nice);
         let last_error = Mutex::new(None::<String>);
         for d in rx {
             let mut jpeg = Vec::new();

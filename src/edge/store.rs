@@ -349,6 +349,33 @@ fn read_only(path: &Path) -> Result<Connection, StoreError> {
     Ok(c)
 }
 
+thread_local! {
+    /// The API's read connection of this (blocking) thread: opening one per request costs more
+    /// than the query it serves.
+    static READER: std::cell::RefCell<Option<(PathBuf, Connection)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Run `f` on this thread's read connection to `path` (opened on first use; dropped after an
+/// error, so the next request opens it afresh).
+fn with_reader<T>(
+    path: &Path,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> Result<T, StoreError> {
+    READER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let conn = match slot.take() {
+            Some((p, c)) if p == path => c,
+            _ => read_only(path)?,
+        };
+        let out = f(&conn);
+        if out.is_ok() {
+            *slot = Some((path.to_path_buf(), conn));
+        }
+        out.map_err(sqlite(path))
+    })
+}
+
 fn row_json(row: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
     let zones: String = row.get("zones")?;
     let bx: Option<String> = row.get("box")?;
@@ -371,33 +398,28 @@ fn row_json(row: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
 
 /// The tracks matching `f`, newest first.
 pub fn query(path: &Path, f: &Filter) -> Result<Vec<Value>, StoreError> {
-    let c = read_only(path)?;
     let sql =
         "SELECT * FROM tracks WHERE (?1 IS NULL OR camera = ?1) AND (?2 IS NULL OR label = ?2) \
                AND (?3 IS NULL OR EXISTS (SELECT 1 FROM json_each(tracks.zones) WHERE value = ?3)) \
                AND (?4 IS NULL OR start_time >= ?4) AND (?5 IS NULL OR start_time < ?5) \
                ORDER BY start_time DESC, event_id LIMIT ?6";
-    let mut st = c.prepare(sql).map_err(sqlite(path))?;
-    let rows = st
-        .query_map(
+    with_reader(path, |c| {
+        let mut st = c.prepare_cached(sql)?;
+        let rows = st.query_map(
             params![f.camera, f.label, f.zone, f.after, f.before, f.limit],
             row_json,
-        )
-        .map_err(sqlite(path))?;
-    rows.collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(sqlite(path))
+        )?;
+        rows.collect()
+    })
 }
 
 /// One track by its `event_id`.
 pub fn get(path: &Path, event_id: &str) -> Result<Option<Value>, StoreError> {
-    let c = read_only(path)?;
-    c.query_row(
-        "SELECT * FROM tracks WHERE event_id = ?1",
-        [event_id],
-        row_json,
-    )
-    .optional()
-    .map_err(sqlite(path))
+    with_reader(path, |c| {
+        c.prepare_cached("SELECT * FROM tracks WHERE event_id = ?1")?
+            .query_row([event_id], row_json)
+            .optional()
+    })
 }
 
 #[cfg(test)]

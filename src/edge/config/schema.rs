@@ -61,7 +61,7 @@ impl EdgeConfig {
 }
 
 /// `[http]`: the daemon's HTTP server (`/metrics` and the JSON API).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// `host:port`; empty: `service.metrics_listen` (default `127.0.0.1:9464`). Beyond loopback
@@ -71,6 +71,20 @@ pub struct HttpConfig {
     /// `token_file`, env `INSPRO_HTTP_TOKEN`, or the systemd credential `http-token`.
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// The nice value of the server's threads and the live views' encoders (0-19; 0: the
+    /// engine's own priority): the page yields to the engine when the cores are busy.
+    pub nice: i32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            token: None,
+            token_file: None,
+            nice: 10,
+        }
+    }
 }
 
 impl EdgeConfig {

@@ -512,6 +512,9 @@ fn validate_http(h: &super::HttpConfig, out: &mut Findings) {
     if h.token.as_deref().is_some_and(str::is_empty) {
         out.fail("http.token", "empty");
     }
+    if !(0..=19).contains(&h.nice) {
+        out.fail("http.nice", format!("{} is not within 0..=19", h.nice));
+    }
 }
 
 /// A topic prefix: non-empty, no wildcard, no leading or trailing `/`.

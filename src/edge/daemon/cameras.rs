@@ -141,7 +141,12 @@ impl CameraSet {
             topic_prefix: sh.cfg.mqtt.topic_prefix.clone(),
             counts: Default::default(),
             store: sh.store.clone(),
-            live: match crate::edge::live::start(&cam_cfg.name, cam.live.clone(), 80) {
+            live: match crate::edge::live::start(
+                &cam_cfg.name,
+                cam.live.clone(),
+                80,
+                sh.cfg.http.nice,
+            ) {
                 Ok(l) => Some(l),
                 Err(e) => {
                     tracing::warn!(camera = %cam_cfg.name, error = %e, "no live view: cannot start its encoder");

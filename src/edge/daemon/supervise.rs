@@ -259,8 +259,7 @@ async fn serve_http(
         return Ok(());
     }
     let token = config::http_token(&cfg.http, &config::process_env())?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
+    let listener = std::net::TcpListener::bind(listen)
         .map_err(|e| anyhow::anyhow!("http.listen {listen}: {e}"))?;
     tracing::info!(
         addr = %listen,
@@ -276,7 +275,11 @@ async fn serve_http(
         clips_dir: cfg.service.spool_path().join("clips"),
         stop: root.clone(),
     };
-    tracker.spawn(crate::edge::http::serve(listener, state, root.clone()));
+    let stopped = crate::edge::http::spawn(listener, state, root.clone(), cfg.http.nice)
+        .map_err(|e| anyhow::anyhow!("HTTP server thread: {e}"))?;
+    tracker.spawn(async move {
+        let _ = stopped.await;
+    });
     Ok(())
 }
 
