@@ -115,9 +115,20 @@ fn int8_engines_run_in_onnxruntime_and_keep_the_detections() {
         assert!(n > 0, "the float engine finds objects on the clip");
         let mean_box_err = box_err / n as f32;
         eprintln!("{scheme}: {n} confident slot-frames, mean box error {mean_box_err:.2} px, worst score change {score_err:.3}");
+        // ONNX Runtime runs the TensorRT graph's signed activations through its x86 u8s8 kernels;
+        // without VNNI (AVX2 only) those add pairs in 16 bits, which can saturate (ONNX Runtime's
+        // quantization guide), so on such a CPU its boxes move more than they do on TensorRT
+        // (measured: 6.1 px on an AVX2 AMD EPYC, under 4 on AVX-512 VNNI Xeons). The CPU scheme is
+        // the one CPUs run: 4 px everywhere.
+        let vnni = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains("vnni"));
+        let bound = if scheme == Scheme::Tensorrt && !vnni {
+            8.0
+        } else {
+            4.0
+        };
         assert!(
-            mean_box_err < 4.0,
-            "{scheme}: mean box error {mean_box_err} px"
+            mean_box_err < bound,
+            "{scheme}: mean box error {mean_box_err} px (bound {bound}; VNNI: {vnni})"
         );
         assert!(score_err < 0.25, "{scheme}: a score moved by {score_err}");
     }
