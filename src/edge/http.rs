@@ -395,39 +395,36 @@ fn event_id_ok(id: &str) -> bool {
 }
 
 async fn event(State(st): State<HttpState>, Path(id): Path<String>) -> Response {
-    if !event_id_ok(&id) {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no event `{}`", id.escape_debug()),
-        );
-    }
-    let key = id.clone();
-    let clips = st.clips_dir.clone();
-    let read = move |p: &std::path::Path| {
-        let mut row = store::get(p, &key)?;
-        if let Some(r) = row.as_mut() {
-            mark_clip(&clips, r);
+    match stored_event(&st, &id).await {
+        Ok(mut row) => {
+            mark_clip(&st.clips_dir, &mut row);
+            Json(row).into_response()
         }
-        Ok(row)
-    };
-    match read_store(&st, read).await {
-        Ok(Some(row)) => Json(row).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no event `{id}`")),
         Err(r) => r,
     }
 }
 
-async fn snapshot(State(st): State<HttpState>, Path(id): Path<String>) -> Response {
-    if !event_id_ok(&id) {
-        return error(
+/// The stored track `id` (an `event_id`), or the answer to give: 404 for an id the daemon
+/// never makes or does not have.
+async fn stored_event(st: &HttpState, id: &str) -> Result<Value, Response> {
+    let missing = || {
+        error(
             StatusCode::NOT_FOUND,
             format!("no event `{}`", id.escape_debug()),
-        );
+        )
+    };
+    if !event_id_ok(id) {
+        return Err(missing());
     }
-    let key = id.clone();
-    let row = match read_store(&st, move |p| store::get(p, &key)).await {
-        Ok(Some(row)) => row,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no event `{id}`")),
+    match read_store(st, |p| store::get(p, id)).await? {
+        Some(row) => Ok(row),
+        None => Err(missing()),
+    }
+}
+
+async fn snapshot(State(st): State<HttpState>, Path(id): Path<String>) -> Response {
+    let row = match stored_event(&st, &id).await {
+        Ok(row) => row,
         Err(r) => return r,
     };
     // The stored name is checked again: a path that would leave the folder is never read.
@@ -501,16 +498,8 @@ fn byte_range(header: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, ()> 
 /// `GET /api/events/<id>/clip`: the track's MP4, whole or by byte range (a browser's video
 /// element asks for ranges to seek).
 async fn clip(State(st): State<HttpState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    if !event_id_ok(&id) {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no event `{}`", id.escape_debug()),
-        );
-    }
-    let key = id.clone();
-    let row = match read_store(&st, move |p| store::get(p, &key)).await {
-        Ok(Some(row)) => row,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no event `{id}`")),
+    let row = match stored_event(&st, &id).await {
+        Ok(row) => row,
         Err(r) => return r,
     };
     let missing = || {

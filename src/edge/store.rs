@@ -433,16 +433,21 @@ mod tests {
         .to_string()
     }
 
-    #[test]
-    fn retention_removes_old_tracks_with_their_snapshots_and_clips() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("events.db");
+    /// The database and a retention of one hour, in `dir`.
+    fn paths(dir: &Path) -> (PathBuf, Retention) {
         let retention = Retention {
             max_age: Duration::from_secs(3600),
             max_bytes: 1 << 30,
-            snapshots_dir: dir.path().join("snapshots"),
-            clips_dir: dir.path().join("clips"),
+            snapshots_dir: dir.join("snapshots"),
+            clips_dir: dir.join("clips"),
         };
+        (dir.join("events.db"), retention)
+    }
+
+    #[test]
+    fn retention_removes_old_tracks_with_their_snapshots_and_clips() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, retention) = paths(dir.path());
         let (store, worker) = Store::open(&db, retention.clone()).unwrap();
         let files = |id: u64| {
             [
@@ -476,13 +481,7 @@ mod tests {
     #[test]
     fn records_filters_and_keeps_out_of_the_snapshot_folder() {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("events.db");
-        let retention = Retention {
-            max_age: Duration::from_secs(3600),
-            max_bytes: 1 << 30,
-            snapshots_dir: dir.path().join("snapshots"),
-            clips_dir: dir.path().join("clips"),
-        };
+        let (db, retention) = paths(dir.path());
         let (store, worker) = Store::open(&db, retention).unwrap();
         let now = crate::edge::events::unix_now();
         store.record(
