@@ -204,6 +204,16 @@ impl ClipRing {
                 if parser_for(&c).is_none() {
                     return;
                 }
+                if r.caps.is_some() {
+                    // A new format mid-stream (a resolution change): what is recorded so far is
+                    // written in the old one, and the old frames go.
+                    for o in std::mem::take(&mut r.open) {
+                        self.close(&r, o);
+                    }
+                    let n = r.frames.len() as u64;
+                    r.frames.clear();
+                    r.base += n;
+                }
                 r.caps = Some(c);
             }
         }
@@ -558,6 +568,37 @@ mod tests {
         // show 100 ms after their slot); the clip starts at the first decode time.
         assert_eq!(t, vec![(100, 0), (400, 100), (200, 200), (300, 300)]);
         assert!(t.iter().all(|(p, d)| d <= p));
+    }
+
+    #[test]
+    fn a_new_format_mid_stream_writes_the_open_clips_and_starts_afresh() {
+        let (r, jobs) = ring(1.0, 0.5, 60.0);
+        let small = gst::Caps::builder("video/x-h264")
+            .field("width", 320)
+            .build();
+        let large = gst::Caps::builder("video/x-h264")
+            .field("width", 640)
+            .build();
+        for i in 0..=30 {
+            r.push(&frame(i), Some(small.clone()));
+        }
+        assert!(r.open("run1", 3, None));
+        for i in 31..=40 {
+            r.push(&frame(i), Some(small.clone()));
+        }
+        r.push(&frame(41), Some(large.clone()));
+        let job = jobs.try_recv().expect("written at the change");
+        assert_eq!(job.caps, small);
+        assert_eq!(pts_s(&job), (2.0, 4.0));
+        assert_eq!(r.lock().frames.len(), 1);
+        // The next clip is all in the new format.
+        for i in 42..=60 {
+            r.push(&frame(i), Some(large.clone()));
+        }
+        assert!(r.open("run1", 4, None));
+        r.flush();
+        let job = jobs.try_recv().expect("flushed");
+        assert_eq!(job.caps, large);
     }
 
     #[test]
