@@ -229,12 +229,14 @@ impl ClipRing {
         r.latest = Some(r.latest.map_or(t, |l| l.max(t)));
         // Recordings whose end (or `max_s`) this frame reached are written.
         let max_ns = (self.cfg.max_s * 1e9) as u64;
-        let (done, open): (Vec<Open>, Vec<Open>) = std::mem::take(&mut r.open)
-            .into_iter()
-            .partition(|o| o.until.is_some_and(|u| t >= u) || t >= o.opened + max_ns);
-        r.open = open;
-        for o in done {
-            self.close(&r, o);
+        let reached = |o: &Open| o.until.is_some_and(|u| t >= u) || t >= o.opened + max_ns;
+        if r.open.iter().any(reached) {
+            let (done, open): (Vec<Open>, Vec<Open>) =
+                std::mem::take(&mut r.open).into_iter().partition(reached);
+            r.open = open;
+            for o in done {
+                self.close(&r, o);
+            }
         }
         self.prune(&mut r);
     }
