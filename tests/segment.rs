@@ -1,5 +1,5 @@
 //! `inspro segment` end to end with the built binary: a synthetic clip (`inspro synth --clip`)
-//! decoded by GStreamer, segmented by ONNX Runtime (tiny config, random weights), written as
+//! decoded by GStreamer, segmented by ONNX Runtime (tiny config, the shipped weights; random ones on request), written as
 //! YouTube-VIS results that `inspro eval` scores, an overlay video that decodes to the clip's
 //! frames, and a contact sheet; and the YouTube-VIS layout mode with both engines.
 
@@ -133,7 +133,12 @@ fn segment_a_clip_with_onnxruntime_writes_results_overlay_and_contact_sheet() {
         "0",
     ]);
     assert!(text.contains("onnxruntime/cpu"), "{text}");
-    assert!(text.contains("RANDOMLY INITIALISED"), "{text}");
+    // No --weights: the shipped weights, as the daemon and the element find them.
+    assert!(
+        text.contains("weights=engines/inspro-tiny/model.safetensors"),
+        "{text}"
+    );
+    assert!(!text.contains("RANDOMLY INITIALISED"), "{text}");
 
     // Results: one per kept (slot, class), every frame's mask at the clip's size.
     let json: serde_json::Value =
@@ -169,9 +174,10 @@ fn segment_a_ytvis_layout_with_both_engines() {
         "320x180",
     ]);
     let gt = data.join("instances.json");
-    for engine in ["onnxruntime", "candle"] {
+    // candle with random weights on request, said loudly; ONNX Runtime with the shipped ones.
+    for (engine, random) in [("onnxruntime", false), ("candle", true)] {
         let results = dir.path().join(format!("{engine}.json"));
-        let text = run(&[
+        let mut args = vec![
             "segment",
             "--ytvis",
             data.to_str().unwrap(),
@@ -183,8 +189,13 @@ fn segment_a_ytvis_layout_with_both_engines() {
             TINY,
             "--engine",
             engine,
-        ]);
+        ];
+        if random {
+            args.push("--random-weights");
+        }
+        let text = run(&args);
         assert!(text.contains("for 8 frames"), "{text}");
+        assert_eq!(text.contains("RANDOMLY INITIALISED"), random, "{text}");
         eval_ap(&gt, &results);
     }
 }

@@ -13,10 +13,15 @@ pub struct EngineArgs {
     /// Model config (TOML).
     #[arg(long)]
     pub model: PathBuf,
-    /// Weights (safetensors). Without them the model is randomly initialised (said loudly; a
-    /// benchmark's timing does not depend on them).
+    /// Weights (safetensors, or an exported engine). Unset: the shipped
+    /// `engines/<model name>/model.safetensors` (`$INSPRO_ENGINES` moves `engines/`), as the
+    /// daemon and the element do; random weights (said loudly) where there are none.
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// Randomly initialised weights even where shipped ones exist (a benchmark's timing does not
+    /// depend on them).
+    #[arg(long, conflicts_with = "weights")]
+    pub random_weights: bool,
     /// Engine: onnxruntime (the exported graphs; CPU, CUDA or TensorRT) or candle (the pure
     /// Rust reference). Default: onnxruntime for `segment`, candle for `bench`.
     #[arg(long = "engine", value_parser = |s: &str| s.parse::<EngineKind>())]
@@ -60,6 +65,7 @@ impl EngineArgs {
             kind: self.kind.unwrap_or(default),
             model: Some(self.model.clone()),
             weights: self.weights.clone(),
+            default_weights: !self.random_weights,
             engine_dir: self.engine_dir.clone(),
             pooler: self.pooler,
             ort: self.ort(),
@@ -90,6 +96,9 @@ impl EngineArgs {
         }
         if let Some(p) = self.pooler {
             cmd.arg("--pooler").arg(p.to_string());
+        }
+        if self.random_weights {
+            cmd.arg("--random-weights");
         }
     }
 }

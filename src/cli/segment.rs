@@ -97,6 +97,7 @@ pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
         bail!("{flag}: {}", e.reason);
     }
     let built = build_engine(&engine_spec(&args)).context("building the engine")?;
+    tracing::info!(engine = %built.description, "engine built");
     let engine = built.engine.clone();
     let opts = ResultOptions {
         top_k: args.top_k,
