@@ -125,6 +125,8 @@ nice = {args.http_nice}
 """)
     log = os.path.join(work, "daemon.log")
     env = dict(os.environ, RUST_LOG="info")
+    if args.spin != "default":
+        env["INSPRO__ENGINE__SPIN"] = "true" if args.spin == "on" else "false"
     with open(log, "w") as lf:
         d = subprocess.Popen([args.bin, "run", "--config", cfg, "--exit-on-eos"], env=env,
                              stdout=lf, stderr=lf)
@@ -188,6 +190,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--http-nice", type=int, default=10,
                     help="[http] nice: the server's and live encoders' nice value (0: the engine's)")
+    ap.add_argument("--spin", choices=["default", "on", "off"], default="default",
+                    help="[engine] spin: whether ONNX Runtime's idle threads spin (default: the daemon's)")
     ap.add_argument("--clips", action="store_true",
                     help="measure event clips (off against on) instead of the HTTP load")
     ap.add_argument("--camera-size", default=None,
@@ -237,7 +241,7 @@ def main():
     b, l = statistics.median(base), statistics.median(loaded)
     print(json.dumps({"engine_fps_none": b, "engine_fps_loaded": l, "kept": l / b,
                       "http_and_live_cpu_per_engine_cpu": statistics.median(costs),
-                      "viewers": args.viewers, "rps": args.rps, "http_nice": args.http_nice, "frames": args.frames,
+                      "viewers": args.viewers, "rps": args.rps, "http_nice": args.http_nice, "spin": args.spin, "frames": args.frames,
                       "size": args.size, "load_avg": os.getloadavg()[0]}))
 
 

@@ -49,6 +49,7 @@ pub fn engine_spec(
             device_id: engine.device_id,
             trt_cache_dir: cache_dir(engine),
             threads: engine.threads,
+            spin: engine.spin,
             ..OrtOptions::default()
         }
         .share_cores(cameras, available_cores(), engine.sessions),

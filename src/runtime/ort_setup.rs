@@ -87,6 +87,9 @@ pub struct OrtOptions {
     /// Per-node timings: ONNX Runtime writes `<prefix>_<date>.json` when a session closes
     /// (also `$INSPRO_ORT_PROFILE`).
     pub profile: Option<PathBuf>,
+    /// Whether a session's waiting intra-op threads spin (ONNX Runtime's default) or sleep;
+    /// `None`: spin with one session, sleep with several (they share the cores).
+    pub spin: Option<bool>,
 }
 
 impl Default for OrtOptions {
@@ -101,6 +104,7 @@ impl Default for OrtOptions {
             trt_fp16: true,
             trt_int8: false,
             profile: None,
+            spin: None,
         }
     }
 }
@@ -307,9 +311,9 @@ pub(super) fn open_session(
     if let Some(w) = shared {
         b = b.with_prepacked_weights(w).map_err(e)?;
     }
-    if opts.sessions > 1 {
-        // Several sessions share the cores: a waiting pool must not spin on a core another
-        // session's frame needs.
+    // Several sessions share the cores: a waiting pool must not spin on a core another
+    // session's frame needs.
+    if !opts.spin.unwrap_or(opts.sessions <= 1) {
         b = b.with_intra_op_spinning(false).map_err(e)?;
     }
     let eps = match opts.provider {

@@ -146,6 +146,10 @@ pub struct EngineSection {
     /// `onnxruntime`: intra-op threads of each session; unset: the cores divided among the
     /// sessions.
     pub threads: Option<usize>,
+    /// `onnxruntime`: whether a session's idle intra-op threads spin waiting for work (faster
+    /// alone, but they hold cores the page's server and other processes need) or sleep; unset:
+    /// spin with one session, sleep with several.
+    pub spin: Option<bool>,
 }
 
 impl Default for EngineSection {
@@ -159,6 +163,7 @@ impl Default for EngineSection {
             device_id: 0,
             sessions: None,
             threads: None,
+            spin: None,
         }
     }
 }
