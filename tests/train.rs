@@ -7,7 +7,8 @@ use candle_core::{Device, Tensor};
 use inspro::train::boxes::{giou, giou_tensor};
 use inspro::train::data::{ClipConfig, Dataset};
 use inspro::train::loss::{
-    dedup_loss_one, dedup_negatives, dice_loss, sigmoid_focal_loss, LossConfig,
+    dedup_loss_one, dedup_negatives, dice_loss, mask_iou_rows, sigmoid_focal_loss, varifocal_loss,
+    LossConfig,
 };
 use inspro::train::matching::{GtObject, TemporalMatcher};
 use inspro::train::optim::{AdamW, OptimConfig};
@@ -192,6 +193,39 @@ fn focal_dice_giou_and_dedup_by_hand() {
     ];
     assert_eq!(dedup_negatives(&preds, &[1, 2, 3], &gtb, 2), vec![2, 3]);
     assert_eq!(dedup_negatives(&preds, &[1], &gtb, 5), vec![1]);
+}
+
+#[test]
+fn varifocal_loss_and_mask_quality_by_hand() {
+    let dev = Device::Cpu;
+    let scalar = |x: f32, q: f32, pos: f32| {
+        let x = Tensor::new(&[[x]], &dev).unwrap();
+        let q = Tensor::new(&[[q]], &dev).unwrap();
+        let pos = Tensor::new(&[[pos]], &dev).unwrap();
+        varifocal_loss(&x, &q, &pos, 0.75, 2.0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    // A positive of quality 1 costs plain BCE: logit 0 → ln 2.
+    assert!((scalar(0.0, 1.0, 1.0) - 2f32.ln()).abs() < 1e-6);
+    // A positive of quality q costs q·BCE(p, q), least at p = q, so its score learns its quality.
+    let q = 0.7f32;
+    let at = |p: f32| scalar((p / (1.0 - p)).ln(), q, 1.0);
+    let h = -(q * q.ln() + (1.0 - q) * (1.0 - q).ln());
+    assert!((at(q) - q * h).abs() < 1e-5, "{} {}", at(q), q * h);
+    assert!(at(q) < at(0.6) && at(q) < at(0.8));
+    // A negative, logit ln 3 (p = 0.75): α·p²·ln 4, as in the focal loss.
+    let v = scalar(3f32.ln(), 0.0, 0.0);
+    assert!((v - 0.75 * 0.5625 * 4f32.ln()).abs() < 1e-5, "{v}");
+    // Mask IoU per row at logit 0: 2 of 3 pixels shared; an empty pair is 0.
+    let logits = Tensor::new(&[[1f32, 1., 1., -1.], [-1., -1., -1., -1.]], &dev).unwrap();
+    let target = Tensor::new(&[[1f32, 1., 0., 0.], [0., 0., 0., 0.]], &dev).unwrap();
+    let iou = mask_iou_rows(&logits, &target).unwrap();
+    assert!(
+        (iou[0] - 2.0 / 3.0).abs() < 1e-6 && iou[1] == 0.0,
+        "{iou:?}"
+    );
 }
 
 fn tiny_dataset(dir: &Path, videos: usize, frames: usize) -> (Dataset, inspro::model::ModelConfig) {

@@ -44,6 +44,21 @@ pub struct LossConfig {
     /// Ours: false trains the trunk alone with the semantic loss (dense pre-training; the
     /// stages, matching and their losses are skipped).
     pub heads: bool,
+    /// What a matched query's class is trained towards: `onehot` (1, sigmoid focal loss, the
+    /// paper) or `quality` (its mask's IoU with the object, varifocal loss), so that a score
+    /// says how good the mask is and a right track scores high.
+    pub class_target: ClassTarget,
+}
+
+/// `loss.class_target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassTarget {
+    /// 1 for the object's class (sigmoid focal loss).
+    Onehot,
+    /// The matched mask's IoU with the object (varifocal loss, VarifocalNet): positives are
+    /// weighted by their target and never down-weighted for being easy; negatives as in focal.
+    Quality,
 }
 
 impl Default for LossConfig {
@@ -64,7 +79,16 @@ impl Default for LossConfig {
             dn_box_noise: 0.4,
             roi_class: 0.0,
             heads: true,
+            class_target: ClassTarget::Onehot,
         }
+    }
+}
+
+impl LossConfig {
+    /// The focal loss's weight of a negative, 1 − α: the varifocal loss weighs its negatives
+    /// the same (α = 0.25 here is VarifocalNet's 0.75).
+    pub fn focal_alpha_negative(&self) -> f32 {
+        1.0 - self.focal_alpha
     }
 }
 
@@ -96,6 +120,52 @@ pub fn sigmoid_focal_loss(
     let loss = (ce * modulator)?;
     let alpha_t = ((targets * f64::from(alpha))? + (one_minus_t * f64::from(1.0 - alpha))?)?;
     (loss * alpha_t)?.sum_all()
+}
+
+/// Varifocal loss (VarifocalNet), summed: `targets` holds the quality q in (0, 1] at each
+/// positive's class and 0 elsewhere, `positive` is 1 there and 0 elsewhere. A positive costs
+/// q·BCE(p, q); a negative α·p^γ·BCE(p, 0). With q = 1 a positive costs plain BCE.
+pub fn varifocal_loss(
+    logits: &Tensor,
+    targets: &Tensor,
+    positive: &Tensor,
+    alpha: f32,
+    gamma: f32,
+) -> Result<Tensor> {
+    let p = sigmoid(logits)?;
+    let ce =
+        ((logits.relu()? - (logits * targets)?)? + (logits.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+    let p_gamma = if gamma == 2.0 {
+        p.sqr()?
+    } else {
+        p.powf(f64::from(gamma))?
+    };
+    let negative = (positive.neg()? + 1.0)?;
+    let weight = ((targets * positive)? + ((p_gamma * f64::from(alpha))? * negative)?)?;
+    (ce * weight)?.sum_all()
+}
+
+/// Intersection over union of each row's mask (logit > 0) with its 0/1 target row, (M, P) each.
+pub fn mask_iou_rows(logits: &Tensor, targets: &Tensor) -> Result<Vec<f32>> {
+    let pred = logits.detach().to_vec2::<f32>()?;
+    let gt = targets.detach().to_vec2::<f32>()?;
+    Ok(pred
+        .iter()
+        .zip(&gt)
+        .map(|(p, t)| {
+            let (mut inter, mut union) = (0u32, 0u32);
+            for (&x, &y) in p.iter().zip(t) {
+                let (a, b) = (x > 0.0, y > 0.5);
+                inter += u32::from(a && b);
+                union += u32::from(a || b);
+            }
+            if union == 0 {
+                0.0
+            } else {
+                inter as f32 / union as f32
+            }
+        })
+        .collect())
 }
 
 /// DETR dice loss 1 − (2Σpt + 1)/(Σp + Σt + 1) per row of (M, P), summed over rows.

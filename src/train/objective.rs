@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::auxiliary::{jitter_box, semantic_targets, RoiClassifier, SemanticHead};
 use super::loss::{
-    dedup_loss_one, dedup_negatives, dice_loss, mask_focal_loss, sigmoid, sigmoid_focal_loss,
-    LossConfig,
+    dedup_loss_one, dedup_negatives, dice_loss, mask_focal_loss, mask_iou_rows, sigmoid,
+    sigmoid_focal_loss, varifocal_loss, ClassTarget, LossConfig,
 };
 use super::matching::{cost_matrix, MatchCost, TemporalMatcher};
 use super::trainer::Mechanisms;
@@ -234,21 +234,45 @@ pub fn clip_loss_with(
         let gt_boxes = Tensor::from_vec(gt_boxes, (pairs.len(), 4), &dev)?;
 
         for (stage, masks) in fwd.stages.iter().zip(&fwd.mask_logits) {
-            let cls = (sigmoid_focal_loss(
-                &stage.class_logits,
-                &targets,
-                loss.focal_alpha,
-                loss.focal_gamma,
-            )? / f64::from(num_boxes))?;
-            let mut frame_loss = (&cls * f64::from(loss.class))?;
-            parts.class += scalar(&cls) / frames;
-            if !pairs.is_empty() {
-                let pb = stage.pred_boxes_xyxy.index_select(&q_idx, 0)?; // (M, 4)
-                let (l1, giou) = box_losses(&pb, &gt_boxes, &whwh, f64::from(num_boxes))?;
+            // The matched queries' masks (M, P) and their targets.
+            let matched_masks = if pairs.is_empty() {
+                None
+            } else {
                 let (_, hm, wm) = masks.dims3()?;
                 let pm = masks.reshape((n, hm * wm))?.index_select(&q_idx, 0)?;
                 let tm = clip.gt_masks[fi].index_select(&g_idx, 0)?;
-                let (dice, mfocal) = mask_losses(&pm, &tm, loss, f64::from(num_boxes))?;
+                Some((pm, tm))
+            };
+            let cls = match (loss.class_target, &matched_masks) {
+                (ClassTarget::Quality, Some((pm, tm))) => {
+                    let ious = mask_iou_rows(pm, tm)?;
+                    let mut quality = vec![0f32; n * cfg.num_classes];
+                    for (&(q, g), iou) in pairs.iter().zip(&ious) {
+                        quality[q * cfg.num_classes + gts[g].class] = *iou;
+                    }
+                    let quality = Tensor::from_vec(quality, (n, cfg.num_classes), &dev)?;
+                    varifocal_loss(
+                        &stage.class_logits,
+                        &quality,
+                        &targets,
+                        loss.focal_alpha_negative(),
+                        loss.focal_gamma,
+                    )?
+                }
+                _ => sigmoid_focal_loss(
+                    &stage.class_logits,
+                    &targets,
+                    loss.focal_alpha,
+                    loss.focal_gamma,
+                )?,
+            };
+            let cls = (cls / f64::from(num_boxes))?;
+            let mut frame_loss = (&cls * f64::from(loss.class))?;
+            parts.class += scalar(&cls) / frames;
+            if let Some((pm, tm)) = &matched_masks {
+                let pb = stage.pred_boxes_xyxy.index_select(&q_idx, 0)?; // (M, 4)
+                let (l1, giou) = box_losses(&pb, &gt_boxes, &whwh, f64::from(num_boxes))?;
+                let (dice, mfocal) = mask_losses(pm, tm, loss, f64::from(num_boxes))?;
                 frame_loss = (frame_loss
                     + (&l1 * f64::from(loss.l1))?
                     + (&giou * f64::from(loss.giou))?
