@@ -460,11 +460,6 @@ fn watch(
         }
         let now = metrics.now_ms();
         cam.source_alive_ms.store(now, Relaxed);
-        if !online && got_frame.load(Relaxed) {
-            online = true;
-            cam.set_status(SourceStatus::Online);
-            tracing::info!("source online");
-        }
         let last = if got_frame.load(Relaxed) {
             cam.last_frame_ms.load(Relaxed)
         } else {
@@ -473,7 +468,15 @@ fn watch(
         if !waiting.load(Relaxed) && now.saturating_sub(last) > stall_ms {
             return Outcome::Stall;
         }
-        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
+        let msg = bus.timed_pop(gst::ClockTime::from_mseconds(100));
+        // After the wait, before its message: a stream whose frames came and that ended (or
+        // failed) within one wait was online first.
+        if !online && got_frame.load(Relaxed) {
+            online = true;
+            cam.set_status(SourceStatus::Online);
+            tracing::info!("source online");
+        }
+        let Some(msg) = msg else {
             continue;
         };
         match msg.view() {

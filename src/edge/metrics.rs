@@ -65,7 +65,10 @@ pub struct CameraMetrics {
     pub engine_alive_ms: AtomicU64,
     pub source_alive_ms: AtomicU64,
     status: AtomicU8,
-    pub status_changed: AtomicBool,
+    /// Every status change not yet published, oldest first: a source that goes online and
+    /// ends between two looks of the MQTT task still shows `online` (the status topic is
+    /// retained, so its last value is the status now).
+    status_changes: Mutex<Vec<SourceStatus>>,
     /// Snapshots not queued because the encoder was behind.
     pub snapshots_dropped: AtomicU64,
     /// `[camera.clips]`: clips written, dropped, failed, and their CPU time.
@@ -123,9 +126,23 @@ impl CameraMetrics {
         serde_json::Value::Object(out)
     }
     pub fn set_status(&self, s: SourceStatus) {
+        let mut changes = self
+            .status_changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if self.status.swap(s as u8, Relaxed) != s as u8 {
-            self.status_changed.store(true, Relaxed);
+            changes.push(s);
         }
+    }
+
+    /// The status changes since the last call, oldest first.
+    pub fn take_status_changes(&self) -> Vec<SourceStatus> {
+        std::mem::take(
+            &mut *self
+                .status_changes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
     }
 }
 
@@ -642,6 +659,29 @@ fn escape(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_status_change_is_kept_in_order() {
+        let c = CameraMetrics::new("door");
+        for s in [
+            SourceStatus::Reconnecting,
+            SourceStatus::Online,
+            SourceStatus::Online,
+            SourceStatus::Ended,
+        ] {
+            c.set_status(s);
+        }
+        assert_eq!(
+            c.take_status_changes(),
+            [
+                SourceStatus::Reconnecting,
+                SourceStatus::Online,
+                SourceStatus::Ended
+            ]
+        );
+        assert!(c.take_status_changes().is_empty());
+        assert_eq!(c.status(), SourceStatus::Ended);
+    }
 
     #[test]
     fn label_values_are_escaped() {

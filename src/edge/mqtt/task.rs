@@ -231,7 +231,15 @@ impl MqttTask {
         if m.retain {
             self.retained.insert(m.topic.clone(), m.clone());
             if self.connected {
-                self.queue.push_front(Queued::fresh(m));
+                // Ahead of the events, behind the retained messages already waiting: two
+                // changes of one topic go out in the order they happened, so the broker
+                // keeps the newer.
+                let at = self
+                    .queue
+                    .iter()
+                    .position(|q| !q.msg.retain)
+                    .unwrap_or(self.queue.len());
+                self.queue.insert(at, Queued::fresh(m));
             }
             return;
         }
@@ -256,8 +264,7 @@ impl MqttTask {
         let q = self.opts.cfg.qos.stats;
         let cams = self.metrics.cameras();
         for c in cams {
-            if c.status_changed.swap(false, Relaxed) {
-                let s = c.status();
+            for s in c.take_status_changes() {
                 self.route(OutMsg {
                     topic: topics.camera(&c.name).status(),
                     payload: s.as_str().into(),
