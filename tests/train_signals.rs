@@ -415,6 +415,8 @@ fn the_training_picture_is_drawn_from_the_metrics() {
     let curves = inspro::train::plot::read_metrics(&metrics).unwrap();
     assert_eq!(curves.losses.len(), 20);
     assert_eq!(curves.evals, vec![(400.0, 10.0, 20.0, 50.0, 25.0, 12.5)]);
+    // No hours on the line: the curve reads against iterations.
+    assert_eq!(curves.eval_x(), (vec![400.0], "iteration"));
     assert_eq!(curves.probes, vec![(400.0, 60.0, 30.0)]);
     let png = dir.path().join("training.png");
     inspro::train::plot::write_plot(&metrics, &png).unwrap();
@@ -422,6 +424,17 @@ fn the_training_picture_is_drawn_from_the_metrics() {
     assert_eq!(img.dimensions(), (1000, 1000));
     // Lines were drawn: not every pixel is the white background.
     assert!(img.pixels().filter(|p| p.0 != [255, 255, 255]).count() > 5000);
+
+    // A campaign's lines carry the hours trained (resumed parts included): its learning curve
+    // reads against them.
+    let mut lines = std::fs::read_to_string(&metrics).unwrap();
+    lines = lines.replace("\"eval\":", "\"train_hours\":2.5,\"eval\":");
+    lines.push_str("{\"iteration\":800,\"train_hours\":6.0,\"eval\":{\"ap\":0.2,\"ap50\":0.3}}\n");
+    std::fs::write(&metrics, lines).unwrap();
+    let curves = inspro::train::plot::read_metrics(&metrics).unwrap();
+    assert_eq!(curves.eval_x(), (vec![2.5, 6.0], "training hours"));
+    inspro::train::plot::write_plot(&metrics, &png).unwrap();
+    assert_eq!(image::open(&png).unwrap().to_rgb8().dimensions(), (1000, 1000));
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! The training picture: loss parts, validation AP and class accuracy, and the feature probe over
-//! iterations, drawn from `metrics.jsonl` into one PNG (`inspro train` writes it next to the
+//! The training picture: loss parts and the feature probe over iterations, validation AP and
+//! class accuracy over training hours (iterations where the lines lack them), drawn from `metrics.jsonl` into one PNG (`inspro train` writes it next to the
 //! metrics at every evaluation and at the end).
 
 use std::path::Path;
@@ -18,8 +18,22 @@ pub struct Curves {
     /// (iteration, AP, AP50, best-track class accuracy, objects covered with the right top
     /// class, and also scoring >= 0.5), percent.
     pub evals: Vec<(f64, f64, f64, f64, f64, f64)>,
+    /// Training hours at each of `evals` (resumed parts included), where the line says.
+    pub eval_hours: Vec<Option<f64>>,
     /// (iteration, probe test accuracy, majority baseline), percent.
     pub probes: Vec<(f64, f64, f64)>,
+}
+
+impl Curves {
+    /// The evaluations' x values: training hours when every evaluation line has them (a
+    /// campaign's learning curve reads against its hours), else iterations; and the axis name.
+    pub fn eval_x(&self) -> (Vec<f64>, &'static str) {
+        let hours: Option<Vec<f64>> = self.eval_hours.iter().copied().collect();
+        match hours {
+            Some(h) if !h.is_empty() => (h, "training hours"),
+            _ => (self.evals.iter().map(|e| e.0).collect(), "iteration"),
+        }
+    }
 }
 
 const PARTS: [&str; 9] = [
@@ -60,6 +74,8 @@ pub fn read_metrics(path: &Path) -> Result<Curves, TrainError> {
                     .unwrap_or(0.0)
                     * 100.0
             };
+            c.eval_hours
+                .push(v.get("train_hours").and_then(Value::as_f64));
             c.evals.push((
                 it,
                 get("ap"),
@@ -144,12 +160,14 @@ struct Panel<'a> {
 }
 
 impl Panel<'_> {
-    /// Draws `series` on `area` over iterations 0..`max_it` and the y axis `y` (errors name
-    /// `out`).
+    /// Draws `series` on `area` over x in 0..`max_x` (named `x_desc`) and the y axis `y` (errors
+    /// name `out`).
+    #[allow(clippy::too_many_arguments)]
     fn draw<Y>(
         &self,
         area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
-        max_it: f64,
+        max_x: f64,
+        x_desc: &str,
         y: Y,
         series: &[Series<'_>],
         out: &Path,
@@ -166,12 +184,19 @@ impl Panel<'_> {
                 .x_label_area_size(30)
                 .y_label_area_size(self.y_label_area);
         }
-        let mut chart = b.build_cartesian_2d(0f64..max_it, y).map_err(&err)?;
+        let mut chart = b.build_cartesian_2d(0f64..max_x, y).map_err(&err)?;
+        let x_label = |x: &f64| {
+            if max_x < 20.0 {
+                format!("{x:.1}")
+            } else {
+                format!("{x:.0}")
+            }
+        };
         if self.text {
             chart
                 .configure_mesh()
-                .x_desc("iteration")
-                .x_label_formatter(&|x| format!("{x:.0}"))
+                .x_desc(x_desc)
+                .x_label_formatter(&x_label)
                 .y_label_formatter(self.y_label)
                 .draw()
                 .map_err(&err)?;
@@ -257,35 +282,43 @@ pub fn write_plot(metrics: &Path, out: &Path) -> Result<(), TrainError> {
         y_label: &|y| short_number(*y),
         text,
     };
-    losses.draw(top, max_it, (lo..hi).log_scale(), &series, out)?;
+    losses.draw(top, max_it, "iteration", (lo..hi).log_scale(), &series, out)?;
 
-    // Validation and probe, in percent.
-    let panels: [(&str, Vec<Series>); 2] = [
+    // Validation (against training hours where the lines carry them) and probe, in percent.
+    let (eval_x, eval_desc) = c.eval_x();
+    let eval_series = |f: fn(&(f64, f64, f64, f64, f64, f64)) -> f64| -> Vec<(f64, f64)> {
+        eval_x
+            .iter()
+            .zip(&c.evals)
+            .map(|(x, e)| (*x, f(e)))
+            .collect()
+    };
+    let max_eval_x = if eval_desc == "iteration" {
+        max_it
+    } else {
+        eval_x.iter().copied().fold(0.1f64, f64::max) * 1.05
+    };
+    let panels: [(&str, &str, f64, Vec<Series>); 2] = [
         (
             if c.evals.is_empty() {
                 "validation: none yet (or the trunk trained alone)"
             } else {
                 "validation (held-out videos), %"
             },
+            eval_desc,
+            max_eval_x,
             vec![
-                ("video AP", c.evals.iter().map(|e| (e.0, e.1)).collect()),
-                ("AP50", c.evals.iter().map(|e| (e.0, e.2)).collect()),
-                (
-                    "best track's class right",
-                    c.evals.iter().map(|e| (e.0, e.3)).collect(),
-                ),
-                (
-                    "covered, right top class",
-                    c.evals.iter().map(|e| (e.0, e.4)).collect(),
-                ),
-                (
-                    "... and scoring >= 0.5",
-                    c.evals.iter().map(|e| (e.0, e.5)).collect(),
-                ),
+                ("video AP", eval_series(|e| e.1)),
+                ("AP50", eval_series(|e| e.2)),
+                ("best track's class right", eval_series(|e| e.3)),
+                ("covered, right top class", eval_series(|e| e.4)),
+                ("... and scoring >= 0.5", eval_series(|e| e.5)),
             ],
         ),
         (
             "linear probe of RoI features, %",
+            "iteration",
+            max_it,
             vec![
                 (
                     "held-out accuracy",
@@ -298,7 +331,7 @@ pub fn write_plot(metrics: &Path, out: &Path) -> Result<(), TrainError> {
             ],
         ),
     ];
-    for (area, (title, lines)) in lower.iter().zip(panels) {
+    for (area, (title, x_desc, max_x, lines)) in lower.iter().zip(panels) {
         let percent = Panel {
             title,
             caption_size: 18,
@@ -309,7 +342,7 @@ pub fn write_plot(metrics: &Path, out: &Path) -> Result<(), TrainError> {
             y_label: &|y| format!("{y:.0}"),
             text,
         };
-        percent.draw(area, max_it, 0f64..100f64, &lines, out)?;
+        percent.draw(area, max_x, x_desc, 0f64..100f64, &lines, out)?;
     }
     root.present().map_err(&err)?;
     Ok(())
