@@ -434,7 +434,10 @@ fn the_training_picture_is_drawn_from_the_metrics() {
     let curves = inspro::train::plot::read_metrics(&metrics).unwrap();
     assert_eq!(curves.eval_x(), (vec![2.5, 6.0], "training hours"));
     inspro::train::plot::write_plot(&metrics, &png).unwrap();
-    assert_eq!(image::open(&png).unwrap().to_rgb8().dimensions(), (1000, 1000));
+    assert_eq!(
+        image::open(&png).unwrap().to_rgb8().dimensions(),
+        (1000, 1000)
+    );
 }
 
 #[test]
