@@ -10,6 +10,9 @@ use serde_json::Value;
 
 use super::TrainError;
 
+/// One evaluation: (iteration, AP, AP50, class, covered right, ... and confident), percent.
+pub type EvalRow = (f64, f64, f64, f64, f64, f64);
+
 /// Series read from `metrics.jsonl`.
 #[derive(Debug, Default)]
 pub struct Curves {
@@ -17,7 +20,7 @@ pub struct Curves {
     pub losses: Vec<(f64, Vec<(String, f64)>)>,
     /// (iteration, AP, AP50, best-track class accuracy, objects covered with the right top
     /// class, and also scoring >= 0.5), percent.
-    pub evals: Vec<(f64, f64, f64, f64, f64, f64)>,
+    pub evals: Vec<EvalRow>,
     /// Training hours at each of `evals` (resumed parts included), where the line says.
     pub eval_hours: Vec<Option<f64>>,
     /// (iteration, probe test accuracy, majority baseline), percent.
@@ -286,7 +289,7 @@ pub fn write_plot(metrics: &Path, out: &Path) -> Result<(), TrainError> {
 
     // Validation (against training hours where the lines carry them) and probe, in percent.
     let (eval_x, eval_desc) = c.eval_x();
-    let eval_series = |f: fn(&(f64, f64, f64, f64, f64, f64)) -> f64| -> Vec<(f64, f64)> {
+    let eval_series = |f: fn(&EvalRow) -> f64| -> Vec<(f64, f64)> {
         eval_x
             .iter()
             .zip(&c.evals)
