@@ -7,7 +7,8 @@
 #
 # Env: MODEL (engines/inspro-tiny/model.toml), WEIGHTS (its model.safetensors), CALIBRATE (a
 # YouTube-VIS folder; default: data/synth-train, made with `inspro synth` if missing), INT8_FOR
-# (cpu | tensorrt). Prints one line per seed and engine, then the mean AP change.
+# (cpu | tensorrt), INT8_ARGS (more `inspro export` flags, e.g. `--int8-keep-float mask_branch`
+# or `--calibration-frames 256`). Prints one line per seed and engine, then the mean AP change.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/measure-common.sh
@@ -24,7 +25,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 "$bin" export --model "$MODEL" --weights "$WEIGHTS" --out "$work/fp32" --pooler gather 2>/dev/null
 "$bin" export --model "$MODEL" --weights "$WEIGHTS" --out "$work/int8" --pooler gather \
-  --int8 --int8-for "$INT8_FOR" --calibrate "$CALIBRATE" 2>&1 | grep '^int8' >&2
+  --int8 --int8-for "$INT8_FOR" --calibrate "$CALIBRATE" ${INT8_ARGS:-} 2>&1 | grep '^int8' >&2
 for seed in "${seeds[@]}"; do
   data="data/synth-unseen-$seed"
   [ -f "$data/instances.json" ] || "$bin" synth --out "$data" --videos 12 --frames 24 --size "$size" --seed "$seed" 2>/dev/null

@@ -71,6 +71,7 @@ fn int8_engines_run_in_onnxruntime_and_keep_the_detections() {
             frames: 12,
             frames_per_video: 4,
             scheme,
+            keep_float: Vec::new(),
         };
         let m = export_int8(&cfg, &w, &out, &opts, &calib, &OrtOptions::default()).unwrap();
         let q = m
@@ -146,6 +147,7 @@ fn int8_engines_run_in_onnxruntime_and_keep_the_detections() {
             frames: 4,
             frames_per_video: 4,
             scheme: Scheme::Cpu,
+            keep_float: Vec::new(),
         },
         &OrtOptions::default(),
     )

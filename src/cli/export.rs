@@ -48,6 +48,11 @@ pub struct ExportArgs {
     /// or `tensorrt` (explicit quantization: symmetric int8 activations, float biases).
     #[arg(long, default_value = "cpu", value_parser = |s: &str| s.parse::<inspro::export::quantize::Scheme>())]
     pub int8_for: inspro::export::quantize::Scheme,
+    /// With --int8: a graph scope whose nodes stay float (repeatable): `backbone`, `fpn`,
+    /// `mask_branch`, `mask_head`, `intra_query`, `head` (every stage) or one stage
+    /// `head.head_series.<i>`.
+    #[arg(long = "int8-keep-float", value_name = "SCOPE")]
+    pub keep_float: Vec<String>,
 }
 
 pub fn export(args: ExportArgs) -> anyhow::Result<()> {
@@ -78,6 +83,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
                 frames: args.calibration_frames.max(1),
                 frames_per_video: args.frames_per_video.max(1),
                 scheme: args.int8_for,
+                keep_float: args.keep_float.clone(),
             },
             &OrtOptions::default(),
         )

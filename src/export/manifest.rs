@@ -78,6 +78,9 @@ pub struct Quantization {
     pub scheme: super::quantize::Scheme,
     pub weights: String,
     pub activations: String,
+    /// Graph scopes left in float (`inspro export --int8-keep-float`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_float: Vec<String>,
     /// The calibration folder, and frames and videos read from it.
     pub calibration_dir: String,
     pub calibration_frames: usize,

@@ -132,6 +132,13 @@ fn qop(n: &Node, consts: &HashMap<&str, usize>, g: &Graph, s: &HashSet<String>) 
     }
 }
 
+/// Whether node `name` was made under `scope` or a scope below it (`head` holds
+/// `head.head_series.0/...`).
+fn in_scope(name: &str, scope: &str) -> bool {
+    name.strip_prefix(scope)
+        .is_some_and(|rest| rest.starts_with('/') || rest.starts_with('.'))
+}
+
 /// A nearest-neighbour `Resize` (the FPN's top-down path): its output holds only input values.
 fn is_nearest_resize(n: &Node) -> bool {
     n.op == "Resize"
@@ -146,16 +153,24 @@ fn feeds_product(
     users: &HashMap<&str, Vec<usize>>,
     consts: &HashMap<&str, usize>,
     g: &Graph,
+    keep_float: &[String],
 ) -> bool {
     let none = HashSet::new();
     users.get(t).into_iter().flatten().any(|&c| {
         let n = &g.nodes[c];
-        n.inputs[0] == t && qop(n, consts, g, &none).is_some_and(|k| k != QOp::Add)
+        n.inputs[0] == t
+            && qop(n, consts, g, &none).is_some_and(|k| k != QOp::Add)
+            && !kept_float(n, keep_float)
     })
 }
 
-/// The tensors to quantize and the Relus to fold, on the float graph.
-pub fn plan(g: &Graph, scheme: Scheme) -> Plan {
+fn kept_float(n: &Node, keep_float: &[String]) -> bool {
+    keep_float.iter().any(|scope| in_scope(&n.name, scope))
+}
+
+/// The tensors to quantize and the Relus to fold, on the float graph. Nodes of the scopes in
+/// `keep_float` (e.g. `mask_branch`) stay float: they read their quantized inputs dequantized.
+pub fn plan(g: &Graph, scheme: Scheme, keep_float: &[String]) -> Plan {
     let users = consumers(g);
     let consts = constants(g);
     let mut s: HashSet<String> = HashSet::new();
@@ -175,6 +190,9 @@ pub fn plan(g: &Graph, scheme: Scheme) -> Plan {
         let Some(op) = qop(n, &consts, g, &s) else {
             continue;
         };
+        if kept_float(n, keep_float) {
+            continue;
+        }
         if op != QOp::Add {
             add(&n.inputs[0], &mut s, &mut plan);
         }
@@ -189,7 +207,7 @@ pub fn plan(g: &Graph, scheme: Scheme) -> Plan {
         // A convolution always has a quantized output (QLinearConv has no float one).
         if op != QOp::Conv && op != QOp::Add {
             let last = relu.map_or(out, |r| g.nodes[r].outputs[0].as_str());
-            if !feeds_product(last, &users, &consts, g) {
+            if !feeds_product(last, &users, &consts, g, keep_float) {
                 continue;
             }
         }
@@ -525,6 +543,32 @@ mod tests {
     }
 
     #[test]
+    fn nodes_of_a_kept_scope_stay_float() {
+        let mut g = Graph::new("t");
+        let x = g.input("x", DataType::Float, &[4, 8]);
+        let w1 = g.init_f32("w1", &[8, 8], &[0.1; 64]);
+        let w2 = g.init_f32("w2", &[8, 8], &[0.2; 64]);
+        g.push_scope("fpn");
+        let h = g.op("Gemm", &[&x, &w1], vec![]);
+        g.pop_scope();
+        g.push_scope("mask_branch");
+        let y = g.op("Gemm", &[&h, &w2], vec![]);
+        let y = g.op("Gemm", &[&y, &w2], vec![]);
+        g.pop_scope();
+        g.output(&y, "y", DataType::Float, &[4, 8]);
+        // All three products quantized: x, h and the first mask_branch output.
+        assert_eq!(plan(&g, Scheme::Cpu, &[]).tensors.len(), 3);
+        // mask_branch kept float: only the fpn product's input; h feeds float work now.
+        let p = plan(&g, Scheme::Cpu, &["mask_branch".into()]);
+        assert_eq!(p.tensors, vec![x.clone()]);
+        // A scope and the scopes below it, never a longer name that merely starts alike.
+        assert!(in_scope("head.head_series.0/Conv_3", "head"));
+        assert!(in_scope("mask_branch/Conv_3", "mask_branch"));
+        assert!(!in_scope("mask_head/Conv_3", "mask"));
+        assert!(!in_scope("fpn/Conv_3", "mask_branch"));
+    }
+
+    #[test]
     fn products_feeding_float_work_write_float_and_nearest_resizes_share_their_input() {
         let mut g = Graph::new("t");
         let x = g.input("x", DataType::Float, &[4, 8]);
@@ -536,7 +580,7 @@ mod tests {
         let y = g.op("Gemm", &[&h, &w2], vec![]);
         let z = g.matmul(&y, &x);
         g.output(&z, "z", DataType::Float, &[4, 8]);
-        let p = plan(&g, Scheme::Cpu);
+        let p = plan(&g, Scheme::Cpu, &[]);
         // The first product feeds the second: its (folded Relu) output is quantized; the second
         // feeds only float work: its output is not.
         assert!(
@@ -558,7 +602,7 @@ mod tests {
             vec![("mode", Attr::Str("nearest".into()))],
         );
         g.output(&up, "up", DataType::Float, &[1, 2, 8, 8]);
-        let p = plan(&g, Scheme::Cpu);
+        let p = plan(&g, Scheme::Cpu, &[]);
         assert_eq!(p.same_as, vec![(up.clone(), c.clone())]);
         let ranges: HashMap<String, (f32, f32)> =
             p.tensors.iter().map(|t| (t.clone(), (-1.0, 3.0))).collect();

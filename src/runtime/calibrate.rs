@@ -25,6 +25,8 @@ pub struct Calibration {
     pub frames_per_video: usize,
     /// Whose INT8 kernels the graphs are for.
     pub scheme: Scheme,
+    /// Graph scopes (`mask_branch`, `head`, ...) whose nodes stay float.
+    pub keep_float: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +129,7 @@ pub fn export_int8(
         .map_err(|e| data_err(Path::new("temporary directory"), e))?;
     let mut plans: HashMap<bool, Plan> = HashMap::new();
     export_with(cfg, w, observing.path(), opts, &mut |kind, g| {
-        let p = quantize::plan(g, calib.scheme);
+        let p = quantize::plan(g, calib.scheme, &calib.keep_float);
         quantize::observe(g, &p);
         plans.insert(kind == GraphKind::Key, p);
         Ok(())
@@ -164,7 +166,7 @@ pub fn export_int8(
     let mut counts: HashMap<bool, QuantCounts> = HashMap::new();
     let mut m = export_with(cfg, w, out_dir, opts, &mut |kind, g| {
         let key = kind == GraphKind::Key;
-        let p = quantize::plan(g, calib.scheme);
+        let p = quantize::plan(g, calib.scheme, &calib.keep_float);
         let seen = ranges.get(&key).ok_or_else(|| {
             ExportError::Quantize(format!(
                 "no {} frame among the {frames} calibration frames",
@@ -195,6 +197,7 @@ pub fn export_int8(
             }
         }
         .into(),
+        kept_float: calib.keep_float.clone(),
         calibration_dir: calib.dir.display().to_string(),
         calibration_frames: frames,
         calibration_videos: videos.len(),
