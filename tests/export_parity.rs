@@ -35,6 +35,8 @@ fn tiny() -> ModelConfig {
         bank_size: 4,
         key_frame_interval: 3,
         input_size: [320, 192],
+        // Not the identity, so that both engines are seen to report calibrated scores.
+        score_calibration: [1.7, -0.6],
         ..ModelConfig::default()
     }
 }
@@ -199,9 +201,27 @@ fn check_parity(cfg: &ModelConfig, pooler: Pooler, w: usize, h: usize, frames: u
             worst = worst.max(e);
         }
 
+        let calibrated: Vec<f32> = last
+            .class_logits
+            .to_vec2::<f32>()
+            .unwrap()
+            .iter()
+            .flat_map(|row| cfg.class_probs(row))
+            .collect();
+
         // 2. Each engine's own state loop.
         let a = candle.step(&f, &mut candle_state).unwrap();
         let b = ort.step(&f, &mut ort_state).unwrap();
+        // Both report the config's calibrated probabilities of the same logits.
+        let e = rel_err(
+            "calibrated class_probs",
+            &a.class_probs.concat(),
+            &calibrated,
+        );
+        assert!(
+            e <= TOL,
+            "frame {t}: candle's class_probs are not calibrated ({e:e})"
+        );
         assert_eq!((a.key_frame, a.stages_run), (b.key_frame, b.stages_run));
         assert_eq!((a.mask_h, a.mask_w), (b.mask_h, b.mask_w));
         let probs = |o: &inspro::tracking::FrameOutput| o.class_probs.concat();

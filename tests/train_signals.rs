@@ -293,6 +293,13 @@ fn the_ground_truth_as_results_has_perfect_track_quality() {
     assert!((q.best_track_iou - 1.0).abs() < 1e-9);
     assert!((q.frame_oracle_iou - 1.0).abs() < 1e-9 && q.frame_oracle_iou_075 == 1.0);
     assert_eq!(q.id_switches, 0, "{q:?}");
+    // Every track is some object's best, covering it with its class.
+    use inspro::ytvis::eval::TrackKind;
+    let kinds = |q: &inspro::ytvis::eval::TrackQuality, kind| {
+        q.samples.iter().filter(|(_, k)| *k == kind).count()
+    };
+    assert_eq!(kinds(&q, TrackKind::Right), gt.annotations.len(), "{q:?}");
+    assert_eq!(q.samples.len(), gt.annotations.len());
     // Identities rotated every frame (result j holds object j + f at frame f): each frame's
     // masks are still perfect, the tracks are not.
     let mut rotated = results.clone();
@@ -335,6 +342,10 @@ fn the_ground_truth_as_results_has_perfect_track_quality() {
     let doubled: Vec<_> = results.iter().chain(&copies).cloned().collect();
     let q = inspro::ytvis::eval::track_quality(&gt, &doubled, 0.5, 0.5);
     assert!(q.duplicate_pairs >= seen_twice, "{q:?}");
+    // The copies are second tracks on covered objects (or, where they cover an object better
+    // than its own track, the own track is).
+    assert_eq!(kinds(&q, TrackKind::Duplicate), copies.len(), "{q:?}");
+    assert_eq!(kinds(&q, TrackKind::Right), gt.annotations.len(), "{q:?}");
     // The same slots under a second class are the same tracks, not duplicates.
     let relabelled = results.iter().map(|r| {
         let mut r = r.clone();
@@ -355,6 +366,12 @@ fn the_ground_truth_as_results_has_perfect_track_quality() {
         .collect();
     let q = inspro::ytvis::eval::track_quality(&gt, &wrong, 0.5, 0.5);
     assert_eq!(q.best_track_class_accuracy, 0.0);
+    assert_eq!(
+        kinds(&q, TrackKind::WrongClass),
+        gt.annotations.len(),
+        "{q:?}"
+    );
+    assert_eq!(kinds(&q, TrackKind::Right), 0);
 }
 
 #[test]

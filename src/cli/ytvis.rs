@@ -26,6 +26,16 @@ pub struct EvalArgs {
     pub dup_score: f64,
     #[arg(long, default_value_t = 0.5)]
     pub dup_iou: f64,
+    /// Fit the model's `score_calibration` on these results (held-out videos, not the ones you
+    /// will report): Platt scaling that makes a track's score the chance that it is right (the
+    /// best track of an object, covering it at video mask IoU >= 0.5, with its class). Prints
+    /// the line for the model config and what it does at the default birth score 0.5.
+    #[arg(long)]
+    pub fit_scores: bool,
+    /// With --fit-scores: the model config the results were made with; its own
+    /// `score_calibration` is composed with the fit, so the printed line replaces it.
+    #[arg(long, requires = "fit_scores")]
+    pub model: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -75,6 +85,67 @@ pub struct SynthArgs {
     pub quantizer: u32,
 }
 
+/// `inspro eval --fit-scores`: the calibration line, its effect at the default birth score and
+/// what the tracks scoring >= 0.5 are.
+fn fit_scores(args: &EvalArgs, q: &ytvis::eval::TrackQuality) -> anyhow::Result<()> {
+    use ytvis::eval::TrackKind;
+    use ytvis::score_calibration::{calibrated, compose, fit_platt, share_above};
+    let samples: Vec<(f64, bool)> = q
+        .samples
+        .iter()
+        .map(|(s, k)| (*s, *k == TrackKind::Right))
+        .collect();
+    let fit = fit_platt(&samples).with_context(|| {
+        format!(
+            "{}: {} tracks, {} of them right: nothing to fit a calibration on",
+            args.results.display(),
+            samples.len(),
+            samples.iter().filter(|(_, r)| *r).count()
+        )
+    })?;
+    let inner = match &args.model {
+        Some(path) => {
+            let cfg = inspro::model::ModelConfig::from_file(path)?;
+            cfg.score_calibration.map(f64::from)
+        }
+        None => [1.0, 0.0],
+    };
+    let [a, b] = compose(fit.calibration, inner);
+    let show = |name: &str, c: [f64; 2]| {
+        let (right, wrong) = share_above(&samples, c, 0.5);
+        let n_right = fit.right as f64;
+        let n_wrong = (fit.tracks - fit.right) as f64;
+        let kept = right * n_right + wrong * n_wrong;
+        println!(
+            "{name}: right tracks scoring >= 0.5: {:.1} %, wrong ones: {:.1} %, precision at 0.5: {:.1} %",
+            100.0 * right,
+            100.0 * wrong,
+            if kept > 0.0 { 100.0 * right * n_right / kept } else { 0.0 }
+        );
+        for kind in TrackKind::ALL {
+            let (n, above) = q
+                .samples
+                .iter()
+                .filter(|(_, k)| *k == kind)
+                .fold((0, 0), |(n, m), (s, _)| {
+                    (n + 1, m + usize::from(calibrated(*s, c) >= 0.5))
+                });
+            println!(
+                "  {above:>4} of {n:>4} tracks scoring >= 0.5: {}",
+                kind.describe()
+            );
+        }
+    };
+    println!(
+        "{} tracks, {} right (best track of an object, video IoU >= 0.5, right class)",
+        fit.tracks, fit.right
+    );
+    show("as scored", [1.0, 0.0]);
+    show("calibrated", fit.calibration);
+    println!("score_calibration = [{a:.4}, {b:.4}]");
+    Ok(())
+}
+
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
     let (w, h) = s
         .split_once(['x', 'X'])
@@ -99,7 +170,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let s = ytvis::evaluate_files(&args.gt, &args.results)?;
     tracing::info!(seconds = start.elapsed().as_secs_f64(), "evaluated");
-    let quality = if args.duplicates {
+    let quality = if args.duplicates || args.fit_scores {
         let gt = ytvis::load_ground_truth(&args.gt)?;
         let results = ytvis::load_results(&args.results)?;
         Some(ytvis::eval::track_quality(
@@ -122,6 +193,9 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         }
         println!("{v}");
         return Ok(());
+    }
+    if let (true, Some(q)) = (args.fit_scores, &quality) {
+        return fit_scores(&args, q);
     }
     if let Some(q) = &quality {
         println!(

@@ -164,6 +164,12 @@ fn feeds_product(
     })
 }
 
+/// Whether any node of `g` was made under `scope` (a `--int8-keep-float` that names nothing is
+/// a typo, not a request).
+pub fn scope_has_nodes(g: &Graph, scope: &str) -> bool {
+    g.nodes.iter().any(|n| in_scope(&n.name, scope))
+}
+
 fn kept_float(n: &Node, keep_float: &[String]) -> bool {
     keep_float.iter().any(|scope| in_scope(&n.name, scope))
 }
@@ -566,6 +572,9 @@ mod tests {
         assert!(in_scope("mask_branch/Conv_3", "mask_branch"));
         assert!(!in_scope("mask_head/Conv_3", "mask"));
         assert!(!in_scope("fpn/Conv_3", "mask_branch"));
+        // A scope that names no node is caught before export (a typo such as `heads`).
+        assert!(scope_has_nodes(&g, "mask_branch") && scope_has_nodes(&g, "fpn"));
+        assert!(!scope_has_nodes(&g, "heads") && !scope_has_nodes(&g, "mask"));
     }
 
     #[test]

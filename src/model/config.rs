@@ -82,6 +82,13 @@ pub struct ModelConfig {
     /// Pixel mean / std, RGB, 0..255.
     pub pixel_mean: [f32; 3],
     pub pixel_std: [f32; 3],
+    /// Score calibration `[a, b]` of these weights (Platt scaling): every engine reports class
+    /// probabilities `sigmoid(a * logit + b)`, so that a score reads as the chance that the
+    /// track is right and the tracker's birth and keep scores mean what they say. `[1, 0]`
+    /// (the default) is the network's own sigmoid; `inspro eval --fit-scores` fits it on
+    /// held-out videos (docs/model.md, "Scores the defaults can trust"). Monotone (a > 0): the
+    /// ranking, and so AP, hardly moves.
+    pub score_calibration: [f32; 2],
 }
 
 impl Default for ModelConfig {
@@ -115,6 +122,7 @@ impl Default for ModelConfig {
             input_size: [640, 360],
             pixel_mean: [123.675, 116.28, 103.53],
             pixel_std: [58.395, 57.12, 57.375],
+            score_calibration: [1.0, 0.0],
         }
     }
 }
@@ -224,7 +232,24 @@ impl ModelConfig {
         if self.pixel_std.iter().any(|s| *s <= 0.0) {
             return bad("pixel_std", "every entry must be positive".into());
         }
+        let [a, b] = self.score_calibration;
+        if !(a.is_finite() && b.is_finite() && a > 0.0) {
+            return bad(
+                "score_calibration",
+                format!("[{a}, {b}]: a must be positive and both finite"),
+            );
+        }
         Ok(())
+    }
+
+    /// Class probabilities of one slot's class logits, through [`Self::score_calibration`]:
+    /// what every engine reports.
+    pub fn class_probs(&self, logits: &[f32]) -> Vec<f32> {
+        let [a, b] = self.score_calibration;
+        logits
+            .iter()
+            .map(|x| 1.0 / (1.0 + (-(a * x + b)).exp()))
+            .collect()
     }
 
     /// Name of class `i` (config name or `class_<i>`).
@@ -298,4 +323,27 @@ fn field_at(text: &str, pos: usize) -> String {
         .unwrap_or_default()
         .trim()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn score_calibration_maps_logits_and_is_checked() {
+        let mut cfg = ModelConfig::default();
+        let plain = cfg.class_probs(&[0.0, 2.0]);
+        assert!((plain[0] - 0.5).abs() < 1e-6);
+        cfg.score_calibration = [2.0, -1.0];
+        let p = cfg.class_probs(&[0.0, 2.0]);
+        let sigmoid = |x: f32| 1.0 / (1.0 + (-x).exp());
+        assert!((p[0] - sigmoid(-1.0)).abs() < 1e-6);
+        assert!((p[1] - sigmoid(3.0)).abs() < 1e-6);
+        assert!(cfg.validate().is_ok());
+        cfg.score_calibration = [0.0, 1.0];
+        match cfg.validate() {
+            Err(ModelError::Config { field, .. }) => assert_eq!(field, "score_calibration"),
+            other => panic!("a flat calibration passed: {other:?}"),
+        }
+    }
 }

@@ -129,6 +129,17 @@ pub fn export_int8(
         .map_err(|e| data_err(Path::new("temporary directory"), e))?;
     let mut plans: HashMap<bool, Plan> = HashMap::new();
     export_with(cfg, w, observing.path(), opts, &mut |kind, g| {
+        if kind == GraphKind::Key {
+            if let Some(scope) = calib
+                .keep_float
+                .iter()
+                .find(|scope| !quantize::scope_has_nodes(g, scope))
+            {
+                return Err(ExportError::Quantize(format!(
+                    "keep-float scope {scope:?} names no node of the key graph (scopes: backbone, fpn, mask_branch, mask_head, intra_query, head, head.head_series.<i>)"
+                )));
+            }
+        }
         let p = quantize::plan(g, calib.scheme, &calib.keep_float);
         quantize::observe(g, &p);
         plans.insert(kind == GraphKind::Key, p);

@@ -99,7 +99,12 @@ impl InsPro {
         )?;
         let last = fwd.last()?;
         let pred = last.pred_boxes_xyxy.detach().to_vec2::<f32>()?;
-        let probs = candle_nn::ops::sigmoid(&last.class_logits)?.to_vec2::<f32>()?;
+        let probs: Vec<Vec<f32>> = last
+            .class_logits
+            .to_vec2::<f32>()?
+            .iter()
+            .map(|row| self.cfg.class_probs(row))
+            .collect();
         let masks = fwd
             .mask_logits
             .last()

@@ -428,7 +428,7 @@ impl OrtEngine {
         let probs: Vec<Vec<f32>> = out
             .class_logits
             .chunks_exact(k)
-            .map(|row| row.iter().map(|x| 1.0 / (1.0 + (-x).exp())).collect())
+            .map(|row| m.model.class_probs(row))
             .collect();
         let pred: Vec<Vec<f32>> = out
             .pred_boxes_xyxy

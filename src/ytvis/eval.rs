@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::error::YtvisError;
 use super::json::{load_ground_truth, load_results, GroundTruth, VideoResult};
 use super::rle::Rle;
-pub use super::track_quality::{count_duplicates, track_quality, TrackQuality};
+pub use super::track_quality::{count_duplicates, track_quality, TrackKind, TrackQuality};
 
 mod prepare;
 

@@ -6,6 +6,7 @@ pub mod error;
 pub mod eval;
 pub mod json;
 pub mod rle;
+pub mod score_calibration;
 pub mod synth;
 pub mod track_quality;
 

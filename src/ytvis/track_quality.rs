@@ -87,6 +87,46 @@ pub struct TrackQuality {
     /// As `covered_right_top_class`, and that top class scores at least 0.5 (the daemon's
     /// default birth score): objects the daemon's defaults report, rightly.
     pub covered_right_confident: f64,
+    /// Every track (distinct mask sequence) with its top class's score and what it is (what
+    /// `inspro eval --fit-scores` calibrates the scores on and breaks down).
+    #[serde(skip)]
+    pub samples: Vec<(f64, TrackKind)>,
+}
+
+/// What a track is to the objects of its video.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TrackKind {
+    /// The best track of an object, covering it at video mask IoU >= 0.5, with its class.
+    Right,
+    /// The best track of an object, covering it, with another class.
+    WrongClass,
+    /// Covers an object at video IoU >= 0.5 that another track covers better (a second slot).
+    Duplicate,
+    /// Overlaps an object at video IoU in [0.1, 0.5): a part of it (after or before an
+    /// identity switch) or a poor mask.
+    Partial,
+    /// Video IoU below 0.1 with every object.
+    Background,
+}
+
+impl TrackKind {
+    pub const ALL: [TrackKind; 5] = [
+        TrackKind::Right,
+        TrackKind::WrongClass,
+        TrackKind::Duplicate,
+        TrackKind::Partial,
+        TrackKind::Background,
+    ];
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            TrackKind::Right => "right (an object's best track, covering it, its class)",
+            TrackKind::WrongClass => "an object's best track, covering it, another class",
+            TrackKind::Duplicate => "a second track on a covered object",
+            TrackKind::Partial => "a part of an object (video IoU 0.1-0.5)",
+            TrackKind::Background => "nothing (video IoU < 0.1)",
+        }
+    }
 }
 
 /// Video mask IoU at which a track covers an object, and the score the daemon trusts by default.
@@ -114,6 +154,7 @@ pub fn track_quality(
             })
             .collect()
     };
+    let mut samples = Vec::new();
     let (mut objects, mut right, mut iou_sum) = (0usize, 0usize, 0f64);
     let (mut object_frames, mut oracle_sum, mut oracle_075) = (0usize, 0f64, 0usize);
     let mut id_switches = 0usize;
@@ -137,6 +178,9 @@ pub fn track_quality(
                 )
             })
             .collect();
+        let mut kinds = vec![TrackKind::Background; distinct.len()];
+        // Each track's best video IoU with any object of the video.
+        let mut best_iou = vec![0f64; distinct.len()];
         for a in gt.annotations.iter().filter(|a| a.video_id == v.id) {
             let g: Vec<Option<Rle>> = a
                 .segmentations
@@ -186,15 +230,22 @@ pub fn track_quality(
             let covering = distinct
                 .iter()
                 .zip(&top)
-                .map(|(d, t)| (iou_seq(d, &g), *t))
-                .fold(None, |acc: Option<(f64, (u64, f64))>, x| match acc {
+                .enumerate()
+                .map(|(k, (d, t))| (iou_seq(d, &g), *t, k))
+                .fold(None, |acc: Option<(f64, (u64, f64), usize)>, x| match acc {
                     Some(a) if a.0 >= x.0 => Some(a),
                     _ => Some(x),
                 });
-            if let Some((iou, (class, score))) = covering {
+            for (k, d) in distinct.iter().enumerate() {
+                best_iou[k] = best_iou[k].max(iou_seq(d, &g));
+            }
+            if let Some((iou, (class, score), k)) = covering {
                 if iou >= COVER_IOU && class == a.category_id {
                     covered_right += 1;
                     covered_confident += usize::from(score >= CONFIDENT_SCORE);
+                    kinds[k] = TrackKind::Right;
+                } else if iou >= COVER_IOU && kinds[k] != TrackKind::Right {
+                    kinds[k] = TrackKind::WrongClass;
                 }
             }
             let best = tracks.iter().map(|(c, _, d)| (iou_seq(d, &g), *c)).fold(
@@ -211,6 +262,16 @@ pub fn track_quality(
                 }
             }
         }
+        for (k, kind) in kinds.iter_mut().enumerate() {
+            if *kind == TrackKind::Background {
+                *kind = match best_iou[k] {
+                    x if x >= COVER_IOU => TrackKind::Duplicate,
+                    x if x >= 0.1 => TrackKind::Partial,
+                    _ => TrackKind::Background,
+                };
+            }
+        }
+        samples.extend(top.iter().zip(&kinds).map(|(t, kind)| (t.1, *kind)));
     }
     let duplicate_pairs = count_duplicates(results, dup_score, dup_iou);
     let per = |x: f64| {
@@ -234,5 +295,6 @@ pub fn track_quality(
         duplicates_per_object: per(duplicate_pairs as f64),
         covered_right_top_class: per(covered_right as f64),
         covered_right_confident: per(covered_confident as f64),
+        samples,
     }
 }
