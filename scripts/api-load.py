@@ -13,7 +13,7 @@ throughput; each daemon run logs it at the end of the stream ("end of stream ...
 
   cargo build --release --features edge --example http_load
   .venv/bin/python scripts/api-load.py [--bin target/release/inspro] [--frames 300]
-      [--size 320x192] [--viewers 10] [--rps 100] [--rounds 2]
+      [--model inspro-small] [--size 320x192] [--viewers 10] [--rps 100] [--rounds 2]
   .venv/bin/python scripts/api-load.py --clips --camera-size 1280x720 [--frames 300]
 
 Benchmarks want a quiet machine (no build, no training beside them): the numbers go in
@@ -96,7 +96,7 @@ def run(args, work, clip, broker_port, loaded, clips=False):
     cfg = os.path.join(work, "edge.toml")
     with open(cfg, "w") as f:
         f.write(f"""[model]
-config = "{HERE}/configs/models/inspro-tiny.toml"
+config = "{HERE}/configs/models/{args.model}.toml"
 
 [[camera]]
 name = "cam"
@@ -184,6 +184,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=os.path.join(HERE, "target/release/inspro"))
     ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--model", default="inspro-small",
+                    help="a name under configs/models/ (default the shipped inspro-small; the runs "
+                         "before 2026-12-07 afternoon used inspro-tiny)")
     ap.add_argument("--size", default="320x192")
     ap.add_argument("--viewers", type=int, default=10)
     ap.add_argument("--rps", type=float, default=100)

@@ -21,7 +21,7 @@ out=out/bench.jsonl
 : > "$out"
 release_bin bench "--features edge"
 runs="${RUNS:-10}"
-models="${MODELS:-inspro-tiny inspro-lite-r18 inspro-r50 inspro-lite-r50}"
+models="${MODELS:-inspro-small inspro-tiny inspro-lite-r18 inspro-r50 inspro-lite-r50}"
 tag() { sed "s/^{/{\"load_average\":$load,\"quiet\":$([ "$quiet" = 1 ] && echo true || echo false),/"; }
 
 # INT8 graphs are calibrated on synthetic frames made here (timing does not depend on the data).
@@ -42,7 +42,7 @@ for model in $models; do
     --threads 1,2 --runs "$runs" --json | tag | tee -a "$out"
 done
 
-for model in inspro-tiny inspro-lite-r18; do
+for model in inspro-small inspro-lite-r18; do
   echo "bench: cameras $model" >&2
   "$bin" bench --engine onnxruntime --model "configs/models/$model.toml" --size 640x360 \
     --cameras 1,2,4 --seconds 15 --runs "$runs" --json | tag | tee -a "$out"

@@ -6,7 +6,7 @@
 #
 #   scripts/daemon-overhead.sh [CAMERAS...]      (default: 1 4)
 #
-# Env: MODEL (default engines/inspro-tiny/model.toml), WEIGHTS (its model.safetensors; random
+# Env: MODEL (default engines/inspro-small/model.toml), WEIGHTS (its model.safetensors; random
 # weights when there is no such file), SIZE
 # (320x192), FRAMES per clip (900: 7-20 s of daemon), KIND (onnxruntime; candle; or default:
 # the daemon with no [engine] section, against the engine alone on ONNX Runtime), REPEAT

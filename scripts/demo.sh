@@ -5,7 +5,8 @@
 #   3. `inspro run --exit-on-eos --overlay-dir out/` on it, the events printed as they arrive,
 #   4. out/demo-overlay.mkv (masks, boxes, track ids drawn) and out/demo-sheet.png.
 # Everything it starts is stopped on exit. Environment: FRAMES (60), SIZE (320x192), SEED (7),
-# BIRTH_NMS_IOU (0.5; 1 births every slot).
+# MODEL (inspro-small, the shipped default; a name under configs/models/), BIRTH_SCORE,
+# KEEP_SCORE, BIRTH_NMS_IOU (unset: the daemon's defaults, 0.5, 0.3 and 1).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,7 +14,7 @@ cd "$here"
 frames="${FRAMES:-60}"
 size="${SIZE:-320x192}"
 seed="${SEED:-7}"
-nms="${BIRTH_NMS_IOU:-0.5}"
+model="${MODEL:-inspro-small}"
 out="$here/out"
 work="$out/demo"
 mkdir -p "$work"
@@ -53,20 +54,24 @@ echo "demo: mosquitto on 127.0.0.1:$port"
 echo "demo: clip $work/clip.mkv ($frames frames, $size; ground truth in clip.json)"
 
 weights_note=""
-# The shipped tiny model is weakly calibrated (its class probabilities rarely pass 0.3, see
-# engines/inspro-tiny/README.md): thresholds fitted to it, not the daemon's 0.5 / 0.3 defaults;
-# and it puts several slots on one object, so a second slot on a tracked object is not born.
-tracking=$'[tracking]\nbirth_score = 0.15\nmin_frames = 2\nkeep_score = 0.1\n'"birth_nms_iou = $nms"$'\n'
-if ! ls "$here"/engines/inspro-tiny/*.safetensors >/dev/null 2>&1; then
+# The shipped inspro-small runs at the daemon's own defaults (birth / keep score 0.5 / 0.3, no
+# birth NMS; engines/inspro-small/README.md). BIRTH_SCORE, KEEP_SCORE and BIRTH_NMS_IOU override
+# them, e.g. MODEL=inspro-tiny BIRTH_SCORE=0.15 KEEP_SCORE=0.1 BIRTH_NMS_IOU=0.5 for the older
+# stride-8 model, whose scores rarely pass 0.3.
+tracking=$'[tracking]\n'
+[ -n "${BIRTH_SCORE:-}" ] && tracking+="birth_score = $BIRTH_SCORE"$'\n'
+[ -n "${KEEP_SCORE:-}" ] && tracking+="keep_score = $KEEP_SCORE"$'\n'
+[ -n "${BIRTH_NMS_IOU:-}" ] && tracking+="birth_nms_iou = $BIRTH_NMS_IOU"$'\n'
+if ! ls "$here/engines/$model"/*.safetensors >/dev/null 2>&1; then
   # No trained model yet: random weights score every slot low, so let every slot be a track to
   # show the plumbing. The masks are then meaningless.
-  weights_note="NOTE: no trained weights in engines/inspro-tiny/ yet: RANDOM weights and zero thresholds, so the tracks and masks are meaningless (the plumbing is real)."
+  weights_note="NOTE: no trained weights in engines/$model/ yet: RANDOM weights and zero thresholds, so the tracks and masks are meaningless (the plumbing is real)."
   tracking=$'[tracking]\nbirth_score = 0.0\nmin_frames = 1\nkeep_score = 0.0\n'
 fi
 w="${size%x*}"; h="${size#*x}"
 cat > "$work/edge.toml" <<EOF
 [model]
-config = "$here/configs/models/inspro-tiny.toml"
+config = "$here/configs/models/$model.toml"
 
 [[camera]]
 name = "demo"

@@ -5,7 +5,7 @@
 #
 #   scripts/int8-ap.sh [SEED...]        (default: 8484 4242 7373)
 #
-# Env: MODEL (engines/inspro-tiny/model.toml), WEIGHTS (its model.safetensors), CALIBRATE (a
+# Env: MODEL (engines/inspro-small/model.toml), WEIGHTS (its model.safetensors), CALIBRATE (a
 # YouTube-VIS folder; default: data/synth-train, made with `inspro synth` if missing), INT8_FOR
 # (cpu | tensorrt), INT8_ARGS (more `inspro export` flags, e.g. `--int8-keep-float mask_branch`
 # or `--calibration-frames 256`). Prints one line per seed and engine, then the mean AP change.

@@ -18,8 +18,8 @@ release_bin() {
   [ -x "$bin" ] || { echo "$1: build first (cargo build --release $2)" >&2; exit 2; }
 }
 
-# The shipped tiny model unless MODEL / WEIGHTS say otherwise; the library of scripts/setup.sh's
+# The shipped model (inspro-small) unless MODEL / WEIGHTS say otherwise; the library of scripts/setup.sh's
 # venv unless ORT_DYLIB_PATH is set.
-MODEL="${MODEL:-engines/inspro-tiny/model.toml}"
+MODEL="${MODEL:-engines/inspro-small/model.toml}"
 WEIGHTS="${WEIGHTS:-$(dirname "$MODEL")/model.safetensors}"
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(ls "$PWD"/.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -1)}"

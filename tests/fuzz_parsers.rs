@@ -371,7 +371,7 @@ mod edge {
             env!("CARGO_MANIFEST_DIR"),
             "/configs/models/inspro-tiny.toml"
         );
-        let base = config::DEFAULT_CONFIG_TOML.replace("configs/models/inspro-tiny.toml", model);
+        let base = config::DEFAULT_CONFIG_TOML.replace("configs/models/inspro-small.toml", model);
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("fuzz.toml");
         let env: BTreeMap<String, String> = BTreeMap::new();

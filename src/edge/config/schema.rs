@@ -113,7 +113,7 @@ pub struct ModelSection {
 impl Default for ModelSection {
     fn default() -> Self {
         Self {
-            config: PathBuf::from("configs/models/inspro-tiny.toml"),
+            config: PathBuf::from("configs/models/inspro-small.toml"),
             weights: None,
             seed: 0,
         }
