@@ -450,6 +450,9 @@ fn the_training_picture_is_drawn_from_the_metrics() {
     std::fs::write(&metrics, lines).unwrap();
     let curves = inspro::train::plot::read_metrics(&metrics).unwrap();
     assert_eq!(curves.eval_x(), (vec![2.5, 6.0], "training hours"));
+    // The line without track figures has them missing (left out of the picture), not 0.
+    let e = curves.evals[1];
+    assert!((e.1 - 20.0).abs() < 1e-9 && e.3.is_nan() && e.4.is_nan() && e.5.is_nan());
     inspro::train::plot::write_plot(&metrics, &png).unwrap();
     assert_eq!(
         image::open(&png).unwrap().to_rgb8().dimensions(),

@@ -71,11 +71,12 @@ pub fn read_metrics(path: &Path) -> Result<Curves, TrainError> {
         }
         if let Some(e) = v.get("eval") {
             let get = |k: &str| e.get(k).and_then(Value::as_f64).unwrap_or(0.0) * 100.0;
+            // A figure the line lacks (older trainers did not write every one) is NaN, and
+            // left out of the picture rather than drawn at 0.
             let track = |k: &str| {
                 v.pointer(&format!("/tracks/{k}"))
                     .and_then(Value::as_f64)
-                    .unwrap_or(0.0)
-                    * 100.0
+                    .map_or(f64::NAN, |x| x * 100.0)
             };
             c.eval_hours
                 .push(v.get("train_hours").and_then(Value::as_f64));
@@ -294,6 +295,7 @@ pub fn write_plot(metrics: &Path, out: &Path) -> Result<(), TrainError> {
             .iter()
             .zip(&c.evals)
             .map(|(x, e)| (*x, f(e)))
+            .filter(|(_, y)| y.is_finite())
             .collect()
     };
     let max_eval_x = if eval_desc == "iteration" {
