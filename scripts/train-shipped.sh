@@ -6,7 +6,7 @@
 #   2. engines/inspro-small/model.safetensors (the shipped default, masks at stride 4): the
 #      stride-4 campaign, configs/train/inspro-small-campaign.toml, 40,000 iterations from those
 #      tiny weights, its weight average (about 7.5 hours alone on the 2-vCPU Xeon at 1.5
-#      iterations/s; the shipped file took 10.3 wall-clock hours in parts, resumed with
+#      iterations/s; the shipped file took 10.7 wall-clock hours in six parts, resumed with
 #      scripts/train-campaign.sh, with other work beside it).
 # engines/inspro-tiny/README.md and engines/inspro-small/README.md have the numbers.
 #   INSPRO_BIN=path    a prebuilt binary (no cargo)
