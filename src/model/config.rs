@@ -86,7 +86,7 @@ pub struct ModelConfig {
     /// probabilities `sigmoid(a * logit + b)`, so that a score reads as the chance that the
     /// track is right and the tracker's birth and keep scores mean what they say. `[1, 0]`
     /// (the default) is the network's own sigmoid; `inspro eval --fit-scores` fits it on
-    /// held-out videos (docs/model.md, "Scores the defaults can trust"). Monotone (a > 0): the
+    /// held-out videos (docs/model.md, "score calibration"). Monotone (a > 0): the
     /// ranking, and so AP, hardly moves.
     pub score_calibration: [f32; 2],
 }

@@ -227,18 +227,19 @@ pub fn track_quality(
                     held = Some(k);
                 }
             }
-            let covering = distinct
+            let video_ious: Vec<f64> = distinct.iter().map(|d| iou_seq(d, &g)).collect();
+            for (best, iou) in best_iou.iter_mut().zip(&video_ious) {
+                *best = best.max(*iou);
+            }
+            let covering = video_ious
                 .iter()
                 .zip(&top)
                 .enumerate()
-                .map(|(k, (d, t))| (iou_seq(d, &g), *t, k))
+                .map(|(k, (iou, t))| (*iou, *t, k))
                 .fold(None, |acc: Option<(f64, (u64, f64), usize)>, x| match acc {
                     Some(a) if a.0 >= x.0 => Some(a),
                     _ => Some(x),
                 });
-            for (k, d) in distinct.iter().enumerate() {
-                best_iou[k] = best_iou[k].max(iou_seq(d, &g));
-            }
             if let Some((iou, (class, score), k)) = covering {
                 if iou >= COVER_IOU && class == a.category_id {
                     covered_right += 1;
