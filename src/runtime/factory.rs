@@ -150,7 +150,7 @@ impl EngineSpec {
         let path = self.model.as_ref().ok_or_else(|| {
             EngineBuildError::new(
                 "model",
-                "no model config (e.g. configs/models/inspro-tiny.toml)",
+                "no model config (e.g. configs/models/inspro-small.toml)",
             )
         })?;
         let mut cfg =

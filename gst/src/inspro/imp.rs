@@ -193,7 +193,7 @@ impl InsPro {
         let built = build_engine(&spec).map_err(|e| match e.field {
             "model" if s.model.is_none() => gst::error_msg!(
                 gst::LibraryError::Settings,
-                ("property `model` is not set (a model config, e.g. configs/models/inspro-tiny.toml)")
+                ("property `model` is not set (a model config, e.g. configs/models/inspro-small.toml)")
             ),
             "model" => {
                 gst::error_msg!(gst::ResourceError::OpenRead, ("model config: {}", e.reason))
@@ -326,7 +326,7 @@ impl ObjectImpl for InsPro {
             vec![
                 glib::ParamSpecString::builder("model")
                     .nick("Model config")
-                    .blurb("Path of the model config (TOML), e.g. configs/models/inspro-tiny.toml. Required, except with engine=onnxruntime and an exported engine in `weights` (its manifest holds the config).")
+                    .blurb("Path of the model config (TOML), e.g. configs/models/inspro-small.toml. Required, except with engine=onnxruntime and an exported engine in `weights` (its manifest holds the config).")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("weights")
