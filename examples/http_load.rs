@@ -1,17 +1,24 @@
 //! A light load on the daemon's HTTP server, for `scripts/api-load.py` (issue 31): `viewers`
-//! clients reading `/api/<camera>/live` (MJPEG) and one client sending `rps` API requests a
-//! second, in turn `/api/cameras`, `/api/events?limit=50`, `/api/health` and `/metrics`, until
-//! `seconds` have passed or the daemon goes. Plain threads and blocking sockets on loopback, so
-//! the load costs the cores the daemon shares as little as a client can; it prints one JSON
-//! line: requests served, errors, MJPEG bytes read, and its own CPU seconds.
+//! clients reading `/api/<camera>/live` (MJPEG) and `rps` API requests a second, evenly spaced, in
+//! turn `/api/cameras`, `/api/events?limit=50`, `/api/health` and `/metrics`, each on a connection
+//! of its own (`Connection: close`), until `seconds` have passed or the daemon goes. It prints one
+//! JSON line: requests served, errors, MJPEG bytes read, and its own CPU seconds.
 //!
-//!   cargo run --release --example http_load -- PORT CAMERA VIEWERS RPS SECONDS
+//! The viewers stand for browsers on other machines, so the client is built to cost the cores it
+//! shares with the daemon as little as it can: one thread and one event loop (a current-thread
+//! tokio runtime) for every viewer and request, so that a live frame written to ten viewers wakes
+//! it once, not ten times, and a request costs one timer tick and one readiness wake-up.
+//!
+//!   cargo run --release --features edge --example http_load -- PORT CAMERA VIEWERS RPS SECONDS
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Requests in flight at most; a tick that finds this many counts an error instead of queueing.
+const MAX_IN_FLIGHT: u64 = 64;
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
     match args.get(i).map(|s| s.parse()) {
@@ -23,48 +30,66 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
     }
 }
 
+#[derive(Default)]
+struct Counts {
+    ok: AtomicU64,
+    errors: AtomicU64,
+    /// Refused connections since the last answer: the daemon is gone when they pile up (they
+    /// are not counted as errors).
+    misses: AtomicU64,
+    in_flight: AtomicU64,
+    live_bytes: AtomicU64,
+}
+
 /// Read one live stream until `stop` (reconnecting while the daemon is there).
-fn viewer(port: u16, camera: &str, stop: &AtomicBool, bytes: &AtomicU64) {
+async fn viewer(port: u16, camera: String, stop: Arc<AtomicBool>, counts: Arc<Counts>) {
     let mut buf = vec![0u8; 64 * 1024];
+    let req = format!("GET /api/{camera}/live HTTP/1.1\r\nHost: load\r\n\r\n");
     while !stop.load(Relaxed) {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-            std::thread::sleep(Duration::from_millis(100));
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-        let req = format!("GET /api/{camera}/live HTTP/1.1\r\nHost: load\r\n\r\n");
-        if s.write_all(req.as_bytes()).is_err() {
+        if s.write_all(req.as_bytes()).await.is_err() {
             continue;
         }
         while !stop.load(Relaxed) {
-            match s.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    bytes.fetch_add(n as u64, Relaxed);
+            match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => {
+                    counts.live_bytes.fetch_add(n as u64, Relaxed);
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => break,
+                Err(_) => {} // no frame for a while: look at `stop` again
             }
         }
     }
 }
 
-/// One request on its own connection (`Connection: close`); whether it got a 200.
-fn request(port: u16, path: &str, buf: &mut Vec<u8>) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
+/// One request on its own connection: Ok with a 200, else what went wrong.
+async fn request(port: u16, path: &'static str) -> Result<(), String> {
+    let go = async {
+        let mut s = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        let mut buf = Vec::with_capacity(16 * 1024);
+        s.read_to_end(&mut buf)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        if buf.starts_with(b"HTTP/1.1 200") {
+            Ok(())
+        } else {
+            let head = String::from_utf8_lossy(&buf[..buf.len().min(80)]).into_owned();
+            Err(format!("answer: {head:?}"))
+        }
     };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let req = format!("GET {path} HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return false;
+    match tokio::time::timeout(Duration::from_secs(2), go).await {
+        Ok(r) => r.map_err(|e| format!("{path}: {e}")),
+        Err(_) => Err(format!("{path}: no answer in 2 s")),
     }
-    buf.clear();
-    s.read_to_end(buf).is_ok() && buf.starts_with(b"HTTP/1.1 200")
 }
 
 /// This process's user + system CPU seconds (`/proc/self/stat`).
@@ -86,63 +111,111 @@ fn main() {
     let viewers: usize = arg(&args, 3, "VIEWERS");
     let rps: f64 = arg(&args, 4, "RPS");
     let seconds: f64 = arg(&args, 5, "SECONDS");
+    // Requests sent together at each tick (default 1: evenly spaced).
+    let burst: usize = args.get(6).and_then(|b| b.parse().ok()).unwrap_or(1).max(1);
+    // Like the daemon's server, the client waits for IO at most once per request tick (10 ms
+    // at most), so answers that come back meanwhile are read in the same wake-up as the next
+    // request is sent: about one wake-up per request, as evenly spaced as the requests.
+    let every = Duration::from_secs_f64((burst as f64 / rps.max(0.001)).min(0.01));
+    let pace_base = Instant::now();
+    let woke = Arc::new(AtomicU64::new(0));
+    let (w1, w2) = (woke.clone(), woke);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(move || {
+            let since = (pace_base.elapsed().as_nanos() as u64).saturating_sub(w1.load(Relaxed));
+            if let Some(rest) = every.checked_sub(Duration::from_nanos(since)) {
+                std::thread::sleep(rest);
+            }
+        })
+        .on_thread_unpark(move || w2.store(pace_base.elapsed().as_nanos() as u64, Relaxed))
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("http_load: cannot start a runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let counts = Arc::new(Counts::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let bytes = Arc::new(AtomicU64::new(0));
-    let mut threads = Vec::new();
-    for _ in 0..viewers {
-        let (stop, bytes, camera) = (stop.clone(), bytes.clone(), camera.clone());
-        threads.push(std::thread::spawn(move || {
-            viewer(port, &camera, &stop, &bytes)
-        }));
-    }
-    let paths = [
-        "/api/cameras",
-        "/api/events?limit=50",
-        "/api/health",
-        "/metrics",
-    ];
-    let (mut ok, mut errors, mut misses) = (0u64, 0u64, 0u32);
     let t0 = Instant::now();
-    let period = Duration::from_secs_f64(1.0 / rps.max(0.001));
-    let mut next = t0;
-    let mut buf = Vec::new();
-    let mut i = 0usize;
-    while t0.elapsed().as_secs_f64() < seconds {
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..viewers {
+            tasks.push(tokio::spawn(viewer(
+                port,
+                camera.clone(),
+                stop.clone(),
+                counts.clone(),
+            )));
+        }
+        let paths = [
+            "/api/cameras",
+            "/api/events?limit=50",
+            "/api/health",
+            "/metrics",
+        ];
         if rps <= 0.0 {
             // Viewers only: watch that the daemon is still there, once a second.
-            std::thread::sleep(Duration::from_secs(1));
-            if TcpStream::connect(("127.0.0.1", port)).is_err() {
-                break;
+            while t0.elapsed().as_secs_f64() < seconds {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                    break;
+                }
             }
-            continue;
-        }
-        if request(port, paths[i % paths.len()], &mut buf) {
-            ok += 1;
-            misses = 0;
         } else {
-            errors += 1;
-            misses += 1;
-            // The daemon is gone (its stream ended): stop with it.
-            if misses >= 20 {
-                errors -= u64::from(misses);
-                break;
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(burst as f64 / rps));
+            let mut i = 0usize;
+            while t0.elapsed().as_secs_f64() < seconds && !stop.load(Relaxed) {
+                tick.tick().await;
+                for _ in 0..burst {
+                    // The daemon is gone (its stream ended): stop with it.
+                    if counts.misses.load(Relaxed) >= 20 {
+                        stop.store(true, Relaxed);
+                        break;
+                    }
+                    if counts.in_flight.load(Relaxed) >= MAX_IN_FLIGHT {
+                        counts.errors.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    counts.in_flight.fetch_add(1, Relaxed);
+                    let (c, path) = (counts.clone(), paths[i % paths.len()]);
+                    tokio::spawn(async move {
+                        match request(port, path).await {
+                            Ok(()) => {
+                                c.ok.fetch_add(1, Relaxed);
+                                c.misses.store(0, Relaxed);
+                            }
+                            // Refused: the daemon has stopped listening (its stream ended).
+                            Err(e) if e.contains("connect:") && e.contains("refused") => {
+                                c.misses.fetch_add(1, Relaxed);
+                            }
+                            Err(e) => {
+                                // The first few, for whoever reads the log.
+                                if c.errors.load(Relaxed) < 3 {
+                                    eprintln!("http_load: {e}");
+                                }
+                                c.errors.fetch_add(1, Relaxed);
+                            }
+                        }
+                        c.in_flight.fetch_sub(1, Relaxed);
+                    });
+                    i += 1;
+                }
             }
         }
-        i += 1;
-        next += period;
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
+        stop.store(true, Relaxed);
+        for t in tasks {
+            let _ = t.await;
         }
-    }
+    });
     let took = t0.elapsed().as_secs_f64();
-    stop.store(true, Relaxed);
-    for t in threads {
-        let _ = t.join();
-    }
+    let errors = counts.errors.load(Relaxed);
     println!(
-        "{{\"requests\": {ok}, \"errors\": {errors}, \"seconds\": {took:.3}, \"live_bytes\": {}, \"cpu_s\": {:.3}}}",
-        bytes.load(Relaxed),
+        "{{\"requests\": {}, \"errors\": {errors}, \"seconds\": {took:.3}, \"live_bytes\": {}, \"cpu_s\": {:.3}}}",
+        counts.ok.load(Relaxed),
+        counts.live_bytes.load(Relaxed),
         cpu_seconds()
     );
 }

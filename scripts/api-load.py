@@ -53,7 +53,8 @@ def wait_port(port, seconds=30):
 
 
 def thread_cpu(pid):
-    """CPU seconds of each of the daemon's threads, grouped by what they do (thread names)."""
+    """CPU seconds and involuntary context switches (times a thread lost its core while it could
+    run) of each of the daemon's threads, keyed by thread id, with the thread's name."""
     out = {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
@@ -68,7 +69,15 @@ def thread_cpu(pid):
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        out[tid] = (comm, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+        preempted = 0
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("nonvoluntary_ctxt_switches:"):
+                        preempted = int(line.split()[1])
+        except OSError:
+            pass
+        out[tid] = (comm, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), preempted)
     return out
 
 
@@ -122,6 +131,7 @@ spool_dir = "{work}/spool"
 [http]
 listen = "127.0.0.1:{port}"
 nice = {args.http_nice}
+{"" if args.coalesce_ms is None else f"coalesce_ms = {args.coalesce_ms}"}
 """)
     log = os.path.join(work, "daemon.log")
     env = dict(os.environ, RUST_LOG="info")
@@ -134,7 +144,7 @@ nice = {args.http_nice}
         if loaded:
             wait_port(port)
             client = subprocess.Popen([args.client, str(port), "cam", str(args.viewers),
-                                       str(args.rps), "1e9"], stdout=subprocess.PIPE, text=True)
+                                       str(args.rps), "1e9", str(args.burst)], stdout=subprocess.PIPE, text=True)
         t0 = time.time()
         last = {}
         while d.poll() is None:
@@ -144,10 +154,13 @@ nice = {args.http_nice}
         counts = {"requests": 0, "errors": 0, "live_bytes": 0, "cpu_s": 0.0}
         if client is not None:
             counts = json.loads(client.communicate(timeout=30)[0].strip().splitlines()[-1])
-    cpu = {}
-    for comm, sec in last.values():
+    cpu, preempted = {}, 0
+    for comm, sec, nv in last.values():
         cpu[group(comm)] = cpu.get(group(comm), 0.0) + sec
+        if group(comm) == "infer":
+            preempted += nv
     counts["daemon_cpu"] = cpu
+    counts["engine_preempted"] = preempted
     text = open(log).read()
     m = re.search(r'end of stream frames=(\d+) fps="([\d.]+)"', text)
     if not m:
@@ -191,8 +204,13 @@ def main():
     ap.add_argument("--viewers", type=int, default=10)
     ap.add_argument("--rps", type=float, default=100)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--burst", type=int, default=1,
+                    help="requests the client sends together (default 1: evenly spaced)")
     ap.add_argument("--http-nice", type=int, default=10,
                     help="[http] nice: the server's and live encoders' nice value (0: the engine's)")
+    ap.add_argument("--coalesce-ms", type=int, default=None,
+                    help="[http] coalesce_ms (default: the daemon's, 20; 0 handles each request "
+                         "and live frame at once)")
     ap.add_argument("--spin", choices=["default", "on", "off"], default="default",
                     help="[engine] spin: whether ONNX Runtime's idle threads spin (default: the daemon's)")
     ap.add_argument("--clips", action="store_true",
@@ -223,19 +241,23 @@ def main():
         finally:
             broker.terminate()
         return 0
-    base, loaded, costs = [], [], []
+    base, loaded, costs, ratios = [], [], [], []
     try:
         for r in range(args.rounds):
-            fps, c0, _ = run(args, work, clip, broker_port, False)
+            fps, c0, took0 = run(args, work, clip, broker_port, False)
             base.append(fps)
             fps_l, counts, took = run(args, work, clip, broker_port, True)
             loaded.append(fps_l)
             cpu0 = " ".join(f"{k} {v:.1f}" for k, v in sorted(c0["daemon_cpu"].items()))
             cpu1 = " ".join(f"{k} {v:.1f}" for k, v in sorted(counts["daemon_cpu"].items()))
-            print(f"round {r + 1}: none {fps:.2f} fps (daemon CPU s: {cpu0}); {args.viewers} viewers "
+            ratios.append(fps_l / fps)
+            print(f"round {r + 1}: none {fps:.2f} fps (daemon CPU s: {cpu0}; engine preempted "
+                  f"{c0['engine_preempted'] / took0:.0f}/s); {args.viewers} viewers "
                   f"+ {args.rps:.0f} req/s {fps_l:.2f} fps ({counts['requests'] / took:.0f} req/s "
                   f"served, {counts['errors']} errors, {counts['live_bytes'] / took / 1e6:.2f} MB/s "
-                  f"of MJPEG; daemon CPU s: {cpu1}; client CPU {counts['cpu_s']:.1f} s in {took:.1f} s)",
+                  f"of MJPEG; daemon CPU s: {cpu1}; engine preempted "
+                  f"{counts['engine_preempted'] / took:.0f}/s; client CPU {counts['cpu_s']:.1f} s "
+                  f"in {took:.1f} s); kept {fps_l / fps:.3f}",
                   flush=True)
             costs.append((counts["daemon_cpu"].get("http", 0) + counts["daemon_cpu"].get("live", 0))
                          / max(counts["daemon_cpu"].get("infer", 0), 1e-9))
@@ -243,8 +265,9 @@ def main():
         broker.terminate()
     b, l = statistics.median(base), statistics.median(loaded)
     print(json.dumps({"engine_fps_none": b, "engine_fps_loaded": l, "kept": l / b,
+                      "kept_by_round_median": statistics.median(ratios),
                       "http_and_live_cpu_per_engine_cpu": statistics.median(costs),
-                      "viewers": args.viewers, "rps": args.rps, "http_nice": args.http_nice, "spin": args.spin, "frames": args.frames,
+                      "viewers": args.viewers, "rps": args.rps, "http_nice": args.http_nice, "coalesce_ms": args.coalesce_ms, "burst": args.burst, "spin": args.spin, "frames": args.frames,
                       "size": args.size, "load_avg": os.getloadavg()[0]}))
 
 

@@ -235,6 +235,26 @@ fn beyond_loopback_without_a_token_is_refused() {
 }
 
 #[test]
+fn out_of_range_http_settings_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let cams = camera("door", "test:ball", "");
+    let cfg = test_config(dir.path(), "mqtt://127.0.0.1:1", &cams, "");
+    with_http(
+        &cfg,
+        "[http]\nlisten = \"127.0.0.1:0\"\nnice = 25\ncoalesce_ms = 5000\n",
+    );
+    let out = Command::new(bin())
+        .args(["config", "check"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("http.nice"), "{err}");
+    assert!(err.contains("http.coalesce_ms"), "{err}");
+}
+
+#[test]
 fn the_curl_examples_of_docs_api_md_run() {
     let doc = std::fs::read_to_string(repo().join("docs/api.md")).unwrap();
     let blocks: Vec<&str> = doc

@@ -8,6 +8,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, Query, Request as HttpRequest, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -104,26 +105,79 @@ pub fn yield_to_engine(nice: i32) {
     }
 }
 
-/// Serve on a thread of its own at `nice` (its own runtime: its IO, its blocking reads and its
-/// live streams all run at that priority) until `stop` is cancelled; the returned receiver
-/// completes when it has stopped.
+/// Paces a runtime's thread (`[http] coalesce_ms`): before it waits for IO it sleeps out the
+/// rest of `every` since it last woke, so whatever arrives meanwhile (requests, live frames for
+/// every viewer, acknowledgements) is handled in one wake-up. On a box whose cores the engine
+/// keeps busy each wake-up takes a core from an engine thread mid-operator, and costs the engine
+/// more than the work it does (docs/perf.md, "The page and the API against the engine").
+struct Pace {
+    base: std::time::Instant,
+    /// When the thread last woke, in nanoseconds since `base`.
+    woke_ns: std::sync::atomic::AtomicU64,
+    every: Duration,
+}
+
+impl Pace {
+    fn now_ns(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    fn before_park(&self) {
+        let since = self.now_ns().saturating_sub(self.woke_ns.load(Relaxed));
+        let every = self.every.as_nanos() as u64;
+        if since < every {
+            std::thread::sleep(Duration::from_nanos(every - since));
+        }
+    }
+
+    fn after_unpark(&self) {
+        self.woke_ns.store(self.now_ns(), Relaxed);
+    }
+}
+
+/// Let the kernel fire this thread's timers up to `slack` late, so that they share wake-ups
+/// with other work (prctl `PR_SET_TIMERSLACK`; the default is 50 µs).
+fn timer_slack(slack: Duration) {
+    // SAFETY: prctl(2) with an integer argument on the calling thread; no memory is passed.
+    let rc = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, slack.as_nanos() as libc::c_ulong) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot set the timer slack");
+    }
+}
+
+/// Serve on a thread of its own at `[http] nice` (its own runtime: its IO, its blocking reads
+/// and its live streams all run at that priority), handling its connections at most once per
+/// `[http] coalesce_ms`, until `stop` is cancelled; the returned receiver completes when it has
+/// stopped.
 pub fn spawn(
     listener: std::net::TcpListener,
     state: HttpState,
     stop: tokio_util::sync::CancellationToken,
-    nice: i32,
+    cfg: &crate::edge::config::HttpConfig,
 ) -> std::io::Result<oneshot::Receiver<()>> {
     let (done, stopped) = oneshot::channel();
     listener.set_nonblocking(true)?;
+    let nice = cfg.nice;
+    let every = Duration::from_millis(cfg.coalesce_ms);
     std::thread::Builder::new()
         .name("http".into())
         .spawn(move || {
             yield_to_engine(nice);
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .thread_name("http-blocking")
-                .build()
-            {
+            let mut builder = tokio::runtime::Builder::new_current_thread();
+            builder.enable_all().thread_name("http-blocking");
+            if !every.is_zero() {
+                timer_slack(every / 4);
+                let pace = Arc::new(Pace {
+                    base: std::time::Instant::now(),
+                    woke_ns: Default::default(),
+                    every,
+                });
+                let p = pace.clone();
+                builder
+                    .on_thread_park(move || p.before_park())
+                    .on_thread_unpark(move || pace.after_unpark());
+            }
+            let rt = match builder.build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     tracing::error!(error = %e, "the HTTP server cannot start its runtime");

@@ -74,6 +74,11 @@ pub struct HttpConfig {
     /// The nice value of the server's threads and the live views' encoders (0-19; 0: the
     /// engine's own priority): the page yields to the engine when the cores are busy.
     pub nice: i32,
+    /// The server handles what its connections have for it at most once per this many
+    /// milliseconds (0-1000; 0: as soon as it comes): a busy page then wakes it, and takes a
+    /// core from the engine, a few dozen times a second instead of at every request and live
+    /// frame, for at most this much more latency.
+    pub coalesce_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -83,6 +88,7 @@ impl Default for HttpConfig {
             token: None,
             token_file: None,
             nice: 10,
+            coalesce_ms: 20,
         }
     }
 }

@@ -515,6 +515,12 @@ fn validate_http(h: &super::HttpConfig, out: &mut Findings) {
     if !(0..=19).contains(&h.nice) {
         out.fail("http.nice", format!("{} is not within 0..=19", h.nice));
     }
+    if h.coalesce_ms > 1000 {
+        out.fail(
+            "http.coalesce_ms",
+            format!("{} is not within 0..=1000", h.coalesce_ms),
+        );
+    }
 }
 
 /// A topic prefix: non-empty, no wildcard, no leading or trailing `/`.

@@ -275,7 +275,7 @@ async fn serve_http(
         clips_dir: cfg.service.spool_path().join("clips"),
         stop: root.clone(),
     };
-    let stopped = crate::edge::http::spawn(listener, state, root.clone(), cfg.http.nice)
+    let stopped = crate::edge::http::spawn(listener, state, root.clone(), &cfg.http)
         .map_err(|e| anyhow::anyhow!("HTTP server thread: {e}"))?;
     tracker.spawn(async move {
         let _ = stopped.await;
