@@ -1,8 +1,10 @@
 //! A light load on the daemon's HTTP server, for `scripts/api-load.py` (issue 31): `viewers`
 //! clients reading `/api/<camera>/live` (MJPEG) and `rps` API requests a second, evenly spaced, in
 //! turn `/api/cameras`, `/api/events?limit=50`, `/api/health` and `/metrics`, each on a connection
-//! of its own (`Connection: close`), until `seconds` have passed or the daemon goes. It prints one
-//! JSON line: requests served, errors, MJPEG bytes read, and its own CPU seconds.
+//! of its own (`Connection: close`, the default) or on idle keep-alive connections as a browser
+//! sends them (`keep-alive`), `burst` of them at a time (default 1), until `seconds` have passed or
+//! the daemon goes. It prints one JSON line: requests served, errors, connections cut with no
+//! answer (as the daemon stops), MJPEG bytes read, and its own CPU seconds.
 //!
 //! The viewers stand for browsers on other machines, so the client is built to cost the cores it
 //! shares with the daemon as little as it can: one thread and one event loop (a current-thread
@@ -10,6 +12,7 @@
 //! it once, not ten times, and a request costs one timer tick and one readiness wake-up.
 //!
 //!   cargo run --release --features edge --example http_load -- PORT CAMERA VIEWERS RPS SECONDS
+//!       [BURST [close|keep-alive]]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -38,6 +41,8 @@ struct Counts {
     /// are not counted as errors).
     misses: AtomicU64,
     in_flight: AtomicU64,
+    /// Connections closed with no answer (as the daemon stops).
+    cut: AtomicU64,
     live_bytes: AtomicU64,
 }
 
@@ -65,30 +70,116 @@ async fn viewer(port: u16, camera: String, stop: Arc<AtomicBool>, counts: Arc<Co
     }
 }
 
-/// One request on its own connection: Ok with a 200, else what went wrong.
-async fn request(port: u16, path: &'static str) -> Result<(), String> {
+/// Idle keep-alive connections, for the next request to take.
+type Pool = Arc<std::sync::Mutex<Vec<TcpStream>>>;
+
+/// What a request came to.
+enum Outcome {
+    Ok,
+    /// Refused: the daemon has stopped listening (its stream ended).
+    Refused,
+    /// The connection closed with no answer at all (the daemon stopping as it came).
+    Cut,
+    Error(String),
+}
+
+/// Read one HTTP/1.1 response off `s` (its length from `Content-Length`, or chunked); the
+/// response's head, and whether the connection can carry another request.
+async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<(String, bool)> {
+    buf.clear();
+    let mut chunk = [0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok((String::from_utf8_lossy(buf).into_owned(), false));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let chunked = head.contains("transfer-encoding: chunked");
+    let close = head.contains("connection: close");
+    match (length, chunked) {
+        (Some(len), _) => {
+            while buf.len() < head_end + len {
+                let n = s.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            Ok((head, !close))
+        }
+        (None, true) => {
+            while !buf[head_end..].ends_with(b"0\r\n\r\n") {
+                let n = s.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            Ok((head, !close))
+        }
+        // Delimited by the end of the connection.
+        (None, false) => {
+            s.read_to_end(buf).await?;
+            Ok((head, false))
+        }
+    }
+}
+
+/// One request: on a connection of its own (`Connection: close`), or with `pool` on an idle
+/// keep-alive connection (a new one when none is idle), which goes back to the pool after.
+async fn request(port: u16, path: &'static str, pool: Option<Pool>) -> Outcome {
     let go = async {
-        let mut s = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|e| format!("send: {e}"))?;
-        let mut buf = Vec::with_capacity(16 * 1024);
-        s.read_to_end(&mut buf)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        if buf.starts_with(b"HTTP/1.1 200") {
-            Ok(())
+        let reused = pool
+            .as_ref()
+            .and_then(|p| p.lock().unwrap_or_else(|e| e.into_inner()).pop());
+        let mut s = match reused {
+            Some(s) => s,
+            None => match TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(s) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    return Outcome::Refused
+                }
+                Err(e) => return Outcome::Error(format!("connect: {e}")),
+            },
+        };
+        let close = if pool.is_some() {
+            ""
         } else {
-            let head = String::from_utf8_lossy(&buf[..buf.len().min(80)]).into_owned();
-            Err(format!("answer: {head:?}"))
+            "Connection: close\r\n"
+        };
+        let req = format!("GET {path} HTTP/1.1\r\nHost: load\r\n{close}\r\n");
+        if let Err(e) = s.write_all(req.as_bytes()).await {
+            return Outcome::Error(format!("send: {e}"));
+        }
+        let mut buf = Vec::with_capacity(16 * 1024);
+        match read_response(&mut s, &mut buf).await {
+            Ok((head, _)) if head.is_empty() => Outcome::Cut,
+            Ok((head, again)) if head.starts_with("http/1.1 200") => {
+                if let (Some(p), true) = (&pool, again) {
+                    p.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+                }
+                Outcome::Ok
+            }
+            Ok((head, _)) => Outcome::Error(format!(
+                "answer: {:?}",
+                head.chars().take(80).collect::<String>()
+            )),
+            Err(e) => Outcome::Error(format!("read: {e}")),
         }
     };
     match tokio::time::timeout(Duration::from_secs(2), go).await {
-        Ok(r) => r.map_err(|e| format!("{path}: {e}")),
-        Err(_) => Err(format!("{path}: no answer in 2 s")),
+        Ok(Outcome::Error(e)) => Outcome::Error(format!("{path}: {e}")),
+        Ok(o) => o,
+        Err(_) => Outcome::Error(format!("{path}: no answer in 2 s")),
     }
 }
 
@@ -113,6 +204,17 @@ fn main() {
     let seconds: f64 = arg(&args, 5, "SECONDS");
     // Requests sent together at each tick (default 1: evenly spaced).
     let burst: usize = args.get(6).and_then(|b| b.parse().ok()).unwrap_or(1).max(1);
+    // `keep-alive`: requests reuse idle connections, as a browser's do; `close` (default): each
+    // on a connection of its own.
+    let keep_alive = match args.get(7).map(String::as_str) {
+        None | Some("close") => false,
+        Some("keep-alive") => true,
+        Some(other) => {
+            eprintln!("http_load: CONNECTION is `close` or `keep-alive`, not `{other}`");
+            std::process::exit(2);
+        }
+    };
+    let pool: Pool = Default::default();
     // Like the daemon's server, the client waits for IO at most once per request tick (10 ms
     // at most), so answers that come back meanwhile are read in the same wake-up as the next
     // request is sent: about one wake-up per request, as evenly spaced as the requests.
@@ -181,17 +283,20 @@ fn main() {
                     }
                     counts.in_flight.fetch_add(1, Relaxed);
                     let (c, path) = (counts.clone(), paths[i % paths.len()]);
+                    let pool = keep_alive.then(|| pool.clone());
                     tokio::spawn(async move {
-                        match request(port, path).await {
-                            Ok(()) => {
+                        match request(port, path, pool).await {
+                            Outcome::Ok => {
                                 c.ok.fetch_add(1, Relaxed);
                                 c.misses.store(0, Relaxed);
                             }
-                            // Refused: the daemon has stopped listening (its stream ended).
-                            Err(e) if e.contains("connect:") && e.contains("refused") => {
+                            Outcome::Refused => {
                                 c.misses.fetch_add(1, Relaxed);
                             }
-                            Err(e) => {
+                            Outcome::Cut => {
+                                c.cut.fetch_add(1, Relaxed);
+                            }
+                            Outcome::Error(e) => {
                                 // The first few, for whoever reads the log.
                                 if c.errors.load(Relaxed) < 3 {
                                     eprintln!("http_load: {e}");
@@ -213,8 +318,9 @@ fn main() {
     let took = t0.elapsed().as_secs_f64();
     let errors = counts.errors.load(Relaxed);
     println!(
-        "{{\"requests\": {}, \"errors\": {errors}, \"seconds\": {took:.3}, \"live_bytes\": {}, \"cpu_s\": {:.3}}}",
+        "{{\"requests\": {}, \"errors\": {errors}, \"cut\": {}, \"seconds\": {took:.3}, \"live_bytes\": {}, \"cpu_s\": {:.3}}}",
         counts.ok.load(Relaxed),
+        counts.cut.load(Relaxed),
         counts.live_bytes.load(Relaxed),
         cpu_seconds()
     );

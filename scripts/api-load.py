@@ -1,19 +1,28 @@
 #!/usr/bin/env python3
 """What the HTTP API and the page cost the engine: the daemon's engine frames/s on one camera with
-no viewer, and with 10 live viewers (MJPEG) plus 100 API requests a second, in one run of this
-script (alternating, `--rounds` each), on loopback only. The load comes from a small Rust client
-(examples/http_load.rs), and the daemon's CPU time is read per thread (/proc/<pid>/task), so the
-server's own share (its IO threads and the live encoder) is seen apart from the engine's.
+no viewer, and with 10 live viewers (MJPEG) plus 100 API requests a second, on loopback only. The
+load comes from a small Rust client (examples/http_load.rs: one event loop, requests evenly
+spaced, on keep-alive connections as a browser's fetch() sends them, or `--connection close`), and
+the daemon's CPU time and involuntary context switches are read per thread (/proc/<pid>/task), so
+the server's own share (its IO thread and the live encoder) is seen apart from the engine's.
+
+Two designs:
+- `--pairs N` (the one docs/perf.md reports): one daemon on the clip looped; the load on and off
+  in turn, N times, frames/s over `--window` seconds of each (read from /metrics); each pair's
+  ratio compares two windows under a minute apart, so the machine's drift (this VM's engine rate
+  moves by +-10 % between runs minutes apart) falls out of it. The median of the N ratios.
+- `--rounds N`: separate daemon runs over the whole clip, alternating none / loaded; the clip
+  read under `pace = "block"`, so its frames/s is the engine's throughput ("end of stream ...
+  fps=" in each run's log).
 
 With `--clips` it measures event clips instead: the same clip with `[camera.clips]` off and on,
 the daemon's CPU seconds per frame either way and those of its clip writer thread.
 
-The camera is a synthetic clip read under `pace = "block"`, so its frames/s is the engine's
-throughput; each daemon run logs it at the end of the stream ("end of stream ... fps=").
-
   cargo build --release --features edge --example http_load
-  .venv/bin/python scripts/api-load.py [--bin target/release/inspro] [--frames 300]
-      [--model inspro-small] [--size 320x192] [--viewers 10] [--rps 100] [--rounds 2]
+  .venv/bin/python scripts/api-load.py --frames 6000 --pairs 16 [--window 8]
+      [--model inspro-small] [--size 320x192] [--viewers 10] [--rps 100]
+      [--connection keep-alive|close] [--client-nice 0] [--coalesce-ms 20] [--burst 1]
+  .venv/bin/python scripts/api-load.py --frames 2000 --rounds 5
   .venv/bin/python scripts/api-load.py --clips --camera-size 1280x720 [--frames 300]
 
 Benchmarks want a quiet machine (no build, no training beside them): the numbers go in
@@ -31,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -98,8 +108,7 @@ def group(comm):
     return "other"
 
 
-def run(args, work, clip, broker_port, loaded, clips=False):
-    port = free_port()
+def write_config(args, work, clip, broker_port, port, clips=False, loop=False):
     shutil.rmtree(os.path.join(work, "spool"), ignore_errors=True)
     w, h = args.size.split("x")
     cfg = os.path.join(work, "edge.toml")
@@ -113,6 +122,7 @@ uri = "file://{clip}"
 width = {w}
 height = {h}
 pace = "block"
+loop_file = {"true" if loop else "false"}
 {"[camera.clips]" + chr(10) + "enabled = true" if clips else ""}
 
 [tracking]
@@ -133,18 +143,40 @@ listen = "127.0.0.1:{port}"
 nice = {args.http_nice}
 {"" if args.coalesce_ms is None else f"coalesce_ms = {args.coalesce_ms}"}
 """)
-    log = os.path.join(work, "daemon.log")
+    return cfg
+
+
+def daemon_env(args):
     env = dict(os.environ, RUST_LOG="info")
     if args.spin != "default":
         env["INSPRO__ENGINE__SPIN"] = "true" if args.spin == "on" else "false"
+    return env
+
+
+def client_cmd(args, port, seconds=1e9):
+    return [args.client, str(port), "cam", str(args.viewers), str(args.rps), str(seconds),
+            str(args.burst), args.connection]
+
+
+def start_client(args, port, seconds=1e9):
+    """The load client, at `--client-nice`."""
+    nice = args.client_nice
+    return subprocess.Popen(client_cmd(args, port, seconds), stdout=subprocess.PIPE, text=True,
+                            preexec_fn=(lambda: os.nice(nice)) if nice else None)
+
+
+def run(args, work, clip, broker_port, loaded, clips=False):
+    port = free_port()
+    cfg = write_config(args, work, clip, broker_port, port, clips=clips)
+    log = os.path.join(work, "daemon.log")
+    env = daemon_env(args)
     with open(log, "w") as lf:
         d = subprocess.Popen([args.bin, "run", "--config", cfg, "--exit-on-eos"], env=env,
                              stdout=lf, stderr=lf)
         client = None
         if loaded:
             wait_port(port)
-            client = subprocess.Popen([args.client, str(port), "cam", str(args.viewers),
-                                       str(args.rps), "1e9", str(args.burst)], stdout=subprocess.PIPE, text=True)
+            client = start_client(args, port)
         t0 = time.time()
         last = {}
         while d.poll() is None:
@@ -168,6 +200,101 @@ nice = {args.http_nice}
     c = re.search(r'clip writer ended .*clips=(\d+) bytes=(\d+) cpu_ms="([\d.]+)"', text)
     counts["clips"] = (int(c.group(1)), int(c.group(2)), float(c.group(3))) if c else (0, 0, 0.0)
     return float(m.group(2)), counts, took
+
+
+def frames_processed(port):
+    """The daemon's count of the camera's processed frames (its /metrics)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    m = re.search(r'^inspro_frames_processed_total\{camera="cam"\} (\d+)', text, re.M)
+    if not m:
+        sys.exit("no inspro_frames_processed_total for camera cam in /metrics")
+    return int(m.group(1))
+
+
+def restarts(log):
+    with open(log) as f:
+        return f.read().count("file looped")
+
+
+def window(pid, port, seconds, log):
+    """The engine's frames/s over `seconds`, its threads' CPU seconds and their preemptions; a
+    window in which the looped clip restarted (the pipeline rebuilt) is measured again."""
+    for _ in range(5):
+        n = restarts(log)
+        before, f0, t0 = thread_cpu(pid), frames_processed(port), time.monotonic()
+        time.sleep(seconds)
+        after, f1, t1 = thread_cpu(pid), frames_processed(port), time.monotonic()
+        if restarts(log) == n:
+            break
+    cpu = pre = 0.0
+    for tid, (comm, sec, nv) in after.items():
+        if group(comm) == "infer" and tid in before:
+            cpu += sec - before[tid][1]
+            pre += nv - before[tid][2]
+    return (f1 - f0) / (t1 - t0), cpu, pre / (t1 - t0)
+
+
+def interleaved(args, work, clip, broker_port):
+    """One daemon on the clip looped; the load on and off in turn, `--pairs` times (which of the
+    two comes first alternates), frames/s measured over `--window` seconds of each: once the
+    client has run for 5 s, and once the live view has stopped (it runs on for live.rs's
+    WANT_FOR, 10 s, after the last viewer). Each pair's ratio compares two windows a minute
+    apart at most, so the machine's own drift over the run (this VM's engine rate moved by
+    +-10 % between runs minutes apart) falls out of it."""
+    port = free_port()
+    cfg = write_config(args, work, clip, broker_port, port, loop=True)
+    log_path = os.path.join(work, "daemon.log")
+    log = open(log_path, "w")
+    d = subprocess.Popen([args.bin, "run", "--config", cfg], env=daemon_env(args),
+                         stdout=log, stderr=log)
+    rows = []
+    try:
+        wait_port(port)
+        time.sleep(10)  # warm-up: the model loaded, the first frames through
+        for p in range(args.pairs):
+            fps = {}
+            for loaded in ((False, True) if p % 2 == 0 else (True, False)):
+                if loaded:
+                    # The client runs out by itself just after the window (a window measured
+                    # again after a restart of the clip outlasts it: it is stopped then).
+                    client = start_client(args, port, 5 + args.window + 0.5)
+                    time.sleep(5)
+                    fps[True] = window(d.pid, port, args.window, log_path)
+                    try:
+                        out = client.communicate(timeout=5)[0]
+                        c = json.loads(out.strip().splitlines()[-1])
+                        served = c["requests"] / c["seconds"]
+                        errors = c["errors"]
+                    except (subprocess.TimeoutExpired, ValueError, IndexError, KeyError):
+                        client.kill()
+                        client.communicate()
+                        served, errors = float("nan"), 0
+                else:
+                    time.sleep(11)
+                    fps[False] = window(d.pid, port, args.window, log_path)
+            ratio = fps[True][0] / fps[False][0]
+            rows.append((fps[False], fps[True], ratio, served, errors))
+            print(f"pair {p + 1}: none {fps[False][0]:.1f} fps (engine CPU {fps[False][1]:.1f} s, "
+                  f"preempted {fps[False][2]:.0f}/s); {args.viewers} viewers + {args.rps:.0f} "
+                  f"req/s {fps[True][0]:.1f} fps (engine CPU {fps[True][1]:.1f} s, preempted "
+                  f"{fps[True][2]:.0f}/s; {served:.0f} req/s served, {errors} errors); "
+                  f"kept {ratio:.3f}", flush=True)
+    finally:
+        d.terminate()
+        d.wait(timeout=60)
+    ratios = sorted(r[2] for r in rows)
+    q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
+    print(json.dumps({"kept_median": statistics.median(ratios), "kept_mean": statistics.mean(ratios),
+                      "kept_quartiles": [q[0], q[2]], "kept_min": ratios[0], "kept_max": ratios[-1],
+                      "pairs": len(ratios), "window_s": args.window,
+                      "fps_none_median": statistics.median(r[0][0] for r in rows),
+                      "fps_loaded_median": statistics.median(r[1][0] for r in rows),
+                      "served_per_s_median": statistics.median(r[3] for r in rows),
+                      "errors": sum(r[4] for r in rows), "client_nice": args.client_nice,
+                      "viewers": args.viewers, "rps": args.rps, "connection": args.connection,
+                      "coalesce_ms": args.coalesce_ms, "http_nice": args.http_nice,
+                      "size": args.size, "load_avg": os.getloadavg()[0]}))
 
 
 def clip_rounds(args, work, clip, broker_port):
@@ -204,10 +331,20 @@ def main():
     ap.add_argument("--viewers", type=int, default=10)
     ap.add_argument("--rps", type=float, default=100)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--pairs", type=int, default=0,
+                    help="interleaved: one daemon on the clip looped, the load on and off this "
+                         "many times (default 0: --rounds of separate daemon runs)")
+    ap.add_argument("--window", type=float, default=10.0,
+                    help="with --pairs: seconds each frames/s is measured over")
+    ap.add_argument("--client-nice", type=int, default=0,
+                    help="the load client's nice value (default 0)")
     ap.add_argument("--burst", type=int, default=1,
                     help="requests the client sends together (default 1: evenly spaced)")
     ap.add_argument("--http-nice", type=int, default=10,
                     help="[http] nice: the server's and live encoders' nice value (0: the engine's)")
+    ap.add_argument("--connection", choices=["close", "keep-alive"], default="keep-alive",
+                    help="keep-alive (default): requests reuse idle connections, as the page's "
+                         "fetch() calls in a browser do; close: each on a connection of its own")
     ap.add_argument("--coalesce-ms", type=int, default=None,
                     help="[http] coalesce_ms (default: the daemon's, 20; 0 handles each request "
                          "and live frame at once)")
@@ -235,6 +372,12 @@ def main():
     broker = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     wait_port(broker_port)
+    if args.pairs:
+        try:
+            interleaved(args, work, clip, broker_port)
+        finally:
+            broker.terminate()
+        return 0
     if args.clips:
         try:
             clip_rounds(args, work, clip, broker_port)
@@ -254,7 +397,7 @@ def main():
             print(f"round {r + 1}: none {fps:.2f} fps (daemon CPU s: {cpu0}; engine preempted "
                   f"{c0['engine_preempted'] / took0:.0f}/s); {args.viewers} viewers "
                   f"+ {args.rps:.0f} req/s {fps_l:.2f} fps ({counts['requests'] / took:.0f} req/s "
-                  f"served, {counts['errors']} errors, {counts['live_bytes'] / took / 1e6:.2f} MB/s "
+                  f"served, {counts['errors']} errors, {counts.get('cut', 0)} cut at the end, {counts['live_bytes'] / took / 1e6:.2f} MB/s "
                   f"of MJPEG; daemon CPU s: {cpu1}; engine preempted "
                   f"{counts['engine_preempted'] / took:.0f}/s; client CPU {counts['cpu_s']:.1f} s "
                   f"in {took:.1f} s); kept {fps_l / fps:.3f}",
@@ -267,7 +410,7 @@ def main():
     print(json.dumps({"engine_fps_none": b, "engine_fps_loaded": l, "kept": l / b,
                       "kept_by_round_median": statistics.median(ratios),
                       "http_and_live_cpu_per_engine_cpu": statistics.median(costs),
-                      "viewers": args.viewers, "rps": args.rps, "http_nice": args.http_nice, "coalesce_ms": args.coalesce_ms, "burst": args.burst, "spin": args.spin, "frames": args.frames,
+                      "viewers": args.viewers, "rps": args.rps, "http_nice": args.http_nice, "coalesce_ms": args.coalesce_ms, "burst": args.burst, "connection": args.connection, "spin": args.spin, "frames": args.frames,
                       "size": args.size, "load_avg": os.getloadavg()[0]}))
 
 
