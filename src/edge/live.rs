@@ -2,10 +2,10 @@
 //! newest frame with its tracks drawn by the one renderer, as JPEG. Made only while someone
 //! watches (a request in the last [`WANT_FOR`]), at most [`MAX_FPS`] a second; the engine thread
 //! only draws onto a copy of the frame and hands it over (never waiting), a worker thread per
-//! camera encodes it.
+//! camera encodes it (`edge::jpeg`: GStreamer's jpegenc).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 /// How long one request keeps the view coming.
@@ -112,28 +112,20 @@ pub fn start(
     let thread: String = format!("live-{name}").chars().take(15).collect();
     std::thread::Builder::new().name(thread).spawn(move || {
         crate::edge::http::yield_to_engine(nice);
-        let last_error = Mutex::new(None::<String>);
+        let mut encoder = crate::edge::jpeg::Encoder::new(quality);
+        let mut last_error = None::<String>;
         for d in rx {
-            let mut jpeg = Vec::new();
-            let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, quality);
-            match image::ImageEncoder::write_image(
-                enc,
-                &d.rgb,
-                d.width as u32,
-                d.height as u32,
-                image::ExtendedColorType::Rgb8,
-            ) {
-                Ok(()) => view.publish(LiveFrame {
+            match encoder.encode(&d.rgb, d.width, d.height) {
+                Ok(jpeg) => view.publish(LiveFrame {
                     jpeg: jpeg.into(),
                     index: d.index,
                     width: d.width,
                     height: d.height,
                 }),
                 Err(e) => {
-                    let mut last = last_error.lock().unwrap_or_else(|p| p.into_inner());
-                    if last.as_deref() != Some(&e.to_string()) {
+                    if last_error.as_deref() != Some(&e) {
                         tracing::warn!(error = %e, "live view: cannot encode the frame");
-                        *last = Some(e.to_string());
+                        last_error = Some(e);
                     }
                 }
             }

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod events;
 pub mod http;
 pub mod ingest;
+pub mod jpeg;
 pub mod live;
 pub mod metrics;
 pub mod mqtt;

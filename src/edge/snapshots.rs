@@ -212,8 +212,9 @@ pub fn run_worker(
     outbox: Arc<Outbox>,
     max_payload: usize,
 ) {
+    let mut encoder = crate::edge::jpeg::Encoder::new(cfg.quality);
     for job in jobs {
-        let jpeg = match encode(&job, cfg.quality) {
+        let jpeg = match encoder.encode(&job.rgb, job.width, job.height) {
             Ok(j) => j,
             Err(e) => {
                 tracing::warn!(error = %e, "snapshot not encoded");
@@ -233,17 +234,6 @@ pub fn run_worker(
             );
         }
     }
-}
-
-fn encode(job: &Job, quality: u8) -> Result<Vec<u8>, image::ImageError> {
-    let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, quality).encode(
-        &job.rgb,
-        job.width as u32,
-        job.height as u32,
-        image::ExtendedColorType::Rgb8,
-    )?;
-    Ok(jpeg)
 }
 
 /// Write `path` and remove the oldest `.jpg` files of `dir` beyond `max_files`.
