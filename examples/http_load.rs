@@ -105,33 +105,24 @@ async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<
         .and_then(|v| v.trim().parse::<usize>().ok());
     let chunked = head.contains("transfer-encoding: chunked");
     let close = head.contains("connection: close");
-    match (length, chunked) {
-        (Some(len), _) => {
-            while buf.len() < head_end + len {
-                let n = s.read(&mut chunk).await?;
-                if n == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            Ok((head, !close))
-        }
-        (None, true) => {
-            while !buf[head_end..].ends_with(b"0\r\n\r\n") {
-                let n = s.read(&mut chunk).await?;
-                if n == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            Ok((head, !close))
-        }
+    // Whether the body is all there: its length, or chunked's last chunk.
+    let whole = |buf: &[u8]| match length {
+        Some(len) => buf.len() >= head_end + len,
+        None => buf[head_end..].ends_with(b"0\r\n\r\n"),
+    };
+    if length.is_none() && !chunked {
         // Delimited by the end of the connection.
-        (None, false) => {
-            s.read_to_end(buf).await?;
-            Ok((head, false))
-        }
+        s.read_to_end(buf).await?;
+        return Ok((head, false));
     }
+    while !whole(buf) {
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok((head, !close))
 }
 
 /// One request: on a connection of its own (`Connection: close`), or with `pool` on an idle

@@ -93,15 +93,15 @@ def thread_cpu(pid):
 
 def group(comm):
     """infer: the engine thread and ONNX Runtime's pool; http: the HTTP server's thread and its
-    blocking threads (axum, SQLite reads); live: the MJPEG encoder; io: the IO runtime (MQTT,
-    signals); the rest: GStreamer, the store's writer."""
+    blocking threads (axum, SQLite reads); live: the MJPEG encoder (its thread and jpegenc's, also
+    the snapshots'); io: the IO runtime (MQTT, signals); the rest: GStreamer, the store's writer."""
     if comm.startswith("infer-") or comm in ("inspro",):
         return "infer"
     if comm.startswith("http"):
         return "http"
     if comm.startswith("inspro-io") or comm.startswith("tokio"):
         return "io"
-    if comm.startswith("live-"):
+    if comm.startswith("live-") or comm.startswith("jpeg:"):
         return "live"
     if comm.startswith("clip-"):
         return "clip"
@@ -372,15 +372,10 @@ def main():
     broker = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     wait_port(broker_port)
-    if args.pairs:
+    other = interleaved if args.pairs else clip_rounds if args.clips else None
+    if other:
         try:
-            interleaved(args, work, clip, broker_port)
-        finally:
-            broker.terminate()
-        return 0
-    if args.clips:
-        try:
-            clip_rounds(args, work, clip, broker_port)
+            other(args, work, clip, broker_port)
         finally:
             broker.terminate()
         return 0

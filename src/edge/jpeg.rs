@@ -101,7 +101,10 @@ impl GstJpeg {
             .property("quality", i32::from(quality))
             .build()
             .map_err(|_| "no jpegenc element (gstreamer1.0-plugins-good)".to_string())?;
+        // Its streaming thread is then "jpeg:src" (scripts/api-load.py counts it with the live
+        // view's).
         let src = gst_app::AppSrc::builder()
+            .name("jpeg")
             .format(gst::Format::Time)
             .is_live(false)
             .build();
